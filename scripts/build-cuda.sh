@@ -28,7 +28,7 @@ C=$("$BASE/cuda-venv/bin/python" -c 'import nvidia,os;print(os.path.join(nvidia.
 # candle-core turns on cudarc's dynamic linking, so the binary links -lcuda: a stub exporting
 # every driver symbol cudarc declares, with the real soname.
 cargo fetch -q
-CUDARC_V=$(cargo metadata --format-version 1 | python3 -c 'import json,sys;print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="cudarc"))')
+CUDARC_V=$(cargo metadata --format-version 1 --all-features | python3 -c 'import json,sys;print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="cudarc"))')
 CUDARC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-"$CUDARC_V" | head -1)
 mkdir -p "$C/lib/stubs"
 grep -ohE 'pub unsafe fn cu[A-Z][A-Za-z0-9_]*' "$CUDARC/src/driver/sys/mod.rs" | awk '{print $4}' | sort -u \

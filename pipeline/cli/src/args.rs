@@ -20,6 +20,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub force: bool,
 
+    /// Run only the named stage, using its inputs as they are in the work dir (upstream stages
+    /// are neither checked nor run): for a machine that did not produce them.
+    #[arg(long, global = true)]
+    pub only: bool,
+
     /// Process only shard i of N (0-based), for array jobs; an unsharded run merges the parts.
     #[arg(long, global = true, value_name = "i/N")]
     pub shard: Option<ShardSpec>,

@@ -92,7 +92,7 @@ fn run(cli: Cli) -> distill_core::Result<()> {
         Command::Run | Command::Status => None,
     };
     let runner = Runner::new(&work_dir, stages::all(&cfg, &opts)?)?;
-    let run_opts = RunOptions { force, shard: cli.shard, quiet: cli.quiet };
+    let run_opts = RunOptions { force, only: cli.only, shard: cli.shard, quiet: cli.quiet };
     match (&cli.command, target) {
         (Command::Status, _) => {
             print!("{}", status::table(&runner.status()?));

@@ -90,6 +90,9 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     pub force: bool,
+    /// Run only the named stages, taking their inputs as they are in the work dir (for a
+    /// machine that did not produce them, e.g. training on a GPU host).
+    pub only: bool,
     pub shard: Option<ShardSpec>,
     pub quiet: bool,
 }
@@ -221,7 +224,7 @@ impl Runner {
             self.def(t)?;
             wanted.insert(t, true);
         }
-        for d in self.defs.iter().rev() {
+        for d in self.defs.iter().rev().filter(|_| !opts.only) {
             if wanted.contains_key(d.name) {
                 for dep in &d.deps {
                     wanted.entry(dep).or_insert(false);

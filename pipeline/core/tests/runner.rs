@@ -239,3 +239,17 @@ fn a_forced_rerun_that_changes_its_output_makes_dependents_stale_and_one_that_do
     assert_eq!(b_runs.load(Ordering::SeqCst), 2);
     assert_eq!(read(&work.path().join("b/b.txt")), "2");
 }
+
+#[test]
+fn only_runs_the_named_stage_on_the_inputs_in_place() {
+    let work = tempfile::tempdir().unwrap();
+    let runs = new_runs();
+    Runner::new(work.path(), dag(10, 2, &runs)).unwrap().run(&["squares"], RunOptions::default()).unwrap();
+    // A changed setting upstream would normally rerun `numbers` first; --only leaves it.
+    let runs2 = new_runs();
+    let runner = Runner::new(work.path(), dag(11, 2, &runs2)).unwrap();
+    let out = runner.run(&["sum"], RunOptions { only: true, ..Default::default() }).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(counts(&runs2), [0, 0, 1]);
+    assert_eq!(read(&work.path().join("sum/sum.txt")), "285");
+}
