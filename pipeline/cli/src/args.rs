@@ -91,6 +91,16 @@ pub struct TrainArgs {
     /// Print the model's parameter count and exit.
     #[arg(long)]
     pub print_params: bool,
+    /// Time this many optimizer steps of the [train] config on synthetic top-k data of its
+    /// shapes (no shards needed; nothing is written) and print a JSON report.
+    #[arg(long, value_name = "STEPS")]
+    pub bench: Option<usize>,
+    /// Untimed steps before the timed ones (--bench).
+    #[arg(long, default_value_t = 2, value_name = "STEPS")]
+    pub bench_warmup: usize,
+    /// Teacher top-k of the synthetic data (--bench).
+    #[arg(long, default_value_t = 20, value_name = "K")]
+    pub bench_topk: usize,
 }
 
 #[derive(Debug, Args)]

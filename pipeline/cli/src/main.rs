@@ -67,6 +67,11 @@ fn run(cli: Cli) -> distill_core::Result<()> {
                 println!("{} ({}): {} parameters", cfg.train.model, mc.to_json()["model_type"].as_str().unwrap_or("?"), thousands(n));
                 return Ok(());
             }
+            if let Some(steps) = t.bench {
+                let report = distill_train::bench_config(&cfg.train, &opts.config_file, t.bench_topk, t.bench_warmup, steps)?;
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Other(e.to_string()))?);
+                return Ok(());
+            }
             opts.resume = t.resume;
             force |= t.resume;
             Some("train")

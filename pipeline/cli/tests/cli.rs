@@ -70,3 +70,26 @@ fn the_shipped_configs_are_valid() {
         assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn train_bench_times_real_steps_of_the_configured_shape_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("b.toml"),
+        "[train]\nmodel = \"qwen2-nano\"\nvocab_from_tokenizer = false\nbatch_size = 2\nseq_len = 48\n[train.loss]\nkd = 1.0\nce = 1.0\ncapture_temperature = 1.0\n",
+    )
+    .unwrap();
+    let out = distill(dir.path(), &["-q", "--config", "b.toml", "--work-dir", "w", "train", "--bench", "3", "--bench-warmup", "1", "--bench-topk", "5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["tokens_per_step"], 96);
+    assert_eq!(r["topk"], 5);
+    assert_eq!(r["step_secs"].as_array().unwrap().len(), 3);
+    let losses: Vec<f64> = r["losses"].as_array().unwrap().iter().map(|l| l.as_f64().unwrap()).collect();
+    assert_eq!(losses.len(), 4);
+    assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
+    for phase in ["forward", "loss", "backward", "clip", "adamw"] {
+        assert!(r["phase_secs"][phase].as_f64().unwrap() > 0.0, "phase {phase}");
+    }
+    assert!(!dir.path().join("w").exists(), "a benchmark writes nothing");
+}

@@ -249,6 +249,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("llama-7b", include_str!("../../../configs/models/llama-7b.json")),
     ("llama-nano", include_str!("../../../configs/models/llama-nano.json")),
     ("qwen2-nano", include_str!("../../../configs/models/qwen2-nano.json")),
+    ("qwen2.5-0.5b", include_str!("../../../configs/models/qwen2.5-0.5b.json")),
 ];
 
 impl ModelConfig {

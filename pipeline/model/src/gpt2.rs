@@ -84,6 +84,7 @@ impl Gpt2 {
         mut dropout: Option<&mut Dropout>,
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
+        let training = dropout.is_some();
         let mut drop = |x: Tensor, p: f64| -> Result<Tensor> {
             match dropout.as_deref_mut() {
                 Some(d) => d.apply(&x, p),
@@ -104,7 +105,11 @@ impl Gpt2 {
                 Some(cache) => cache.append(i, &k, &v)?,
                 None => (k, v),
             };
-            let y = nn::attention(&q, &k, &v, mask, |p| drop(p, self.attn_pdrop))?;
+            let y = if training && self.attn_pdrop > 0.0 {
+                nn::attention(&q, &k, &v, mask, |p| drop(p, self.attn_pdrop))?
+            } else {
+                crate::recompute::attention(&q, &k, &v, mask)?
+            };
             let y = y.transpose(1, 2)?.reshape((b, t, c))?;
             x = (&x + drop(blk.attn_c_proj.forward(&y)?, self.resid_pdrop)?)?;
             let h = blk.c_fc.forward(&blk.ln_2.forward(&x)?)?;

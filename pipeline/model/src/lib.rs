@@ -9,6 +9,8 @@
 
 pub mod cache;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda_kernels;
 pub mod error;
 pub mod generate;
 pub mod gpt2;
@@ -16,6 +18,7 @@ pub mod llama;
 pub mod loss;
 pub mod model;
 pub mod nn;
+pub mod recompute;
 pub mod weights;
 
 pub use cache::KvCache;

@@ -104,7 +104,7 @@ impl Attention {
         };
         let n_rep = self.heads / self.kv_heads;
         let (k, v) = (nn::repeat_kv(&k, n_rep)?.contiguous()?, nn::repeat_kv(&v, n_rep)?.contiguous()?);
-        let y = nn::attention(&q, &k, &v, mask, Ok)?; // (B, H, T, D)
+        let y = crate::recompute::attention(&q, &k, &v, mask)?; // (B, H, T, D)
         let y = y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
         Ok(self.o_proj.forward(&y)?)
     }

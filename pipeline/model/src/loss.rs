@@ -78,9 +78,9 @@ pub fn align(logits: &Tensor) -> Result<Tensor> {
     Ok(logits.narrow(1, 0, t - 1)?)
 }
 
+/// Keeps no (N, V) intermediate for the backward pass (see [`crate::recompute`]).
 fn logsumexp_last(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    Ok((x.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + max)?)
+    crate::recompute::logsumexp_last(x)
 }
 
 /// Log-prob of an absent top-k entry (a row with fewer than K listed tokens): teacher and
@@ -111,10 +111,14 @@ pub fn teacher_log_probs(topk_logprobs: &Tensor, topk_mask: Option<&Tensor>, cap
 /// Student log-probs over the teacher's k+1 categories `(N, K+1)` at temperature `t`, from
 /// logits `(N, V)` and the teacher's top-k ids `(N, K)`.
 pub fn student_log_probs(logits: &Tensor, topk_ids: &Tensor, topk_mask: Option<&Tensor>, t: f64) -> Result<Tensor> {
-    let z = (logits.to_dtype(DType::F32)? / t)?; // (N, V)
-    let lse = logsumexp_last(&z)?; // (N, 1)
-    let lq = z.gather(&topk_ids.contiguous()?, D::Minus1)?.broadcast_sub(&lse)?; // (N, K)
-    let lq = absent_to_ghost(&lq, topk_mask)?;
+    // At T = 1 no scaled copy of the (N, V) logits is made.
+    let z = if t == 1.0 { logits.clone() } else { (logits.to_dtype(DType::F32)? / t)? }; // (N, V)
+    student_categories(&crate::recompute::log_softmax_gather(&z, topk_ids)?, topk_mask)
+}
+
+/// The k+1 categories `(N, K+1)` from the student's log-probs at the teacher's top-k ids `(N, K)`.
+fn student_categories(lq: &Tensor, topk_mask: Option<&Tensor>) -> Result<Tensor> {
+    let lq = absent_to_ghost(lq, topk_mask)?;
     // The tail in f64 for the same reason as the teacher's (gradients flow through the casts).
     let lq64 = lq.to_dtype(DType::F64)?;
     let tail = (1.0 - lq64.exp()?.sum_keepdim(D::Minus1)?)?.clamp(EPS, 1.0)?.log()?.to_dtype(DType::F32)?; // (N, 1)
@@ -152,10 +156,7 @@ pub fn jsd(logp: &Tensor, logq: &Tensor, beta: f64) -> Result<Tensor> {
 
 /// Cross-entropy `logsumexp(z) - z_y` per row `(N,)` for logits `(N, V)`, targets `(N,)` u32.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let z = logits.to_dtype(DType::F32)?;
-    let lse = logsumexp_last(&z)?; // (N, 1)
-    let zy = z.gather(&targets.unsqueeze(1)?.contiguous()?, D::Minus1)?; // (N, 1)
-    Ok((lse - zy)?.squeeze(1)?)
+    Ok(crate::recompute::log_softmax_gather(logits, &targets.unsqueeze(1)?)?.squeeze(1)?.neg()?)
 }
 
 /// `sum(x * mask) / max(sum(mask), 1)`: a scalar; 0 when nothing is valid.
@@ -223,10 +224,24 @@ pub fn distill_loss(logits: &Tensor, targets: &KdTargets, w: &LossWeights, repor
     let mut total = Tensor::zeros((), DType::F32, logits.device())?;
     let mut parts = LossParts { total: total.clone(), forward_kl: 0.0, reverse_kl: 0.0, jsd: 0.0, ce: 0.0, kd_tokens, ce_tokens };
     let need_kd = kd_tokens > 0.0 && (w.kd != 0.0 || w.reverse_kl != 0.0 || w.jsd != 0.0 || report_all);
+    let need_ce = ce_tokens > 0.0 && (w.ce != 0.0 || report_all);
+    // At T = 1 one pass over the (N, V) logits serves both the top-k and the sampled token.
+    let mut ce_rows = None;
+    let mut student_topk = None;
+    if need_kd && need_ce && w.temperature == 1.0 {
+        let k = targets.topk_ids.dim(1)?;
+        let ids = Tensor::cat(&[&targets.topk_ids, &targets.sampled.unsqueeze(1)?], 1)?;
+        let lq = crate::recompute::log_softmax_gather(logits, &ids)?; // (N, K+1)
+        student_topk = Some(lq.narrow(1, 0, k)?);
+        ce_rows = Some(lq.narrow(1, k, 1)?.squeeze(1)?.neg()?);
+    }
     if need_kd {
         let mask = targets.topk_mask.as_ref();
         let logp = teacher_log_probs(&targets.topk_logprobs, mask, w.capture_temperature, w.temperature)?;
-        let logq = student_log_probs(logits, &targets.topk_ids, mask, w.temperature)?;
+        let logq = match &student_topk {
+            Some(lq) => student_categories(lq, mask)?,
+            None => student_log_probs(logits, &targets.topk_ids, mask, w.temperature)?,
+        };
         if w.kd != 0.0 || report_all {
             let l = masked_mean(&forward_kl(&logp, &logq)?, &targets.kd_mask)?;
             parts.forward_kl = l.to_scalar::<f32>()? as f64;
@@ -245,8 +260,12 @@ pub fn distill_loss(logits: &Tensor, targets: &KdTargets, w: &LossWeights, repor
             total = (total + (l * (w.jsd * t2))?)?;
         }
     }
-    if ce_tokens > 0.0 && (w.ce != 0.0 || report_all) {
-        let l = masked_mean(&cross_entropy(logits, &targets.sampled)?, &targets.ce_mask)?;
+    if need_ce {
+        let rows = match ce_rows {
+            Some(r) => r,
+            None => cross_entropy(logits, &targets.sampled)?,
+        };
+        let l = masked_mean(&rows, &targets.ce_mask)?;
         parts.ce = l.to_scalar::<f32>()? as f64;
         if w.ce != 0.0 {
             total = (total + (l * w.ce)?)?;

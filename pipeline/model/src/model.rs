@@ -63,11 +63,17 @@ impl CausalLm {
     /// Training forward: like [`forward`](Self::forward), with dropout when `dropout` is given
     /// (GPT-2 family; Llama has none).
     pub fn forward_train(&self, ids: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        Ok(self.forward_train_native(ids, dropout)?.to_dtype(DType::F32)?)
+    }
+
+    /// [`forward_train`](Self::forward_train) with the logits left in the compute dtype (bf16
+    /// for a bf16 view): the trainer's loss reads them directly, with no f32 copy of (B, T, V).
+    pub fn forward_train_native(&self, ids: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
         self.check_len(t)?;
         let pos = nn::default_positions(t, &self.device)?;
         let mask = nn::causal_mask(t, &self.device)?;
-        self.run(ids, &pos, &mask, None, dropout)
+        self.run_native(ids, &pos, &mask, None, dropout)
     }
 
     /// One decoding call: `ids` (B, T) new tokens at `positions` (B, T) u32, additive `mask`
@@ -78,11 +84,14 @@ impl CausalLm {
     }
 
     fn run(&self, ids: &Tensor, pos: &Tensor, mask: &Tensor, cache: Option<&mut KvCache>, dropout: Option<&mut Dropout>) -> Result<Tensor> {
-        let logits = match &self.inner {
-            Inner::Llama(m) => m.forward(ids, pos, mask, cache)?,
-            Inner::Gpt2(m) => m.forward(ids, pos, mask, cache, dropout)?,
-        };
-        Ok(logits.to_dtype(DType::F32)?)
+        Ok(self.run_native(ids, pos, mask, cache, dropout)?.to_dtype(DType::F32)?)
+    }
+
+    fn run_native(&self, ids: &Tensor, pos: &Tensor, mask: &Tensor, cache: Option<&mut KvCache>, dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        match &self.inner {
+            Inner::Llama(m) => m.forward(ids, pos, mask, cache),
+            Inner::Gpt2(m) => m.forward(ids, pos, mask, cache, dropout),
+        }
     }
 
     /// A cache sized for this model.

@@ -1,14 +1,16 @@
 //! Building blocks shared by both families, written with plain differentiable candle ops.
 //!
 //! candle's fused `softmax_last_dim`, `rms_norm` and `layer_norm` have no backward pass, so
-//! training needs these composed versions; they compute in fp32 exactly as the formulas below.
+//! training needs these composed versions (attention itself runs through
+//! [`crate::recompute::attention`], which keeps far less for the backward pass); they compute in fp32 exactly as the formulas below,
+//! also when the model runs in bf16 (the input is upcast and the result cast back, as HF does).
 //!
 //! - RMSNorm: `y = x / sqrt(mean(x^2) + eps) * w`, over the last dim.
 //! - LayerNorm: `y = (x - mean) / sqrt(var + eps) * w + b` (biased variance).
 //! - softmax: `exp(x - max) / sum(exp(x - max))`, max detached (it cancels mathematically).
 //! - GPT-2's Conv1D: `y = x @ W + b` with `W` stored (in, out), HF's layout.
 
-use candle_core::{Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -19,9 +21,10 @@ use crate::error::Result;
 pub const MASKED: f32 = -1e9;
 
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+    let xf = x.to_dtype(DType::F32)?;
+    let max = xf.max_keepdim(D::Minus1)?.detach();
+    let e = xf.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?.to_dtype(x.dtype())?)
 }
 
 #[derive(Debug, Clone)]
@@ -38,8 +41,9 @@ impl RmsNorm {
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        x.broadcast_div(&(ms + self.eps)?.sqrt()?)?.broadcast_mul(&self.weight)
+        let xf = x.to_dtype(DType::F32)?;
+        let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
+        xf.broadcast_div(&(ms + self.eps)?.sqrt()?)?.to_dtype(x.dtype())?.broadcast_mul(&self.weight)
     }
 }
 
@@ -62,10 +66,11 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
+        let xf = x.to_dtype(DType::F32)?;
+        let mean = xf.mean_keepdim(D::Minus1)?;
+        let xc = xf.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(x.dtype())?.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
     }
 }
 
@@ -183,8 +188,11 @@ pub fn attention_mask(key_valid: &[Vec<u8>], past: usize, t: usize, device: &Dev
 
 /// The causal mask (1, 1, T, T) for unpadded training batches.
 pub fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
-    let m: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { MASKED } else { 0.0 }).collect();
-    Ok(Tensor::from_vec(m, (1, 1, t, t), device)?)
+    // Built on the device: a host loop and upload of T^2 values costs ~10 ms at T = 2048.
+    let i = Tensor::arange(0u32, t as u32, device)?;
+    let future = i.unsqueeze(0)?.broadcast_gt(&i.unsqueeze(1)?)?; // (T, T): key j > query i
+    let m = future.where_cond(&Tensor::full(MASKED, (t, t), device)?, &Tensor::zeros((t, t), DType::F32, device)?)?;
+    Ok(m.reshape((1, 1, t, t))?)
 }
 
 /// Positions 0..T for every row: (1, T) u32.
@@ -201,8 +209,10 @@ pub fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
     Ok(x.unsqueeze(2)?.expand((b, h, n_rep, t, d))?.reshape((b, h * n_rep, t, d))?)
 }
 
-/// Scaled dot-product attention: q (B, H, T, D), k/v (B, H, Tk, D), mask broadcastable to
-/// (B, H, T, Tk); returns (B, H, T, D). `probs_hook` sees the attention probabilities (dropout).
+/// Scaled dot-product attention as a plain composed graph: q (B, H, T, D), k/v (B, H, Tk, D),
+/// mask broadcastable to (B, H, T, Tk); returns (B, H, T, D). `probs_hook` sees the attention
+/// probabilities (GPT-2's attention dropout). Without dropout use the equal and much leaner
+/// [`crate::recompute::attention`].
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -216,3 +226,4 @@ pub fn attention(
     let probs = probs_hook(softmax_last(&scores)?)?;
     Ok(probs.matmul(v)?)
 }
+

@@ -109,6 +109,15 @@ impl TrainableLm {
         Ok(())
     }
 
+    /// The same model computing in `dtype` (mixed precision): every weight is the f32 master
+    /// [`Var`] cast to `dtype`, a differentiable op, so gradients land on the f32 masters. Build
+    /// it after each optimizer step (the cast reads the current values).
+    pub fn compute_view(&self, dtype: DType) -> Result<CausalLm> {
+        let backend = CastVars { vars: self.vars().into_iter().collect() };
+        let vb = VarBuilder::from_backend(Box::new(backend), dtype, self.model.device().clone());
+        CausalLm::new(self.model.config(), vb)
+    }
+
     /// Writes the weights as HF `model.safetensors` (f32, metadata `format = pt`).
     pub fn save_weights(&self, path: &Path) -> Result<()> {
         let tensors: BTreeMap<String, Tensor> = self.vars().into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
@@ -211,4 +220,28 @@ fn normal(n: usize, std: f64, seed: u64) -> Vec<f32> {
 /// FNV-1a, a stable hash of tensor names for per-tensor seeds.
 pub fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Hands out the trainable vars cast to the builder's dtype (see [`TrainableLm::compute_view`]).
+struct CastVars {
+    vars: HashMap<String, Var>,
+}
+
+impl candle_nn::var_builder::SimpleBackend for CastVars {
+    fn get(&self, s: candle_core::Shape, name: &str, _: candle_nn::Init, dtype: DType, _: &Device) -> candle_core::Result<Tensor> {
+        let var = self.vars.get(name).ok_or_else(|| candle_core::Error::Msg(format!("no trainable tensor named {name}")))?;
+        if var.shape() != &s {
+            candle_core::bail!("tensor {name}: shape {:?}, expected {:?}", var.dims(), s.dims());
+        }
+        var.as_tensor().to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, _: &Device) -> candle_core::Result<Tensor> {
+        let var = self.vars.get(name).ok_or_else(|| candle_core::Error::Msg(format!("no trainable tensor named {name}")))?;
+        var.as_tensor().to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.vars.contains_key(name)
+    }
 }

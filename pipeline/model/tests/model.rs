@@ -39,7 +39,7 @@ fn built_params(cfg: &ModelConfig) -> (usize, Vec<(String, Vec<usize>)>) {
 
 #[test]
 fn closed_form_parameter_counts_match_the_built_models() {
-    for name in ["nano", "small", "medium", "gpt2-124m", "llama-nano", "qwen2-nano"] {
+    for name in ["nano", "small", "medium", "gpt2-124m", "llama-nano", "qwen2-nano", "qwen2.5-0.5b"] {
         let cfg = ModelConfig::preset(name).unwrap();
         assert_eq!(built_params(&cfg).0, cfg.num_params(), "preset {name}");
     }
@@ -54,6 +54,8 @@ fn closed_form_counts_match_the_published_sizes() {
     assert_eq!(ModelConfig::preset("gpt2-124m").unwrap().num_params(), 124_439_808);
     assert_eq!(ModelConfig::preset("llama-1b").unwrap().num_params(), 1_235_814_400);
     assert_eq!(ModelConfig::preset("llama-7b").unwrap().num_params(), 6_738_415_616);
+    // Qwen2.5-0.5B (q/k/v biases, tied embeddings): 494,032,768 as HF reports it.
+    assert_eq!(ModelConfig::preset("qwen2.5-0.5b").unwrap().num_params(), 494_032_768);
 }
 
 #[test]
@@ -181,5 +183,52 @@ fn logits_are_causal() {
         let first = |t: &Tensor| t.narrow(1, 0, 3).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(first(&a), first(&b), "{preset}");
         assert_ne!(a.narrow(1, 3, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.narrow(1, 3, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    }
+}
+
+/// Cosine similarity of two tensors, flattened (f32).
+fn cosine(a: &Tensor, b: &Tensor) -> f32 {
+    let a: Vec<f32> = a.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = b.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap();
+    let dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(&a) * norm(&b)).max(1e-30)
+}
+
+#[test]
+fn the_bf16_compute_view_tracks_the_f32_model_and_sends_f32_gradients_to_the_masters() {
+    for preset in ["qwen2-nano", "nano"] {
+        let mut cfg = ModelConfig::preset(preset).unwrap();
+        match &mut cfg {
+            ModelConfig::Llama(c) => c.initializer_range = 0.2,
+            ModelConfig::Gpt2(c) => c.initializer_range = 0.2,
+        }
+        let lm = TrainableLm::init(&cfg, &Device::Cpu, 3).unwrap();
+        let ids = Tensor::new(&[[5u32, 9, 13, 2, 200, 31, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8]], &Device::Cpu).unwrap();
+        let reference = lm.model.forward(&ids).unwrap();
+
+        // An f32 view is the model itself, to the bit.
+        let same = lm.compute_view(DType::F32).unwrap().forward(&ids).unwrap();
+        assert_eq!(same.to_vec3::<f32>().unwrap(), reference.to_vec3::<f32>().unwrap(), "{preset}");
+
+        // A bf16 view: f32 logits out, close to the f32 model's (bf16 keeps 8 bits of mantissa).
+        let view = lm.compute_view(DType::BF16).unwrap();
+        let logits = view.forward(&ids).unwrap();
+        assert_eq!(logits.dtype(), DType::F32);
+        let max_abs = reference.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let max_diff = (&logits - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(max_abs > 0.5 && max_diff < 0.05 * max_abs, "{preset}: bf16 logits off by {max_diff} (max |logit| {max_abs})");
+
+        // Gradients reach every f32 master var and point the same way as the f32 gradients.
+        let loss = |l: &Tensor| candle_nn::ops::log_softmax(l, 2).unwrap().narrow(2, 7, 1).unwrap().sum_all().unwrap();
+        let g32 = loss(&reference).backward().unwrap();
+        let g16 = loss(&logits).backward().unwrap();
+        for (name, var) in lm.vars() {
+            let a = g32.get(var.as_tensor()).unwrap_or_else(|| panic!("{preset}: no f32 gradient for {name}"));
+            let b = g16.get(var.as_tensor()).unwrap_or_else(|| panic!("{preset}: no gradient through the bf16 view for {name}"));
+            assert_eq!(b.dtype(), DType::F32, "{name}");
+            let c = cosine(a, b);
+            assert!(c > 0.98, "{preset}: {name} gradient cosine {c}");
+        }
     }
 }

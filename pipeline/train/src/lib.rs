@@ -11,6 +11,7 @@
 //! Config: [`TrainConfig`] (`[train]`, with `[train.loss]` and `[train.optimizer]`).
 
 pub mod batch;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -80,6 +81,15 @@ fn resolve_tokenizer(cfg: &TrainConfig, manifest: &Value, work_dir: &Path) -> Re
     }
     let p = PathBuf::from(&named);
     Ok(if p.is_relative() && !p.exists() { work_dir.join(p) } else { p })
+}
+
+/// `distill train --bench STEPS`: times the trainer on synthetic top-`k` data of this config's
+/// shapes (see [`bench`]); the model is a fresh init (or `init_checkpoint`).
+pub fn bench_config(cfg: &TrainConfig, config_file: &str, k: usize, warmup: usize, steps: usize) -> distill_core::Result<bench::BenchReport> {
+    let settings = cfg.settings(config_file, None)?;
+    let device = trainer::device(&settings.device)?;
+    let lm = build_model(cfg, None, &device)?;
+    Ok(bench::bench(&lm, &settings, k, warmup, steps)?)
 }
 
 /// The `train` stage (see the crate docs). Returns the stats the runner stores.

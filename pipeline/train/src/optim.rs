@@ -115,10 +115,19 @@ impl AdamW {
 pub fn clip_global_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> Result<f64> {
     let mut names: Vec<&String> = grads.keys().collect();
     names.sort(); // a fixed summation order keeps runs bit-identical
-    let mut sq = 0f64;
-    for n in names {
-        sq += grads[n].sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    if names.is_empty() {
+        return Ok(0.0);
     }
+    // Per-tensor sums of squares stay on the device and are added in f64 there: one
+    // synchronisation per step instead of one per tensor.
+    // Rows first: a whole-tensor sum is one GPU block over up to 136M elements (an embedding).
+    let sum_sq = |g: &Tensor| -> candle_core::Result<Tensor> {
+        let sq = g.sqr()?;
+        let rows = if sq.rank() >= 2 { sq.sum(candle_core::D::Minus1)? } else { sq };
+        rows.sum_all()?.to_dtype(candle_core::DType::F64)
+    };
+    let sums = names.iter().map(|n| sum_sq(&grads[*n])).collect::<candle_core::Result<Vec<_>>>()?;
+    let sq = Tensor::stack(&sums, 0)?.sum_all()?.to_scalar::<f64>()?;
     let norm = sq.sqrt();
     if max_norm > 0.0 && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);

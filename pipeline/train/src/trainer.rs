@@ -23,7 +23,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use distill_model::loss::{self, LossWeights};
 use distill_model::nn::Dropout;
 use distill_model::weights::fnv1a;
@@ -87,10 +87,28 @@ pub fn device(name: &str) -> Result<Device> {
     }
     let ordinal = name.strip_prefix("cuda").map(|r| r.trim_start_matches(':')).map(|r| if r.is_empty() { Ok(0) } else { r.parse::<usize>() });
     match ordinal {
-        Some(Ok(n)) => Device::new_cuda(n).map_err(|e| Error::Other(format!("device '{name}': {e} (build with `--features cuda`, see `make cuda`)"))),
+        Some(Ok(n)) => {
+            let dev = Device::new_cuda(n).map_err(|e| Error::Other(format!("device '{name}': {e} (build with `--features cuda`, see `make cuda`)")))?;
+            disable_event_tracking(&dev);
+            Ok(dev)
+        }
         _ => Err(Error::Other(format!("device '{name}': use \"cpu\" or \"cuda[:N]\""))),
     }
 }
+
+/// cudarc records CUDA events on every tensor use so that tensors can be shared between
+/// streams; the trainer runs on one stream, where that is pure per-op host overhead.
+#[cfg(feature = "cuda")]
+#[allow(unsafe_code)]
+fn disable_event_tracking(dev: &Device) {
+    if let Device::Cuda(d) = dev {
+        // SAFETY: every tensor of this process lives on this device's single stream.
+        unsafe { d.disable_event_tracking() }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn disable_event_tracking(_: &Device) {}
 
 /// Evaluates `examples` in fixed order (sorted by length), token-weighted.
 pub fn evaluate(model: &CausalLm, examples: &[Example], batch_size: usize, max_batches: usize, capture_t: f64) -> Result<EvalResult> {
@@ -121,7 +139,7 @@ fn flat_logits(logits: &Tensor) -> Result<Tensor> {
 }
 
 /// Deals out micro-batches in the seeded order, across epochs.
-struct Feeder<'a> {
+pub(crate) struct Feeder<'a> {
     data: &'a [Example],
     lengths: Vec<usize>,
     batch_size: usize,
@@ -131,7 +149,7 @@ struct Feeder<'a> {
 }
 
 impl<'a> Feeder<'a> {
-    fn new(data: &'a [Example], batch_size: usize, seed: u64, pos: DataPosition) -> Self {
+    pub(crate) fn new(data: &'a [Example], batch_size: usize, seed: u64, pos: DataPosition) -> Self {
         let lengths: Vec<usize> = data.iter().map(Example::len).collect();
         let order = epoch_batches(&lengths, batch_size, seed, pos.epoch);
         Feeder { data, lengths, batch_size, seed, pos, order }
@@ -154,9 +172,6 @@ pub fn train(lm: &TrainableLm, data: &Dataset, run: &TrainRun) -> Result<TrainRe
     let s = run.settings;
     if data.train.is_empty() {
         return Err(Error::Other("no training examples (are the shards empty, or every row skipped?)".into()));
-    }
-    if s.bf16 {
-        return Err(Error::Other("dtype = \"bf16\" is not implemented yet; use \"f32\"".into()));
     }
     let device = lm.model.device().clone();
     let mut opt = AdamW::new(lm.vars(), s.adamw)?;
@@ -205,35 +220,9 @@ pub fn train(lm: &TrainableLm, data: &Dataset, run: &TrainRun) -> Result<TrainRe
     let mut step = start;
     while step < s.steps {
         let lr = lr_at(step, &s.schedule);
-        let mut grads: HashMap<String, Tensor> = HashMap::new();
-        let (mut total, mut fkl, mut rkl, mut jsd, mut ce) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        for micro in 0..s.grad_accum {
-            let examples = feeder.next();
-            let batch = Batch::new(&examples, &device)?;
-            tokens += batch.tokens as u64;
-            let mut dropout = Dropout::new(s.seed ^ fnv1a(&format!("dropout/{step}/{micro}")));
-            let logits = flat_logits(&lm.model.forward_train(&batch.ids, Some(&mut dropout))?)?;
-            let parts = loss::distill_loss(&logits, &batch.targets, &s.loss, false)?;
-            let scaled = (&parts.total / s.grad_accum as f64)?;
-            let store = scaled.backward()?;
-            for (name, var) in opt.params() {
-                if let Some(g) = store.get(var.as_tensor()) {
-                    let g = match grads.remove(name) {
-                        Some(acc) => (acc + g)?,
-                        None => g.clone(),
-                    };
-                    grads.insert(name.clone(), g);
-                }
-            }
-            let n = s.grad_accum as f64;
-            total += parts.total.to_scalar::<f32>()? as f64 / n;
-            fkl += parts.forward_kl / n;
-            rkl += parts.reverse_kl / n;
-            jsd += parts.jsd / n;
-            ce += parts.ce / n;
-        }
-        let grad_norm = clip_global_norm(&mut grads, s.grad_clip)?;
-        opt.step(&grads, lr)?;
+        let out = optimizer_step(lm, &mut opt, &mut feeder, s, step, lr)?;
+        let StepOutcome { total, forward_kl: fkl, reverse_kl: rkl, jsd, ce, grad_norm, .. } = out;
+        tokens += out.tokens;
         step += 1;
         final_loss = total;
         if !total.is_finite() {
@@ -281,6 +270,92 @@ pub fn train(lm: &TrainableLm, data: &Dataset, run: &TrainRun) -> Result<TrainRe
         final_train_loss: final_loss,
         last_eval,
     })
+}
+
+/// What one optimizer step did: losses averaged over its micro-batches, the gradient norm
+/// before clipping, and the real tokens it consumed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepOutcome {
+    pub total: f64,
+    pub forward_kl: f64,
+    pub reverse_kl: f64,
+    pub jsd: f64,
+    pub ce: f64,
+    pub grad_norm: f64,
+    pub tokens: u64,
+}
+
+/// One optimizer step: `grad_accum` micro-batches forward and backward (in bf16 through
+/// [`TrainableLm::compute_view`] when configured; the loss is always f32), gradients summed
+/// on the f32 master weights, clipped to the global norm, AdamW at `lr`.
+pub(crate) fn optimizer_step(lm: &TrainableLm, opt: &mut AdamW, feeder: &mut Feeder, s: &Settings, step: u64, lr: f64) -> Result<StepOutcome> {
+    optimizer_step_timed(lm, opt, feeder, s, step, lr, None)
+}
+
+/// Seconds per phase of a step, summed over steps (`distill train --bench`, where each phase
+/// ends with a device synchronisation so the time is the GPU's, not the launch queue's).
+pub(crate) type PhaseTimes = std::collections::BTreeMap<&'static str, f64>;
+
+/// [`optimizer_step`], timing its phases into `phases` when given.
+pub(crate) fn optimizer_step_timed(
+    lm: &TrainableLm,
+    opt: &mut AdamW,
+    feeder: &mut Feeder,
+    s: &Settings,
+    step: u64,
+    lr: f64,
+    mut phases: Option<&mut PhaseTimes>,
+) -> Result<StepOutcome> {
+    let device = lm.model.device().clone();
+    let mut clock = Instant::now();
+    let mut mark = |name: &'static str, phases: &mut Option<&mut PhaseTimes>| -> Result<()> {
+        if let Some(p) = phases.as_deref_mut() {
+            device.synchronize()?;
+            *p.entry(name).or_insert(0.0) += clock.elapsed().as_secs_f64();
+            clock = Instant::now();
+        }
+        Ok(())
+    };
+    let bf16_view = if s.bf16 { Some(lm.compute_view(DType::BF16)?) } else { None };
+    mark("cast weights", &mut phases)?;
+    let model = bf16_view.as_ref().unwrap_or(&lm.model);
+    let mut grads: HashMap<String, Tensor> = HashMap::new();
+    let mut out = StepOutcome { total: 0.0, forward_kl: 0.0, reverse_kl: 0.0, jsd: 0.0, ce: 0.0, grad_norm: 0.0, tokens: 0 };
+    for micro in 0..s.grad_accum {
+        let examples = feeder.next();
+        let batch = Batch::new(&examples, &device)?;
+        out.tokens += batch.tokens as u64;
+        mark("batch", &mut phases)?;
+        let mut dropout = Dropout::new(s.seed ^ fnv1a(&format!("dropout/{step}/{micro}")));
+        let logits = flat_logits(&model.forward_train_native(&batch.ids, Some(&mut dropout))?)?;
+        mark("forward", &mut phases)?;
+        let parts = loss::distill_loss(&logits, &batch.targets, &s.loss, false)?;
+        let scaled = (&parts.total / s.grad_accum as f64)?;
+        mark("loss", &mut phases)?;
+        let store = scaled.backward()?;
+        mark("backward", &mut phases)?;
+        for (name, var) in opt.params() {
+            if let Some(g) = store.get(var.as_tensor()) {
+                let g = match grads.remove(name) {
+                    Some(acc) => (acc + g)?,
+                    None => g.clone(),
+                };
+                grads.insert(name.clone(), g);
+            }
+        }
+        let n = s.grad_accum as f64;
+        out.total += parts.total.to_scalar::<f32>()? as f64 / n;
+        out.forward_kl += parts.forward_kl / n;
+        out.reverse_kl += parts.reverse_kl / n;
+        out.jsd += parts.jsd / n;
+        out.ce += parts.ce / n;
+    }
+    mark("accumulate", &mut phases)?;
+    out.grad_norm = clip_global_norm(&mut grads, s.grad_clip)?;
+    mark("clip", &mut phases)?;
+    opt.step(&grads, lr)?;
+    mark("adamw", &mut phases)?;
+    Ok(out)
 }
 
 /// Whether `step` is a multiple of a positive `n` (0 = never).

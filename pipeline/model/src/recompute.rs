@@ -1,0 +1,233 @@
+//! Memory-lean autograd for the two largest activations of a training step: attention's
+//! (B, H, T, T) scores and the loss's logsumexp over the (N, V) vocabulary logits.
+//!
+//! candle's graph keeps every intermediate of the forward pass alive until the backward pass:
+//! composed attention holds five (B, H, T, T) tensors per layer (scores, scaled, masked, probs
+//! and its copy), which for a 0.5B student at 2 x 2048 tokens is 28 GB. Here the forward runs on
+//! detached inputs, so its intermediates are freed at once, and a custom op re-attaches the
+//! result to the graph; its backward recomputes what it needs. That is flash attention's trade
+//! (recompute the scores in backward instead of storing them), without the tiling. On CUDA the
+//! softmax and its backward are single fused kernels ([`crate::cuda_kernels`]).
+//!
+//! ```text
+//! attention:  S = q k^T,  P = softmax(S * scale + mask),  O = P v
+//!             dV = P^T dO,  dP = dO v^T,  dS = scale * P * (dP - rowsum(dP * P)),
+//!             dQ = dS k,  dK = dS^T q
+//! logsumexp:  l = max + log sum_j exp(z_j - max),  dz = exp(z - l) * dl
+//! ```
+//!
+//! Shapes: q (B, H, T, D), k and v (B, H, Tk, D) (grouped-query heads already repeated), mask
+//! broadcastable to (B, H, T, Tk); z (N, C) -> l (N, 1).
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CudaStorage, DType, Layout, Shape, Storage, Tensor, D};
+
+use crate::error::Result;
+
+/// A result computed outside the graph, handed out by a custom op's forward.
+struct Precomputed(Tensor);
+
+impl Precomputed {
+    fn new(t: Tensor) -> candle_core::Result<Self> {
+        // `try_clone` copies the whole buffer: it must be exactly this tensor's elements.
+        let (_, layout) = t.storage_and_layout();
+        let exact = layout.is_contiguous() && layout.start_offset() == 0;
+        Ok(Precomputed(if exact { t.clone() } else { t.copy()? }))
+    }
+
+    fn cpu(&self) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (storage, layout) = self.0.storage_and_layout();
+        match &*storage {
+            Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("precomputed result is not on the CPU"),
+        }
+    }
+
+    fn cuda(&self) -> candle_core::Result<(CudaStorage, Shape)> {
+        let (storage, layout) = self.0.storage_and_layout();
+        match &*storage {
+            Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("precomputed result is not on a CUDA device"),
+        }
+    }
+}
+
+/// Softmax over the last dim with f32 accumulation (candle's CUDA kernel does so for bf16;
+/// its CPU kernel accumulates in the input dtype, so the CPU upcasts first).
+pub fn softmax_no_grad(x: &Tensor) -> candle_core::Result<Tensor> {
+    let x = x.detach().contiguous()?;
+    if x.device().is_cpu() && x.dtype() != DType::F32 {
+        candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
+    } else {
+        candle_nn::ops::softmax_last_dim(&x)
+    }
+}
+
+/// `dx = y * (dy - sum(dy * y))` for `y = softmax(x)`, in f32, returned in `dtype`.
+pub fn softmax_backward(y: &Tensor, dy: &Tensor, dtype: DType) -> candle_core::Result<Tensor> {
+    let (yf, dyf) = (y.to_dtype(DType::F32)?, dy.to_dtype(DType::F32)?);
+    let dot = (&dyf * &yf)?.sum_keepdim(D::Minus1)?;
+    (yf * dyf.broadcast_sub(&dot)?)?.to_dtype(dtype)
+}
+
+/// `softmax(s * scale + mask)` over the last dim, no graph: the fused kernel on CUDA, composed
+/// candle ops (the reference) elsewhere.
+pub fn masked_softmax(s: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if s.device().is_cuda() {
+        return crate::cuda_kernels::masked_softmax(&s.detach(), &mask.detach(), scale);
+    }
+    let scaled = (s.detach() * scale)?;
+    softmax_no_grad(&scaled.broadcast_add(&mask.to_dtype(scaled.dtype())?)?)
+}
+
+/// The gradient with respect to `s` of [`masked_softmax`], from its output `p` and the
+/// gradient `dp` of its output: `scale * p * (dp - rowsum(p * dp))`.
+pub fn masked_softmax_backward(p: &Tensor, dp: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if p.device().is_cuda() {
+        return crate::cuda_kernels::softmax_backward(p, dp, scale);
+    }
+    softmax_backward(p, dp, p.dtype())? * scale
+}
+
+fn attention_probs(q: &Tensor, k: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+    masked_softmax(&q.matmul(&k.t()?)?, mask, scale)
+}
+
+/// Scaled dot-product attention whose graph keeps only q, k, v and the output (module docs).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
+    let (qd, kd, vd) = (q.detach(), k.detach(), v.detach());
+    let out = attention_probs(&qd, &kd, mask, scale)?.matmul(&vd)?;
+    let op = AttentionOp { mask: mask.detach(), scale, out: Precomputed::new(out)? };
+    Ok(q.apply_op3(k, v, op)?)
+}
+
+struct AttentionOp {
+    mask: Tensor,
+    scale: f64,
+    out: Precomputed,
+}
+
+impl candle_core::CustomOp3 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "attention-recompute"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.out.cpu()
+    }
+
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout, _: &CudaStorage, _: &Layout, _: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.out.cuda()
+    }
+
+    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _: &Tensor, d_out: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (q, k, v, d_out) = (q.detach(), k.detach(), v.detach(), d_out.detach().contiguous()?);
+        let p = attention_probs(&q, &k, &self.mask, self.scale)?; // (B, H, T, Tk)
+        let dv = p.t()?.matmul(&d_out)?;
+        let dp = d_out.matmul(&v.t()?)?;
+        let ds = masked_softmax_backward(&p, &dp, self.scale)?; // d loss / d (q k^T)
+        drop((p, dp));
+        let dq = ds.matmul(&k)?;
+        let dk = ds.t()?.matmul(&q)?;
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+/// `log sum exp` over the last dim, keepdim: z (N, C) -> (N, 1), with no (N, C) intermediate
+/// kept for the backward pass (module docs).
+pub fn logsumexp_last(z: &Tensor) -> Result<Tensor> {
+    let zd = z.detach();
+    let max = zd.max_keepdim(D::Minus1)?;
+    let lse = (zd.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + max)?;
+    Ok(z.apply_op1(LogSumExpOp { out: Precomputed::new(lse)? })?)
+}
+
+/// `log softmax(z)` at `ids`: z (N, V) f32 or bf16, ids (N, J) u32 -> (N, J) f32. On CUDA one
+/// fused kernel reads each row of z once, forward and backward
+/// ([`crate::cuda_kernels::lse_gather`]); elsewhere [`logsumexp_last`] and a gather.
+pub fn log_softmax_gather(z: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let j = ids.dim(1)?;
+    #[cfg(feature = "cuda")]
+    if z.device().is_cuda() {
+        return Ok(crate::cuda_kernels::lse_gather(z, ids)?.narrow(1, 0, j)?);
+    }
+    let _ = j;
+    let z = z.to_dtype(DType::F32)?;
+    let lse = logsumexp_last(&z)?;
+    Ok(z.gather(&ids.contiguous()?, D::Minus1)?.broadcast_sub(&lse)?)
+}
+
+struct LogSumExpOp {
+    out: Precomputed,
+}
+
+impl candle_core::CustomOp1 for LogSumExpOp {
+    fn name(&self) -> &'static str {
+        "logsumexp-recompute"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.out.cpu()
+    }
+
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.out.cuda()
+    }
+
+    fn bwd(&self, z: &Tensor, lse: &Tensor, d_lse: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let p = z.detach().broadcast_sub(&lse.detach())?.exp()?;
+        Ok(Some(p.broadcast_mul(&d_lse.detach())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+    use crate::nn;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
+        d.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    fn var(shape: (usize, usize, usize, usize), std: f32, dtype: DType) -> Var {
+        Var::from_tensor(&Tensor::randn(0f32, std, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn recomputing_attention_matches_the_composed_graph_in_value_and_gradients() {
+        for (dtype, tol) in [(DType::F32, 2e-5f32), (DType::BF16, 3e-2)] {
+            let (q, k, v) = (var((2, 3, 7, 8), 1.5, dtype), var((2, 3, 7, 8), 1.5, dtype), var((2, 3, 7, 8), 1.0, dtype));
+            let mask = nn::causal_mask(7, &Device::Cpu).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (2, 3, 7, 8), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+            let composed = nn::attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, Ok).unwrap();
+            let lean = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask).unwrap();
+            assert!(max_diff(&composed, &lean) < tol, "{dtype:?}: outputs differ by {}", max_diff(&composed, &lean));
+            let g1 = (&composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (&lean * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                let (a, b) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+                assert!(max_diff(a, &a.zeros_like().unwrap()) > 0.05, "{name}: gradient is not trivially zero");
+                assert!(max_diff(a, b) < tol * 4.0, "{dtype:?}: d{name} differs by {}", max_diff(a, b));
+            }
+        }
+    }
+
+    #[test]
+    fn recomputing_logsumexp_matches_the_composed_graph() {
+        let z = Var::from_tensor(&(Tensor::randn(0f32, 4.0, (5, 300), &Device::Cpu).unwrap())).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (5, 1), &Device::Cpu).unwrap();
+        let max = z.as_tensor().max_keepdim(1).unwrap().detach();
+        let composed = (z.as_tensor().broadcast_sub(&max).unwrap().exp().unwrap().sum_keepdim(1).unwrap().log().unwrap() + &max).unwrap();
+        let lean = logsumexp_last(z.as_tensor()).unwrap();
+        assert!(max_diff(&composed, &lean) < 1e-5);
+        let g1 = (&composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&lean * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(g1.get(z.as_tensor()).unwrap(), g2.get(z.as_tensor()).unwrap()) < 1e-6);
+    }
+}
