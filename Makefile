@@ -12,7 +12,7 @@ DISTILL := $(BIN) --config $(CONFIG) $(ARGS)
 
 STAGES := tokenizer teacher-bootstrap prompts teacher filter shards train eval report
 
-.PHONY: distill build status test bench cuda clean-work $(STAGES)
+.PHONY: distill build status test bench bench-gpu cuda clean-work $(STAGES)
 
 distill: build
 	$(DISTILL) run
@@ -33,6 +33,11 @@ test:
 	DISTILL_TEST_PYTHON=$(CURDIR)/.venv/bin/python $(CARGO) test --workspace
 
 # Benchmarks: ours and the reference side by side, printed as ratios.
+# On a GPU machine with torch + transformers: distill (CUDA build) beside PyTorch eager and
+# torch.compile, same student, batch and loss; prints the table of benches/gpu/RESULTS.md.
+bench-gpu:
+	bash benches/gpu/run.sh
+
 bench:
 	bash scripts/system-deps.sh
 	bash scripts/python-env.sh

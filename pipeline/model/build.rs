@@ -7,6 +7,7 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=kernels/attention.cu");
     println!("cargo:rerun-if-changed=kernels/vocab.cu");
+    println!("cargo:rerun-if-changed=kernels/adamw.cu");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
@@ -14,7 +15,7 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
     let nvcc = std::env::var_os("CUDA_ROOT").map(|r| PathBuf::from(r).join("bin/nvcc")).filter(|p| p.exists()).unwrap_or_else(|| "nvcc".into());
-    for name in ["attention", "vocab"] {
+    for name in ["attention", "vocab", "adamw"] {
         let status = Command::new(&nvcc)
             .args(["--ptx", "-O3", &format!("-arch=sm_{cap}"), &format!("kernels/{name}.cu"), "-o"])
             .arg(out_dir.join(format!("{name}.ptx")))

@@ -9,18 +9,22 @@
 //!   seven.
 //! - [`lse_gather`] (`kernels/vocab.cu`): log-softmax of (N, V) logits read once, gathered at J
 //!   ids per row, with its backward; the (N, V) f32 log-softmax is never materialised.
+//! - [`adamw_step`] (`kernels/adamw.cu`): one in-place AdamW update of a parameter and its two
+//!   moments, one pass instead of sixteen.
 
 #![allow(unsafe_code)] // kernel launches and uninitialised device allocations are FFI
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
-use candle_core::{CpuStorage, CudaStorage, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CudaStorage, DType, Layout, Shape, Storage, Tensor};
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));
 const MODULE: &str = "distill_attention";
 const VOCAB_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/vocab.ptx"));
 const VOCAB_MODULE: &str = "distill_vocab";
+const ADAMW_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/adamw.ptx"));
+const ADAMW_MODULE: &str = "distill_adamw";
 const THREADS: u32 = 256;
 
 fn rows_cols(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
@@ -261,5 +265,91 @@ impl candle_core::CustomOp3 for LseGatherBackward {
             _ => candle_core::bail!("lse-gather backward: logits must be f32 or bf16"),
         };
         Ok((CudaStorage { slice, device: dev.clone() }, lz.shape().clone()))
+    }
+}
+
+/// The scalars of one AdamW step (see `kernels/adamw.cu`).
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// `1 - lr * weight_decay` for decayed parameters, else 1.
+    pub decay: f32,
+    /// Bias corrections `1 - beta^t`.
+    pub bc1: f32,
+    pub bc2: f32,
+}
+
+/// Updates f32 `p`, `m` and `v` in place from the gradient `g` (all the same shape, on one
+/// CUDA device; `m` and `v` contiguous from offset 0, as the optimizer allocates them).
+pub fn adamw_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, step: AdamWStep) -> candle_core::Result<()> {
+    let g = g.to_dtype(DType::F32)?.contiguous()?;
+    p.inplace_op2(&g, &AdamWOp { m: m.clone(), v: v.clone(), step })
+}
+
+struct AdamWOp {
+    m: Tensor,
+    v: Tensor,
+    step: AdamWStep,
+}
+
+/// The f32 device buffer of a contiguous tensor that starts at offset 0.
+fn whole_f32<'a>(s: &'a CudaStorage, l: &Layout) -> candle_core::Result<CudaView<'a, f32>> {
+    if !(l.is_contiguous() && l.start_offset() == 0) {
+        candle_core::bail!("adamw: optimizer state must be contiguous from offset 0");
+    }
+    match &s.slice {
+        CudaStorageSlice::F32(x) => Ok(x.slice(0..l.shape().elem_count())),
+        _ => candle_core::bail!("adamw: optimizer tensors must be f32"),
+    }
+}
+
+impl candle_core::InplaceOp2 for AdamWOp {
+    fn name(&self) -> &'static str {
+        "adamw"
+    }
+
+    fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<()> {
+        candle_core::bail!("adamw kernel is CUDA only (the CPU path composes candle ops)")
+    }
+
+    fn cuda_fwd(&self, p: &mut CudaStorage, lp: &Layout, g: &CudaStorage, lg: &Layout) -> candle_core::Result<()> {
+        let n = lp.shape().elem_count();
+        if lg.shape().elem_count() != n || self.m.elem_count() != n || self.v.elem_count() != n {
+            candle_core::bail!("adamw: parameter, gradient and moments differ in size");
+        }
+        let dev = p.device().clone();
+        let (ms, ml) = self.m.storage_and_layout();
+        let (vs, vl) = self.v.storage_and_layout();
+        let (Storage::Cuda(ms), Storage::Cuda(vs)) = (&*ms, &*vs) else { candle_core::bail!("adamw: moments must be on the CUDA device") };
+        let (m, v) = (whole_f32(ms, ml)?, whole_f32(vs, vl)?);
+        let (g1, g2, _) = rows_cols(lg)?;
+        let CudaStorageSlice::F32(g) = &g.slice else { candle_core::bail!("adamw: gradient must be f32") };
+        let g = g.slice(g1..g2);
+        let CudaStorageSlice::F32(p) = &mut p.slice else { candle_core::bail!("adamw: parameter must be f32") };
+        if !(lp.is_contiguous() && lp.start_offset() == 0) {
+            candle_core::bail!("adamw: parameter must be contiguous from offset 0");
+        }
+        let func = dev.get_or_load_custom_func("adamw_f32", ADAMW_MODULE, ADAMW_PTX)?;
+        let s = self.step;
+        let n64 = n as i64;
+        let mut b = func.builder();
+        b.arg(p);
+        b.arg(&g);
+        // The kernel writes m and v through these views: one stream, so no other reader races.
+        b.arg(&m);
+        b.arg(&v);
+        b.arg(&n64);
+        let scalars = [s.lr, s.beta1, s.beta2, s.eps, s.decay, s.bc1, s.bc2];
+        for x in &scalars {
+            b.arg(x);
+        }
+        let blocks = n.div_ceil(THREADS as usize).clamp(1, 1 << 20) as u32;
+        let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: the argument list matches the kernel's signature; sizes were checked above.
+        unsafe { b.launch(cfg) }.w()?;
+        Ok(())
     }
 }

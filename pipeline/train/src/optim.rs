@@ -68,6 +68,22 @@ impl AdamW {
         let bc2 = 1.0 - b2.powi(self.t as i32);
         for (i, (name, p)) in self.params.iter().enumerate() {
             let Some(g) = grads.get(name) else { continue };
+            #[cfg(feature = "cuda")]
+            if p.device().is_cuda() {
+                // One fused in-place kernel; the same formula as the composed ops below.
+                let decay = if wd > 0.0 && decays(name) { 1.0 - lr * wd } else { 1.0 };
+                let step = distill_model::cuda_kernels::AdamWStep {
+                    lr: lr as f32,
+                    beta1: b1 as f32,
+                    beta2: b2 as f32,
+                    eps: eps as f32,
+                    decay: decay as f32,
+                    bc1: bc1 as f32,
+                    bc2: bc2 as f32,
+                };
+                distill_model::cuda_kernels::adamw_step(p.as_tensor(), g, &self.m[i], &self.v[i], step)?;
+                continue;
+            }
             // Gradients from `backward` still carry their op graph; moments built from them
             // would keep every earlier step's graph alive (memory grew ~600 MB a step).
             let g = g.detach();
@@ -103,7 +119,8 @@ impl AdamW {
                 if s.dims() != p.dims() {
                     return Err(Error::Other(format!("optimizer state '{key}' has shape {:?}, parameter has {:?}", s.dims(), p.dims())));
                 }
-                *slot = s.clone();
+                // A private contiguous copy: the CUDA optimizer updates the moments in place.
+                *slot = s.to_dtype(candle_core::DType::F32)?.copy()?;
             }
         }
         self.t = t;
