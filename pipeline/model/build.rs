@@ -8,6 +8,7 @@ fn main() {
     println!("cargo:rerun-if-changed=kernels/attention.cu");
     println!("cargo:rerun-if-changed=kernels/vocab.cu");
     println!("cargo:rerun-if-changed=kernels/adamw.cu");
+    println!("cargo:rerun-if-changed=kernels/common.cuh");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;

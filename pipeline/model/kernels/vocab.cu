@@ -8,33 +8,7 @@
 //                             + sum_{i : idx[r, i] = c} g[r, i]
 //
 // f32 math; z and dz are f32 or bf16, out and g f32 (R, J + 1). One block of 256 threads a row.
-#include <cuda_bf16.h>
-#include <stdint.h>
-
-__device__ __forceinline__ float vf(float x) { return x; }
-__device__ __forceinline__ float vf(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> __device__ __forceinline__ T vt(float x);
-template <> __device__ __forceinline__ float vt<float>(float x) { return x; }
-template <> __device__ __forceinline__ __nv_bfloat16 vt<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
-
-__device__ float vocab_block_reduce(float v, bool is_max) {
-  __shared__ float shared[32];
-  for (int o = 16; o > 0; o >>= 1) {
-    float other = __shfl_xor_sync(0xffffffff, v, o);
-    v = is_max ? fmaxf(v, other) : v + other;
-  }
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  int warps = blockDim.x >> 5;
-  v = lane < warps ? shared[lane] : (is_max ? -INFINITY : 0.0f);
-  for (int o = 16; o > 0; o >>= 1) {
-    float other = __shfl_xor_sync(0xffffffff, v, o);
-    v = is_max ? fmaxf(v, other) : v + other;
-  }
-  return v;
-}
+#include "common.cuh"
 
 template <typename T>
 __device__ void lse_gather(const T *z, const uint32_t *idx, float *out, int v, int j) {
@@ -42,7 +16,7 @@ __device__ void lse_gather(const T *z, const uint32_t *idx, float *out, int v, i
   const T *row = z + r * v;
   float m = -INFINITY, s = 0.0f;
   for (int c = threadIdx.x; c < v; c += blockDim.x) {
-    float x = vf(row[c]);
+    float x = to_f(row[c]);
     if (x > m) {
       s = s * __expf(m - x) + 1.0f;
       m = x;
@@ -50,10 +24,10 @@ __device__ void lse_gather(const T *z, const uint32_t *idx, float *out, int v, i
       s += __expf(x - m);
     }
   }
-  float mx = vocab_block_reduce(m, true);
+  float mx = block_reduce(m, true);
   s = (m == -INFINITY) ? 0.0f : s * __expf(m - mx);
-  float lse = mx + logf(vocab_block_reduce(s, false));
-  for (int i = threadIdx.x; i < j; i += blockDim.x) out[r * (j + 1) + i] = vf(row[idx[r * j + i]]) - lse;
+  float lse = mx + logf(block_reduce(s, false));
+  for (int i = threadIdx.x; i < j; i += blockDim.x) out[r * (j + 1) + i] = to_f(row[idx[r * j + i]]) - lse;
   if (threadIdx.x == 0) out[r * (j + 1) + j] = lse;
 }
 
@@ -68,12 +42,12 @@ __device__ void lse_gather_bwd(const T *z, const uint32_t *idx, const float *og,
   float lse = orow[j];
   float coef = grow[j];
   for (int i = 0; i < j; i++) coef -= grow[i];
-  for (int c = threadIdx.x; c < v; c += blockDim.x) drow[c] = vt<T>(__expf(vf(row[c]) - lse) * coef);
+  for (int c = threadIdx.x; c < v; c += blockDim.x) drow[c] = from_f<T>(__expf(to_f(row[c]) - lse) * coef);
   __syncthreads();  // the block's writes above are visible to thread 0 below
   if (threadIdx.x == 0) {
     for (int i = 0; i < j; i++) {
       uint32_t c = idx[r * j + i];
-      drow[c] = vt<T>(vf(drow[c]) + grow[i]);  // one thread: repeated ids add up
+      drow[c] = from_f<T>(to_f(drow[c]) + grow[i]);  // one thread: repeated ids add up
     }
   }
 }
