@@ -12,7 +12,7 @@
 //! the frequencies when `rope_scaling` says so). Tensor names follow HF exactly
 //! (`model.layers.{i}.self_attn.q_proj.weight`, ...), so checkpoints load and save unchanged.
 
-use candle_core::{Module, Tensor, D};
+use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::cache::KvCache;
@@ -46,23 +46,18 @@ pub fn inv_freq(cfg: &LlamaConfig) -> Vec<f32> {
         .collect()
 }
 
-/// cos and sin (B, 1, T, D/2) for positions (B, T).
+/// cos and sin for positions (1, T) -> (T, D/2), or (B, T) -> (B, T, D/2) (per-row positions
+/// of batched generation), the layout of [`crate::recompute::rope`].
 fn rope_tables(positions: &Tensor, inv_freq: &Tensor) -> Result<(Tensor, Tensor)> {
     let pos = positions.to_dtype(candle_core::DType::F32)?.unsqueeze(2)?; // (B, T, 1)
     let angles = pos.broadcast_mul(&inv_freq.unsqueeze(0)?.unsqueeze(0)?)?; // (B, T, D/2)
-    Ok((angles.cos()?.unsqueeze(1)?, angles.sin()?.unsqueeze(1)?))
+    let angles = if angles.dim(0)? == 1 { angles.squeeze(0)? } else { angles };
+    Ok((angles.cos()?, angles.sin()?))
 }
 
 /// Rotate-half RoPE on x (B, H, T, D).
 fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let half = x.dim(D::Minus1)? / 2;
-    let x1 = x.narrow(D::Minus1, 0, half)?;
-    let x2 = x.narrow(D::Minus1, half, half)?;
-    let cos = cos.to_dtype(x.dtype())?;
-    let sin = sin.to_dtype(x.dtype())?;
-    let a = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
-    let b = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
-    Ok(Tensor::cat(&[a, b], D::Minus1)?)
+    crate::recompute::rope(x, &cos.to_dtype(x.dtype())?, &sin.to_dtype(x.dtype())?)
 }
 
 struct Attention {
