@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use distill_benchmarks::Benchmark;
 use distill_sandbox::SandboxConfig;
-use distill_textdedup::{DecontamConfig, MinHashConfig};
+pub use distill_textdedup::{DecontaminationConfig, DedupConfig};
 use serde::{Deserialize, Serialize};
 
 /// `[filter]`: which teacher answers become training data.
@@ -85,46 +84,6 @@ impl Default for ConsistencyConfig {
     }
 }
 
-/// `[filter.dedup]`: exact and MinHash near-duplicate removal over answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DedupConfig {
-    pub exact: bool,
-    pub near: bool,
-    pub minhash: MinHashConfig,
-}
-
-impl Default for DedupConfig {
-    fn default() -> Self {
-        DedupConfig { exact: true, near: true, minhash: MinHashConfig::default() }
-    }
-}
-
-/// `[filter.decontamination]`: answers overlapping benchmark texts are dropped.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DecontaminationConfig {
-    pub enabled: bool,
-    /// Benchmarks to compare with (`humaneval`, `humaneval+`, `mbpp`, `mbpp-full`,
-    /// `mbpp-sanitized`, `mbpp+`).
-    pub benchmarks: Vec<Benchmark>,
-    /// Folder with the vendored benchmark files (relative to the working directory).
-    pub data_dir: String,
-    /// n-gram and docstring matching settings.
-    pub matching: DecontamConfig,
-}
-
-impl Default for DecontaminationConfig {
-    fn default() -> Self {
-        DecontaminationConfig {
-            enabled: true,
-            benchmarks: vec![Benchmark::HumanEval, Benchmark::HumanEvalPlus, Benchmark::MbppFull, Benchmark::MbppPlus],
-            data_dir: "evals/data".into(),
-            matching: DecontamConfig::default(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum KeepRule {
     BestCluster,
@@ -194,6 +153,7 @@ impl FilterConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use distill_benchmarks::Benchmark;
 
     #[test]
     fn bad_values_are_reported_together() {

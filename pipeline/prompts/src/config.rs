@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use distill_benchmarks::Benchmark;
 use distill_core::{Error, Result};
-use distill_textdedup::{DecontamConfig, MinHashConfig};
+pub use distill_textdedup::{DecontaminationConfig, DedupConfig};
 use serde::{Deserialize, Serialize};
 
 /// `[prompts]`: where prompts come from and how they are cleaned.
@@ -177,48 +177,6 @@ impl Default for OssInstructConfig {
     }
 }
 
-/// `[prompts.dedup]`: duplicate removal across every generated and user prompt.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DedupConfig {
-    /// Drop prompts equal after lower-casing and collapsing whitespace.
-    pub exact: bool,
-    /// Drop near duplicates (MinHash LSH, settings in `[prompts.dedup.minhash]`).
-    pub near: bool,
-    pub minhash: MinHashConfig,
-}
-
-impl Default for DedupConfig {
-    fn default() -> Self {
-        DedupConfig { exact: true, near: true, minhash: MinHashConfig::default() }
-    }
-}
-
-/// `[prompts.decontamination]`: drop prompts too close to a benchmark task.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DecontaminationConfig {
-    pub enabled: bool,
-    /// Folder of the vendored benchmark files (checked against their sha256).
-    pub data_dir: String,
-    /// Benchmarks compared against: humaneval, humaneval+, mbpp-full (all 974),
-    /// mbpp-sanitized, mbpp+ (mbpp, the test split, is inside mbpp-full).
-    pub benchmarks: Vec<String>,
-    /// n-gram and docstring matching (`[prompts.decontamination.matching]`).
-    pub matching: DecontamConfig,
-}
-
-impl Default for DecontaminationConfig {
-    fn default() -> Self {
-        DecontaminationConfig {
-            enabled: true,
-            data_dir: "evals/data".into(),
-            benchmarks: ["humaneval", "humaneval+", "mbpp-full", "mbpp-sanitized", "mbpp+"].map(String::from).to_vec(),
-            matching: DecontamConfig::default(),
-        }
-    }
-}
-
 /// Evolution operators (WizardLM's depth operators, plus breadth).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum EvolOp {
@@ -310,16 +268,6 @@ impl PromptsConfig {
         }
         evol_ops.sort();
         evol_ops.dedup();
-        let mut benchmarks = Vec::new();
-        for name in &self.decontamination.benchmarks {
-            match Benchmark::ALL.iter().find(|b| b.name() == name) {
-                Some(b) => benchmarks.push(*b),
-                None => bad(
-                    "decontamination.benchmarks",
-                    format!("unknown benchmark '{name}' (known: {})", Benchmark::ALL.map(|b| b.name()).join(", ")),
-                ),
-            }
-        }
         if !problems.is_empty() {
             return Err(Error::Config { problems });
         }
@@ -330,7 +278,7 @@ impl PromptsConfig {
             seed_tasks_file: PathBuf::from(&self.seed_tasks_file),
             user_files: self.user_files.iter().map(PathBuf::from).collect(),
             evol_ops,
-            benchmarks,
+            benchmarks: self.decontamination.benchmarks.clone(),
         })
     }
 
@@ -347,7 +295,7 @@ mod tests {
     #[test]
     fn the_defaults_validate_and_every_problem_is_reported() {
         PromptsConfig::default().settings().unwrap();
-        let text = "[prompts]\nseed = 3\n[prompts.evol_instruct]\noperators = [\"deepen\", \"sideways\"]\n[prompts.decontamination]\nbenchmarks = [\"humaneval\", \"apps\"]\n";
+        let text = "[prompts]\nseed = 3\n[prompts.evol_instruct]\noperators = [\"deepen\", \"sideways\"]\n[prompts.self_instruct]\nenabled = true\ntasks_per_request = 0\n";
         #[derive(Debug, Deserialize)]
         struct Top {
             prompts: PromptsConfig,
@@ -355,7 +303,10 @@ mod tests {
         let top: Top = distill_core::config::parse(text, "x.toml").unwrap();
         assert_eq!(top.prompts.seed, 3);
         let err = top.prompts.settings().unwrap_err().to_string();
-        assert!(err.contains("unknown operator 'sideways'") && err.contains("unknown benchmark 'apps'"), "{err}");
+        assert!(err.contains("unknown operator 'sideways'") && err.contains("tasks_per_request in 1..=50"), "{err}");
+        // An unknown benchmark is refused when the file is read, with its line.
+        let err = distill_core::config::parse::<Top>("[prompts.decontamination]\nbenchmarks = [\"humaneval\", \"apps\"]\n", "x.toml").unwrap_err().to_string();
+        assert!(err.contains("x.toml:2") && err.contains("apps"), "{err}");
         let err = distill_core::config::parse::<Top>("[prompts.dedup.minhash]\nnum_perms = 3\n", "x.toml").unwrap_err().to_string();
         assert!(err.contains("x.toml:2") && err.contains("num_perm"), "{err}");
     }

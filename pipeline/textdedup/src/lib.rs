@@ -24,6 +24,7 @@
 //! ```
 
 pub mod benchmark_refs;
+pub mod config;
 pub mod decontam;
 pub mod error;
 pub mod exact;
@@ -31,6 +32,7 @@ pub mod lsh;
 pub mod minhash;
 pub mod normalize;
 
+pub use config::{DecontaminationConfig, DedupConfig};
 pub use decontam::{DecontamConfig, Decontaminator, Match, MatchMethod, RefKind, Reference, Span};
 pub use error::{Result, TextDedupError};
 pub use exact::exact_duplicates;
