@@ -120,26 +120,8 @@ pub fn generate_with_stop(
     }
     let mut rngs: Vec<StdRng> = (0..prompts.len()).map(|r| StdRng::seed_from_u64(row_seed(params.seed, r))).collect();
 
-    // Prefill: left-padded prompts, per-row positions, padding hidden.
     let b = prompts.len();
-    let mut ids = Vec::with_capacity(b * max_len);
-    let mut pos = Vec::with_capacity(b * max_len);
-    let mut valid: Vec<Vec<u8>> = Vec::with_capacity(b);
-    for p in prompts {
-        let pad = max_len - p.len();
-        ids.extend(std::iter::repeat_n(0u32, pad).chain(p.iter().copied()));
-        pos.extend(std::iter::repeat_n(0u32, pad).chain(0..p.len() as u32));
-        valid.push(std::iter::repeat_n(0u8, pad).chain(std::iter::repeat_n(1u8, p.len())).collect());
-    }
-    let mut cache = model.new_cache();
-    let mask = nn::attention_mask(&valid, 0, max_len, &device)?;
-    let logits = model.forward_cached(
-        &Tensor::from_vec(ids, (b, max_len), &device)?,
-        &Tensor::from_vec(pos, (b, max_len), &device)?,
-        &mask,
-        &mut cache,
-    )?;
-    let mut last = logits.narrow(1, max_len - 1, 1)?.squeeze(1)?; // (B, V)
+    let Prefilled { mut cache, mut last, mut valid } = prefill(model, &prompts.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
 
     let mut active: Vec<usize> = (0..b).collect(); // batch slot -> original row
     let mut next_pos: Vec<u32> = prompts.iter().map(|p| p.len() as u32).collect();
@@ -203,6 +185,40 @@ pub fn generate_with_stop(
         last = logits.squeeze(1)?; // (n, V)
     }
     Ok(out)
+}
+
+/// The state after [`prefill`]: what batched decoding continues from.
+pub struct Prefilled {
+    pub cache: crate::KvCache,
+    /// Logits (B, V) at each row's last prompt token.
+    pub last: Tensor,
+    /// Per row, 1 for real key positions and 0 for left padding (extended as decoding goes).
+    pub valid: Vec<Vec<u8>>,
+}
+
+/// Prefill for batched decoding: runs the prompts left-padded to the longest, with per-row
+/// positions and the padding masked out.
+pub fn prefill(model: &CausalLm, prompts: &[&[u32]]) -> Result<Prefilled> {
+    let device = model.device().clone();
+    let (b, max_len) = (prompts.len(), prompts.iter().map(|p| p.len()).max().unwrap_or(0));
+    let mut ids = Vec::with_capacity(b * max_len);
+    let mut pos = Vec::with_capacity(b * max_len);
+    let mut valid: Vec<Vec<u8>> = Vec::with_capacity(b);
+    for p in prompts {
+        let pad = max_len - p.len();
+        ids.extend(std::iter::repeat_n(0u32, pad).chain(p.iter().copied()));
+        pos.extend(std::iter::repeat_n(0u32, pad).chain(0..p.len() as u32));
+        valid.push(std::iter::repeat_n(0u8, pad).chain(std::iter::repeat_n(1u8, p.len())).collect());
+    }
+    let mut cache = model.new_cache();
+    let mask = nn::attention_mask(&valid, 0, max_len, &device)?;
+    let logits = model.forward_cached(
+        &Tensor::from_vec(ids, (b, max_len), &device)?,
+        &Tensor::from_vec(pos, (b, max_len), &device)?,
+        &mask,
+        &mut cache,
+    )?; // (B, L, V)
+    Ok(Prefilled { cache, last: logits.narrow(1, max_len - 1, 1)?.squeeze(1)?, valid })
 }
 
 fn row_seed(seed: u64, row: usize) -> u64 {

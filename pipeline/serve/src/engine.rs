@@ -190,28 +190,9 @@ fn run_batch(model: &CausalLm, vocab: &Vocab, jobs: Vec<SeqJob>, stats: &EngineS
         .map(|job| Row { text: TextState::new(&job.stops), job, unreleased: VecDeque::new(), generated: 0, finished: false })
         .collect();
     let b = rows.len();
-    let max_len = rows.iter().map(|r| r.job.prompt.len()).max().unwrap_or(0);
     let result = (|| -> Result<usize> {
-        // Prefill: left-padded prompts, per-row positions, padding hidden.
-        let mut ids = Vec::with_capacity(b * max_len);
-        let mut pos = Vec::with_capacity(b * max_len);
-        let mut valid: Vec<Vec<u8>> = Vec::with_capacity(b);
-        for r in &rows {
-            let p = &r.job.prompt;
-            let pad = max_len - p.len();
-            ids.extend(std::iter::repeat_n(0u32, pad).chain(p.iter().copied()));
-            pos.extend(std::iter::repeat_n(0u32, pad).chain(0..p.len() as u32));
-            valid.push(std::iter::repeat_n(0u8, pad).chain(std::iter::repeat_n(1u8, p.len())).collect());
-        }
-        let mut cache = model.new_cache();
-        let mask = nn::attention_mask(&valid, 0, max_len, &device)?;
-        let logits = model.forward_cached(
-            &Tensor::from_vec(ids, (b, max_len), &device)?,
-            &Tensor::from_vec(pos, (b, max_len), &device)?,
-            &mask,
-            &mut cache,
-        )?; // (B, L, V)
-        let mut last = logits.narrow(1, max_len - 1, 1)?.squeeze(1)?; // (B, V)
+        let prompts: Vec<&[u32]> = rows.iter().map(|r| r.job.prompt.as_slice()).collect();
+        let distill_model::generate::Prefilled { mut cache, mut last, mut valid } = distill_model::generate::prefill(model, &prompts)?;
         let mut active: Vec<usize> = (0..b).collect(); // batch slot -> row
         let mut total = 0;
         loop {
