@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The `kernels/<name>.cu` files, each compiled to `<name>.ptx`.
+const KERNELS: [&str; 7] = ["attention", "vocab", "adamw", "clip", "norm", "mlp", "embed"];
+
 fn main() {
-    println!("cargo:rerun-if-changed=kernels/attention.cu");
-    println!("cargo:rerun-if-changed=kernels/vocab.cu");
-    println!("cargo:rerun-if-changed=kernels/adamw.cu");
-    println!("cargo:rerun-if-changed=kernels/common.cuh");
+    println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
@@ -16,7 +16,7 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
     let nvcc = std::env::var_os("CUDA_ROOT").map(|r| PathBuf::from(r).join("bin/nvcc")).filter(|p| p.exists()).unwrap_or_else(|| "nvcc".into());
-    for name in ["attention", "vocab", "adamw"] {
+    for name in KERNELS {
         let status = Command::new(&nvcc)
             .args(["--ptx", "-O3", &format!("-arch=sm_{cap}"), &format!("kernels/{name}.cu"), "-o"])
             .arg(out_dir.join(format!("{name}.ptx")))

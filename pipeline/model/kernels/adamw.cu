@@ -1,11 +1,14 @@
-// One fused AdamW step over a parameter tensor, in place (see src/cuda_kernels.rs):
+// One fused AdamW step over a parameter tensor, in place (see src/cuda_kernels.rs), with the
+// gradient first scaled by the global-norm clipping coefficient clip[1] (kernels/clip.cu):
+//   g = g * clip[1]
 //   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
 //   p = p * decay - lr * (m / bc1) / (sqrt(v / bc2) + eps)       decay = 1 - lr wd, or 1
 // The same formula as the composed CPU path in pipeline/train/src/optim.rs, in f32.
-extern "C" __global__ void adamw_f32(float *p, const float *g, float *m, float *v, long long n, float lr,
+extern "C" __global__ void adamw_f32(float *p, const float *g, float *m, float *v, const float *clip, long long n, float lr,
                                      float b1, float b2, float eps, float decay, float bc1, float bc2) {
+  float coef = clip[1];
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-    float gi = g[i];
+    float gi = g[i] * coef;
     float mi = b1 * m[i] + (1.0f - b1) * gi;
     float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
     m[i] = mi;

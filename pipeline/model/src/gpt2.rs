@@ -75,7 +75,12 @@ impl Gpt2 {
 
     /// ids (B, T) u32, positions (B or 1, T) u32, additive mask (B or 1, 1, T, Tk) -> logits
     /// (B, T, V). `dropout` is Some only in training.
-    pub fn forward(
+    pub fn forward(&self, ids: &Tensor, positions: &Tensor, mask: &Tensor, cache: Option<&mut KvCache>, dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        self.head(&self.hidden(ids, positions, mask, cache, dropout)?)
+    }
+
+    /// The transformer blocks: like [`forward`](Self::forward), up to the final LayerNorm: (B, T, C).
+    pub fn hidden(
         &self,
         ids: &Tensor,
         positions: &Tensor,
@@ -91,8 +96,8 @@ impl Gpt2 {
                 None => Ok(x),
             }
         };
-        let pos = self.wpe.forward(positions)?; // (B or 1, T, C)
-        let mut x = drop(self.wte.forward(ids)?.broadcast_add(&pos)?, self.embd_pdrop)?; // (B, T, C)
+        let pos = crate::fused::embedding(self.wpe.embeddings(), positions)?; // (B or 1, T, C)
+        let mut x = drop(crate::fused::embedding(self.wte.embeddings(), ids)?.broadcast_add(&pos)?, self.embd_pdrop)?; // (B, T, C)
         let c = x.dim(2)?;
         let hd = c / self.n_head;
         for (i, blk) in self.blocks.iter().enumerate() {
@@ -116,7 +121,12 @@ impl Gpt2 {
             let h = if self.exact_gelu { h.gelu_erf()? } else { h.gelu()? };
             x = (&x + drop(blk.mlp_c_proj.forward(&h)?, self.resid_pdrop)?)?;
         }
-        let x = self.ln_f.forward(&x)?;
+        Ok(x)
+    }
+
+    /// Final LayerNorm and the tied LM head: hidden states (B, T, C) -> logits (B, T, V).
+    pub fn head(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.ln_f.forward(x)?;
         Ok(nn::matmul_last(&x, &self.wte.embeddings().t()?)?) // (B, T, V)
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda_kernels;
 pub mod error;
+pub mod fused;
 pub mod generate;
 pub mod gpt2;
 pub mod llama;

@@ -97,8 +97,7 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k, v),
         };
-        let n_rep = self.heads / self.kv_heads;
-        let (k, v) = (nn::repeat_kv(&k, n_rep)?.contiguous()?, nn::repeat_kv(&v, n_rep)?.contiguous()?);
+        // Grouped-query heads attend without repeating k and v (see recompute::attention).
         let y = crate::recompute::attention(&q, &k, &v, mask)?; // (B, H, T, D)
         let y = y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
         Ok(self.o_proj.forward(&y)?)
@@ -122,8 +121,8 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.gate_proj.forward(x)?.silu()?;
-        Ok(self.down_proj.forward(&(g * self.up_proj.forward(x)?)?)?)
+        let h = crate::fused::swiglu(&self.gate_proj.forward(x)?, &self.up_proj.forward(x)?)?;
+        Ok(self.down_proj.forward(&h)?)
     }
 }
 
@@ -175,8 +174,13 @@ impl Llama {
     }
 
     /// ids (B, T) u32, positions (B or 1, T) u32, additive mask (B or 1, 1, T, Tk) -> logits (B, T, V).
-    pub fn forward(&self, ids: &Tensor, positions: &Tensor, mask: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
-        let mut x = self.embed_tokens.forward(ids)?; // (B, T, C)
+    pub fn forward(&self, ids: &Tensor, positions: &Tensor, mask: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.head(&self.hidden(ids, positions, mask, cache)?)
+    }
+
+    /// The decoder stack: like [`forward`](Self::forward), up to the final norm: (B, T, C).
+    pub fn hidden(&self, ids: &Tensor, positions: &Tensor, mask: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let mut x = crate::fused::embedding(self.embed_tokens.embeddings(), ids)?; // (B, T, C)
         let (cos, sin) = rope_tables(positions, &self.inv_freq)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
@@ -185,7 +189,12 @@ impl Llama {
             let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
             x = (x + h)?;
         }
-        let x = self.norm.forward(&x)?;
+        Ok(x)
+    }
+
+    /// Final norm and LM head: hidden states (B, T, C) -> logits (B, T, V).
+    pub fn head(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.norm.forward(x)?;
         let logits = match &self.lm_head {
             Some(head) => head.forward(&x)?,
             None => nn::matmul_last(&x, &self.embed_tokens.embeddings().t()?)?,

@@ -76,6 +76,24 @@ impl CausalLm {
         self.run_native(ids, &pos, &mask, None, dropout)
     }
 
+    /// The training forward for next-token losses: logits (B, T - 1, V) at positions 0..T-1,
+    /// those that predict tokens 1..T (see [`crate::loss::align`]), in the compute dtype. The
+    /// last position is dropped before the LM head, so no (B, T, V) tensor is made, sliced and
+    /// copied (forward and backward) to get there.
+    pub fn forward_next_native(&self, ids: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        self.check_len(t)?;
+        if t < 2 {
+            return Err(Error::Invalid("need at least 2 positions to pair logits with next tokens".into()));
+        }
+        let pos = nn::default_positions(t, &self.device)?;
+        let mask = nn::causal_mask(t, &self.device)?;
+        match &self.inner {
+            Inner::Llama(m) => m.head(&m.hidden(ids, &pos, &mask, None)?.narrow(1, 0, t - 1)?),
+            Inner::Gpt2(m) => m.head(&m.hidden(ids, &pos, &mask, None, dropout)?.narrow(1, 0, t - 1)?),
+        }
+    }
+
     /// One decoding call: `ids` (B, T) new tokens at `positions` (B, T) u32, additive `mask`
     /// (B, 1, T, T_past + T); appends to `cache` and returns logits (B, T, V).
     pub fn forward_cached(&self, ids: &Tensor, positions: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Result<Tensor> {

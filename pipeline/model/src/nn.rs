@@ -1,9 +1,11 @@
 //! Building blocks shared by both families, written with plain differentiable candle ops.
 //!
 //! candle's fused `softmax_last_dim`, `rms_norm` and `layer_norm` have no backward pass, so
-//! training needs these composed versions (attention itself runs through
-//! [`crate::recompute::attention`], which keeps far less for the backward pass); they compute in fp32 exactly as the formulas below,
-//! also when the model runs in bf16 (the input is upcast and the result cast back, as HF does).
+//! training needs these composed versions (attention runs through
+//! [`crate::recompute::attention`], which keeps far less for the backward pass; RMSNorm and
+//! SwiGLU through [`crate::fused`], single kernels on CUDA); they compute in fp32 exactly as
+//! the formulas below, also when the model runs in bf16 (the input is upcast and the result
+//! cast back, as HF does).
 //!
 //! - RMSNorm: `y = x / sqrt(mean(x^2) + eps) * w`, over the last dim.
 //! - LayerNorm: `y = (x - mean) / sqrt(var + eps) * w + b` (biased variance).
@@ -41,9 +43,7 @@ impl RmsNorm {
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let xf = x.to_dtype(DType::F32)?;
-        let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
-        xf.broadcast_div(&(ms + self.eps)?.sqrt()?)?.to_dtype(x.dtype())?.broadcast_mul(&self.weight)
+        crate::fused::rms_norm(x, &self.weight, self.eps)
     }
 }
 

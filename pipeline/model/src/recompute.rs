@@ -17,8 +17,8 @@
 //! logsumexp:  l = max + log sum_j exp(z_j - max),  dz = exp(z - l) * dl
 //! ```
 //!
-//! Shapes: q (B, H, T, D), k and v (B, H, Tk, D) (grouped-query heads already repeated), mask
-//! broadcastable to (B, H, T, Tk); z (N, C) -> l (N, 1).
+//! Shapes: q (B, G, R T, D) (the R query heads of each of G key/value heads as rows), k and v
+//! (B, G, Tk, D), mask (1 or B, 1, T, Tk); z (N, C) -> l (N, 1).
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, DType, Layout, Shape, Storage, Tensor, D};
@@ -72,14 +72,18 @@ pub fn softmax_backward(y: &Tensor, dy: &Tensor, dtype: DType) -> candle_core::R
 }
 
 /// `softmax(s * scale + mask)` over the last dim, no graph: the fused kernel on CUDA, composed
-/// candle ops (the reference) elsewhere.
+/// candle ops (the reference) elsewhere. s (B, G, R T, N) with R query heads per key/value
+/// head (R = 1 without grouping), mask (1 or B, 1, T, N).
 pub fn masked_softmax(s: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
     #[cfg(feature = "cuda")]
     if s.device().is_cuda() {
         return crate::cuda_kernels::masked_softmax(&s.detach(), &mask.detach(), scale);
     }
-    let scaled = (s.detach() * scale)?;
-    softmax_no_grad(&scaled.broadcast_add(&mask.to_dtype(scaled.dtype())?)?)
+    let (b, g, rt, n) = s.dims4()?;
+    let t = mask.dim(2)?;
+    let scaled = (s.detach() * scale)?.reshape((b, g, rt / t, t, n))?;
+    let mask = mask.detach().to_dtype(scaled.dtype())?.unsqueeze(2)?; // (1 or B, 1, 1, T, N)
+    softmax_no_grad(&scaled.broadcast_add(&mask)?)?.reshape((b, g, rt, n))
 }
 
 /// The gradient with respect to `s` of [`masked_softmax`], from its output `p` and the
@@ -97,12 +101,21 @@ fn attention_probs(q: &Tensor, k: &Tensor, mask: &Tensor, scale: f64) -> candle_
 }
 
 /// Scaled dot-product attention whose graph keeps only q, k, v and the output (module docs).
+/// q (B, H, T, D); k and v (B, G, Tk, D) with G dividing H: grouped-query attention runs
+/// without repeating k and v, by treating the R = H / G query heads of a group as R T rows
+/// against the group's keys (heads of a group are consecutive, as HF's `repeat_kv` has them).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
+    let (b, h, t, d) = q.dims4()?;
+    let g = k.dim(1)?;
+    if g == 0 || h % g != 0 || v.dim(1)? != g {
+        return Err(crate::Error::Invalid(format!("attention: {h} query heads do not group over {g} key/value heads")));
+    }
+    let q = q.reshape((b, g, (h / g) * t, d))?; // (B, G, R T, D)
+    let scale = 1.0 / (d as f64).sqrt();
     let (qd, kd, vd) = (q.detach(), k.detach(), v.detach());
     let out = attention_probs(&qd, &kd, mask, scale)?.matmul(&vd)?;
     let op = AttentionOp { mask: mask.detach(), scale, out: Precomputed::new(out)? };
-    Ok(q.apply_op3(k, v, op)?)
+    Ok(q.apply_op3(k, v, op)?.reshape((b, h, t, d))?)
 }
 
 struct AttentionOp {
@@ -250,6 +263,24 @@ mod tests {
                 assert!(max_diff(a, &a.zeros_like().unwrap()) > 0.05, "{name}: gradient is not trivially zero");
                 assert!(max_diff(a, b) < tol * 4.0, "{dtype:?}: d{name} differs by {}", max_diff(a, b));
             }
+        }
+    }
+
+    #[test]
+    fn grouped_query_attention_matches_repeated_keys_in_value_and_gradients() {
+        let (q, k, v) = (var((2, 6, 5, 4), 1.5, DType::F32), var((2, 2, 5, 4), 1.5, DType::F32), var((2, 2, 5, 4), 1.0, DType::F32));
+        let mask = nn::causal_mask(5, &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (2, 6, 5, 4), &Device::Cpu).unwrap();
+        let (kr, vr) = (nn::repeat_kv(k.as_tensor(), 3).unwrap(), nn::repeat_kv(v.as_tensor(), 3).unwrap());
+        let composed = nn::attention(q.as_tensor(), &kr, &vr, &mask, Ok).unwrap();
+        let grouped = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask).unwrap();
+        assert!(max_diff(&composed, &grouped) < 2e-5, "outputs differ by {}", max_diff(&composed, &grouped));
+        let g1 = (&composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&grouped * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+            let (a, b) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+            assert!(max_diff(a, &a.zeros_like().unwrap()) > 0.05, "{name}: gradient is not trivially zero");
+            assert!(max_diff(a, b) < 1e-4, "d{name} differs by {}", max_diff(a, b));
         }
     }
 

@@ -62,14 +62,31 @@ impl AdamW {
 
     /// One update with `grads` (by parameter name; a missing gradient counts as zero).
     pub fn step(&mut self, grads: &HashMap<String, Tensor>, lr: f64) -> Result<()> {
+        self.step_clipped(grads, lr, &GradNorm::Host(0.0))
+    }
+
+    /// [`step`](Self::step) after [`clip_global_norm`]: a norm left on the device has its
+    /// clipping coefficient applied inside the CUDA AdamW kernel.
+    pub fn step_clipped(&mut self, grads: &HashMap<String, Tensor>, lr: f64, norm: &GradNorm) -> Result<()> {
+        #[cfg(not(feature = "cuda"))]
+        let _ = norm; // a device-side coefficient exists only in the CUDA build
         self.t += 1;
         let AdamWParams { beta1: b1, beta2: b2, eps, weight_decay: wd } = self.hp;
         let bc1 = 1.0 - b1.powi(self.t as i32);
         let bc2 = 1.0 - b2.powi(self.t as i32);
+        #[cfg(feature = "cuda")]
+        let no_clip = match (norm, self.params.first()) {
+            (GradNorm::Host(_), Some((_, p))) if p.device().is_cuda() => Some(Tensor::new(&[0f32, 1.0], p.device())?),
+            _ => None,
+        };
         for (i, (name, p)) in self.params.iter().enumerate() {
             let Some(g) = grads.get(name) else { continue };
             #[cfg(feature = "cuda")]
             if p.device().is_cuda() {
+                let clip = match norm {
+                    GradNorm::Device(t) => t,
+                    GradNorm::Host(_) => no_clip.as_ref().expect("made above for CUDA parameters"),
+                };
                 // One fused in-place kernel; the same formula as the composed ops below.
                 let decay = if wd > 0.0 && decays(name) { 1.0 - lr * wd } else { 1.0 };
                 let step = distill_model::cuda_kernels::AdamWStep {
@@ -81,7 +98,7 @@ impl AdamW {
                     bc1: bc1 as f32,
                     bc2: bc2 as f32,
                 };
-                distill_model::cuda_kernels::adamw_step(p.as_tensor(), g, &self.m[i], &self.v[i], step)?;
+                distill_model::cuda_kernels::adamw_step(p.as_tensor(), g, &self.m[i], &self.v[i], clip, step)?;
                 continue;
             }
             // Gradients from `backward` still carry their op graph; moments built from them
@@ -128,12 +145,43 @@ impl AdamW {
     }
 }
 
-/// The global L2 norm of `grads`, and the grads scaled to at most `max_norm` (0 = no clipping).
-pub fn clip_global_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> Result<f64> {
-    let mut names: Vec<&String> = grads.keys().collect();
+/// The global gradient norm of a step, and where its clipping happens.
+pub enum GradNorm {
+    /// The grads were already scaled; the norm before scaling (CPU).
+    Host(f64),
+    /// `(norm, coefficient)` (2,) f32 on the device; [`AdamW::step_clipped`] applies the
+    /// coefficient inside its kernel, so no host synchronisation or scaled copy is needed.
+    Device(Tensor),
+}
+
+impl GradNorm {
+    /// The norm before clipping (reads it from the device: a synchronisation).
+    pub fn value(&self) -> Result<f64> {
+        match self {
+            GradNorm::Host(n) => Ok(*n),
+            GradNorm::Device(t) => Ok(t.get(0)?.to_scalar::<f32>()? as f64),
+        }
+    }
+}
+
+/// The global L2 norm of `grads`, and the grads scaled to at most `max_norm` (0 = no clipping):
+/// on the CPU in place; on CUDA as a coefficient on the device for [`AdamW::step_clipped`].
+pub fn clip_global_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> Result<GradNorm> {
+    let mut names: Vec<String> = grads.keys().cloned().collect();
     names.sort(); // a fixed summation order keeps runs bit-identical
     if names.is_empty() {
-        return Ok(0.0);
+        return Ok(GradNorm::Host(0.0));
+    }
+    #[cfg(feature = "cuda")]
+    if grads[&names[0]].device().is_cuda() {
+        // Contiguous f32 once here, so that the AdamW kernel reads them without another copy.
+        let mut flat = Vec::with_capacity(names.len());
+        for name in &names {
+            let g = grads[name].detach().to_dtype(candle_core::DType::F32)?.contiguous()?;
+            grads.insert(name.clone(), g.clone());
+            flat.push(g);
+        }
+        return Ok(GradNorm::Device(distill_model::cuda_kernels::grad_norm_and_clip(&flat, max_norm)?));
     }
     // Per-tensor sums of squares stay on the device and are added in f64 there: one
     // synchronisation per step instead of one per tensor.
@@ -143,7 +191,7 @@ pub fn clip_global_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> R
         let rows = if sq.rank() >= 2 { sq.sum(candle_core::D::Minus1)? } else { sq };
         rows.sum_all()?.to_dtype(candle_core::DType::F64)
     };
-    let sums = names.iter().map(|n| sum_sq(&grads[*n])).collect::<candle_core::Result<Vec<_>>>()?;
+    let sums = names.iter().map(|n| sum_sq(&grads[n])).collect::<candle_core::Result<Vec<_>>>()?;
     let sq = Tensor::stack(&sums, 0)?.sum_all()?.to_scalar::<f64>()?;
     let norm = sq.sqrt();
     if max_norm > 0.0 && norm > max_norm {
@@ -152,7 +200,7 @@ pub fn clip_global_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> R
             *g = (&*g * scale)?;
         }
     }
-    Ok(norm)
+    Ok(GradNorm::Host(norm))
 }
 
 #[cfg(test)]
@@ -218,11 +266,11 @@ mod tests {
             ("a".to_string(), Tensor::new(&[3.0f32], &Device::Cpu).unwrap()),
             ("b".to_string(), Tensor::new(&[4.0f32], &Device::Cpu).unwrap()),
         ]);
-        let n = clip_global_norm(&mut grads, 1.0).unwrap();
+        let n = clip_global_norm(&mut grads, 1.0).unwrap().value().unwrap();
         assert!((n - 5.0).abs() < 1e-9);
         let a = grads["a"].to_vec1::<f32>().unwrap()[0];
         assert!((a - 0.6).abs() < 1e-5);
-        let n2 = clip_global_norm(&mut grads, 10.0).unwrap();
+        let n2 = clip_global_norm(&mut grads, 10.0).unwrap().value().unwrap();
         assert!((n2 - 1.0).abs() < 1e-5, "now within bounds, unchanged");
     }
 }

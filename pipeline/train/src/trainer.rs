@@ -90,6 +90,7 @@ pub fn device(name: &str) -> Result<Device> {
         Some(Ok(n)) => {
             let dev = Device::new_cuda(n).map_err(|e| Error::Other(format!("device '{name}': {e} (build with `--features cuda`, see `make cuda`)")))?;
             disable_event_tracking(&dev);
+            keep_freed_device_memory(&dev)?;
             Ok(dev)
         }
         _ => Err(Error::Other(format!("device '{name}': use \"cpu\" or \"cuda[:N]\""))),
@@ -110,6 +111,42 @@ fn disable_event_tracking(dev: &Device) {
 #[cfg(not(feature = "cuda"))]
 fn disable_event_tracking(_: &Device) {}
 
+/// cudarc allocates through the device's stream-ordered memory pool, whose release threshold
+/// is 0 by default: at every synchronisation the pool hands all freed memory back to the
+/// driver, so each training step maps its ~20 GB of activations afresh. A threshold of
+/// "never" keeps freed blocks for reuse, as PyTorch's caching allocator does.
+/// `DISTILL_CUDA_POOL_RELEASE=1` restores the driver's default (for benchmarks).
+#[cfg(feature = "cuda")]
+#[allow(unsafe_code)]
+fn keep_freed_device_memory(dev: &Device) -> Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let Device::Cuda(d) = dev else { return Ok(()) };
+    if std::env::var("DISTILL_CUDA_POOL_RELEASE").is_ok_and(|v| v == "1") {
+        return Ok(());
+    }
+    let cu_device = d.cuda_stream().context().cu_device();
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold: u64 = u64::MAX;
+    // SAFETY: plain driver calls on a live device; `threshold` outlives the call that reads it.
+    let status = unsafe {
+        let r = sys::cuDeviceGetDefaultMemPool(&mut pool, cu_device);
+        if r != sys::CUresult::CUDA_SUCCESS {
+            r
+        } else {
+            sys::cuMemPoolSetAttribute(pool, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, (&mut threshold as *mut u64).cast())
+        }
+    };
+    if status != sys::CUresult::CUDA_SUCCESS {
+        return Err(Error::Other(format!("cuda memory pool: {status:?}")));
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn keep_freed_device_memory(_: &Device) -> Result<()> {
+    Ok(())
+}
+
 /// Evaluates `examples` in fixed order (sorted by length), token-weighted.
 pub fn evaluate(model: &CausalLm, examples: &[Example], batch_size: usize, max_batches: usize, capture_t: f64) -> Result<EvalResult> {
     let w = LossWeights { kd: 0.0, reverse_kl: 0.0, jsd: 0.0, jsd_beta: 0.5, ce: 0.0, temperature: 1.0, capture_temperature: capture_t };
@@ -121,7 +158,7 @@ pub fn evaluate(model: &CausalLm, examples: &[Example], batch_size: usize, max_b
             break;
         }
         let batch = Batch::new(chunk, model.device())?;
-        let logits = flat_logits(&model.forward(&batch.ids)?)?;
+        let logits = flat_logits(&model.forward_next_native(&batch.ids, None)?.to_dtype(DType::F32)?)?;
         let parts = loss::distill_loss(&logits, &batch.targets, &w, true)?;
         kd += parts.forward_kl * parts.kd_tokens;
         ce += parts.ce * parts.ce_tokens;
@@ -131,11 +168,10 @@ pub fn evaluate(model: &CausalLm, examples: &[Example], batch_size: usize, max_b
     Ok(EvalResult { kd: kd / kd_n.max(1.0), ce: ce / ce_n.max(1.0), kd_tokens: kd_n, ce_tokens: ce_n })
 }
 
-/// (B, T, V) logits -> (B (T-1), V) rows predicting tokens 1..T.
+/// (B, T-1, V) logits predicting tokens 1..T -> (B (T-1), V) rows.
 fn flat_logits(logits: &Tensor) -> Result<Tensor> {
-    let aligned = loss::align(logits)?; // (B, T-1, V)
-    let (b, t, v) = aligned.dims3()?;
-    Ok(aligned.reshape((b * t, v))?)
+    let (b, t, v) = logits.dims3()?;
+    Ok(logits.reshape((b * t, v))?)
 }
 
 /// Deals out micro-batches in the seeded order, across epochs.
@@ -327,7 +363,7 @@ pub(crate) fn optimizer_step_timed(
         out.tokens += batch.tokens as u64;
         mark("batch", &mut phases)?;
         let mut dropout = Dropout::new(s.seed ^ fnv1a(&format!("dropout/{step}/{micro}")));
-        let logits = flat_logits(&model.forward_train_native(&batch.ids, Some(&mut dropout))?)?;
+        let logits = flat_logits(&model.forward_next_native(&batch.ids, Some(&mut dropout))?)?;
         mark("forward", &mut phases)?;
         let parts = loss::distill_loss(&logits, &batch.targets, &s.loss, false)?;
         let scaled = (&parts.total / s.grad_accum as f64)?;
@@ -351,9 +387,11 @@ pub(crate) fn optimizer_step_timed(
         out.ce += parts.ce / n;
     }
     mark("accumulate", &mut phases)?;
-    out.grad_norm = clip_global_norm(&mut grads, s.grad_clip)?;
+    let norm = clip_global_norm(&mut grads, s.grad_clip)?;
     mark("clip", &mut phases)?;
-    opt.step(&grads, lr)?;
+    opt.step_clipped(&grads, lr, &norm)?;
+    drop(grads);
+    out.grad_norm = norm.value()?;
     mark("adamw", &mut phases)?;
     Ok(out)
 }
