@@ -200,7 +200,8 @@ pub fn default_positions(t: usize, device: &Device) -> Result<Tensor> {
     Ok(Tensor::arange(0u32, t as u32, device)?.unsqueeze(0)?)
 }
 
-/// `(B, Hkv, T, D)` -> `(B, Hkv * n_rep, T, D)` for grouped-query attention.
+/// `(B, Hkv, T, D)` -> `(B, Hkv * n_rep, T, D)`: HF's `repeat_kv`, the reference that
+/// [`crate::recompute::attention`]'s grouped form (no repeated keys) is tested against.
 pub fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
     if n_rep == 1 {
         return Ok(x.clone());

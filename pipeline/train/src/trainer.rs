@@ -5,8 +5,8 @@
 //!     lr = lr_at(step)                                   pure function of the step
 //!     for micro in 0..grad_accum:                        gradient accumulation
 //!         batch = next batch in the seeded, length-bucketed order
-//!         logits = model(batch.ids, dropout seeded by (seed, step, micro))   (B, T, V)
-//!         loss = distill_loss(align(logits), targets) / grad_accum
+//!         logits = model(batch.ids, dropout seeded by (seed, step, micro))   (B, T-1, V)
+//!         loss = distill_loss(logits at positions 0..T-1, targets of tokens 1..T) / grad_accum
 //!         grads += d loss / d params
 //!     clip grads to the global norm; AdamW update
 //!     every log_every: a train line in metrics.jsonl; every eval_every: held-out KD and CE
