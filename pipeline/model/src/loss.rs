@@ -37,6 +37,9 @@
 //! KD terms are multiplied by `T^2` (Hinton et al.) so their gradients keep their scale when T
 //! changes. [`distill_loss`] combines them with weights: `w_kd FKL + w_rkl RKL + w_jsd JSD`
 //! (each times T^2) `+ w_ce CE`, each a masked mean `sum(loss * mask) / max(sum(mask), 1)`.
+//! Under gradient accumulation the denominators are the step's token counts over all its
+//! micro-batches ([`distill_loss_over`]), so the summed micro-batch losses are the mean over
+//! every valid token of the step, not a mean of per-micro-batch means.
 //!
 //! # Example: a 2x3 forward KL
 //!
@@ -161,8 +164,13 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 
 /// `sum(x * mask) / max(sum(mask), 1)`: a scalar; 0 when nothing is valid.
 pub fn masked_mean(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let n = mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
-    Ok(((x * mask)?.sum_all()? / n)?)
+    let n = mask.sum_all()?.to_scalar::<f32>()? as f64;
+    masked_sum_over(x, mask, n)
+}
+
+/// `sum(x * mask) / max(n, 1)`: a masked mean whose denominator the caller counted.
+fn masked_sum_over(x: &Tensor, mask: &Tensor, n: f64) -> Result<Tensor> {
+    Ok(((x * mask)?.sum_all()? / (n as f32).max(1.0) as f64)?)
 }
 
 /// Weights and temperatures of the combined loss.
@@ -203,6 +211,15 @@ pub struct KdTargets {
     pub ce_mask: Tensor,
 }
 
+/// The token counts a loss's masked means divide by (see [`distill_loss_over`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenCounts {
+    /// Rows whose soft labels count (the KD terms' denominator).
+    pub kd: f64,
+    /// Rows whose hard label counts (the CE term's denominator).
+    pub ce: f64,
+}
+
 /// The combined loss (for backward) and its parts as plain numbers (unweighted, for logs).
 pub struct LossParts {
     pub total: Tensor,
@@ -218,9 +235,19 @@ pub struct LossParts {
 /// are not computed, except forward KL and CE, which are always reported (held-out metrics);
 /// pass `report_all = false` to skip unweighted terms during training.
 pub fn distill_loss(logits: &Tensor, targets: &KdTargets, w: &LossWeights, report_all: bool) -> Result<LossParts> {
+    distill_loss_over(logits, targets, w, report_all, None)
+}
+
+/// [`distill_loss`] with the masked means divided by `over` (a step's token counts over all
+/// its micro-batches) instead of this batch's own counts: summing the results of a step's
+/// micro-batches then gives the token-weighted mean over the whole step, and so the same
+/// gradient as one batch holding all of them. The parts are this batch's share of that mean.
+pub fn distill_loss_over(logits: &Tensor, targets: &KdTargets, w: &LossWeights, report_all: bool, over: Option<TokenCounts>) -> Result<LossParts> {
     let t2 = w.temperature * w.temperature;
     let kd_tokens = targets.kd_mask.sum_all()?.to_scalar::<f32>()? as f64;
     let ce_tokens = targets.ce_mask.sum_all()?.to_scalar::<f32>()? as f64;
+    let den = over.unwrap_or(TokenCounts { kd: kd_tokens, ce: ce_tokens });
+    let kd_mean = |rows: &Tensor| masked_sum_over(rows, &targets.kd_mask, den.kd);
     let mut total = Tensor::zeros((), DType::F32, logits.device())?;
     let mut parts = LossParts { total: total.clone(), forward_kl: 0.0, reverse_kl: 0.0, jsd: 0.0, ce: 0.0, kd_tokens, ce_tokens };
     let need_kd = kd_tokens > 0.0 && (w.kd != 0.0 || w.reverse_kl != 0.0 || w.jsd != 0.0 || report_all);
@@ -243,19 +270,19 @@ pub fn distill_loss(logits: &Tensor, targets: &KdTargets, w: &LossWeights, repor
             None => student_log_probs(logits, &targets.topk_ids, mask, w.temperature)?,
         };
         if w.kd != 0.0 || report_all {
-            let l = masked_mean(&forward_kl(&logp, &logq)?, &targets.kd_mask)?;
+            let l = kd_mean(&forward_kl(&logp, &logq)?)?;
             parts.forward_kl = l.to_scalar::<f32>()? as f64;
             if w.kd != 0.0 {
                 total = (total + (l * (w.kd * t2))?)?;
             }
         }
         if w.reverse_kl != 0.0 {
-            let l = masked_mean(&reverse_kl(&logp, &logq)?, &targets.kd_mask)?;
+            let l = kd_mean(&reverse_kl(&logp, &logq)?)?;
             parts.reverse_kl = l.to_scalar::<f32>()? as f64;
             total = (total + (l * (w.reverse_kl * t2))?)?;
         }
         if w.jsd != 0.0 {
-            let l = masked_mean(&jsd(&logp, &logq, w.jsd_beta)?, &targets.kd_mask)?;
+            let l = kd_mean(&jsd(&logp, &logq, w.jsd_beta)?)?;
             parts.jsd = l.to_scalar::<f32>()? as f64;
             total = (total + (l * (w.jsd * t2))?)?;
         }
@@ -265,7 +292,7 @@ pub fn distill_loss(logits: &Tensor, targets: &KdTargets, w: &LossWeights, repor
             Some(r) => r,
             None => cross_entropy(logits, &targets.sampled)?,
         };
-        let l = masked_mean(&rows, &targets.ce_mask)?;
+        let l = masked_sum_over(&rows, &targets.ce_mask, den.ce)?;
         parts.ce = l.to_scalar::<f32>()? as f64;
         if w.ce != 0.0 {
             total = (total + (l * w.ce)?)?;

@@ -11,7 +11,7 @@
 //! (b, i) pairs logits at i with the labels of token i + 1. Padding rows have both masks 0.
 
 use candle_core::{Device, Tensor};
-use distill_model::loss::KdTargets;
+use distill_model::loss::{KdTargets, TokenCounts};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -45,6 +45,8 @@ pub struct Batch {
     pub targets: KdTargets,
     /// Real (unpadded) tokens in the batch, for tokens/s.
     pub tokens: usize,
+    /// Rows counted by the KD and CE masks (known on the host: no device read).
+    pub counts: TokenCounts,
 }
 
 impl Batch {
@@ -80,6 +82,7 @@ impl Batch {
                 }
             }
         }
+        let counts = TokenCounts { kd: kd_mask.iter().sum::<f32>() as f64, ce: ce_mask.iter().sum::<f32>() as f64 };
         let targets = KdTargets {
             topk_ids: Tensor::from_vec(topk_ids, (n, k), device)?,
             topk_logprobs: Tensor::from_vec(topk_lps, (n, k), device)?,
@@ -88,7 +91,7 @@ impl Batch {
             kd_mask: Tensor::from_vec(kd_mask, n, device)?,
             ce_mask: Tensor::from_vec(ce_mask, n, device)?,
         };
-        Ok(Batch { ids: Tensor::from_vec(ids, (b, t), device)?, targets, tokens })
+        Ok(Batch { ids: Tensor::from_vec(ids, (b, t), device)?, targets, tokens, counts })
     }
 }
 
@@ -132,5 +135,6 @@ mod tests {
         assert_eq!(t.topk_ids.to_vec2::<u32>().unwrap()[2], vec![13, 0]);
         assert_eq!(t.topk_mask.as_ref().unwrap().to_vec2::<f32>().unwrap()[2], vec![1., 0.]);
         assert_eq!(b.tokens, 6);
+        assert_eq!(b.counts, TokenCounts { kd: 2.0, ce: 3.0 });
     }
 }

@@ -6,7 +6,8 @@
 //!     for micro in 0..grad_accum:                        gradient accumulation
 //!         batch = next batch in the seeded, length-bucketed order
 //!         logits = model(batch.ids, dropout seeded by (seed, step, micro))   (B, T-1, V)
-//!         loss = distill_loss(logits at positions 0..T-1, targets of tokens 1..T) / grad_accum
+//!         loss = distill_loss(logits at positions 0..T-1, targets of tokens 1..T),
+//!                masked means over the step's tokens (all micro-batches together)
 //!         grads += d loss / d params
 //!     clip grads to the global norm; AdamW update
 //!     every log_every: a train line in metrics.jsonl; every eval_every: held-out KD and CE
@@ -23,8 +24,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use distill_model::loss::{self, LossWeights};
+use candle_core::{DType, Device, Tensor, Var};
+use distill_model::loss::{self, LossWeights, TokenCounts};
 use distill_model::nn::Dropout;
 use distill_model::weights::fnv1a;
 use distill_model::{CausalLm, TrainableLm};
@@ -308,7 +309,7 @@ pub fn train(lm: &TrainableLm, data: &Dataset, run: &TrainRun) -> Result<TrainRe
     })
 }
 
-/// What one optimizer step did: losses averaged over its micro-batches, the gradient norm
+/// What one optimizer step did: losses token-weighted over its micro-batches, the gradient norm
 /// before clipping, and the real tokens it consumed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StepOutcome {
@@ -332,6 +333,25 @@ pub(crate) fn optimizer_step(lm: &TrainableLm, opt: &mut AdamW, feeder: &mut Fee
 /// ends with a device synchronisation so the time is the GPU's, not the launch queue's).
 pub(crate) type PhaseTimes = std::collections::BTreeMap<&'static str, f64>;
 
+/// Ends phases of a step: with somewhere to put them, syncs the device and adds the seconds
+/// since the last mark; without, does nothing (no synchronisation in normal training).
+struct PhaseClock<'a> {
+    device: Device,
+    since: Instant,
+    phases: Option<&'a mut PhaseTimes>,
+}
+
+impl PhaseClock<'_> {
+    fn mark(&mut self, name: &'static str) -> Result<()> {
+        if let Some(p) = self.phases.as_deref_mut() {
+            self.device.synchronize()?;
+            *p.entry(name).or_insert(0.0) += self.since.elapsed().as_secs_f64();
+            self.since = Instant::now();
+        }
+        Ok(())
+    }
+}
+
 /// [`optimizer_step`], timing its phases into `phases` when given.
 pub(crate) fn optimizer_step_timed(
     lm: &TrainableLm,
@@ -340,37 +360,42 @@ pub(crate) fn optimizer_step_timed(
     s: &Settings,
     step: u64,
     lr: f64,
-    mut phases: Option<&mut PhaseTimes>,
+    phases: Option<&mut PhaseTimes>,
 ) -> Result<StepOutcome> {
     let device = lm.model.device().clone();
-    let mut clock = Instant::now();
-    let mut mark = |name: &'static str, phases: &mut Option<&mut PhaseTimes>| -> Result<()> {
-        if let Some(p) = phases.as_deref_mut() {
-            device.synchronize()?;
-            *p.entry(name).or_insert(0.0) += clock.elapsed().as_secs_f64();
-            clock = Instant::now();
-        }
-        Ok(())
-    };
+    let mut clock = PhaseClock { device: device.clone(), since: Instant::now(), phases };
     let bf16_view = if s.bf16 { Some(lm.compute_view(DType::BF16)?) } else { None };
-    mark("cast weights", &mut phases)?;
+    clock.mark("cast weights")?;
     let model = bf16_view.as_ref().unwrap_or(&lm.model);
+    let batches = (0..s.grad_accum).map(|_| Batch::new(&feeder.next(), &device)).collect::<Result<Vec<_>>>()?;
+    clock.mark("batch")?;
+    let (mut grads, mut out) = accumulate(model, opt.params(), &batches, s, step, &mut clock)?;
+    let norm = clip_global_norm(&mut grads, s.grad_clip)?;
+    clock.mark("clip")?;
+    opt.step_clipped(&grads, lr, &norm)?;
+    drop(grads);
+    out.grad_norm = norm.value()?;
+    clock.mark("adamw")?;
+    Ok(out)
+}
+
+/// Forward and backward over a step's micro-batches, the gradients of `params` summed. The
+/// loss is token-weighted over the whole step (every micro-batch's masked means divide by
+/// the step's token counts), so the sum is the gradient one batch of all of them would give.
+fn accumulate(model: &CausalLm, params: &[(String, Var)], batches: &[Batch], s: &Settings, step: u64, clock: &mut PhaseClock) -> Result<(HashMap<String, Tensor>, StepOutcome)> {
+    let over = TokenCounts { kd: batches.iter().map(|b| b.counts.kd).sum(), ce: batches.iter().map(|b| b.counts.ce).sum() };
     let mut grads: HashMap<String, Tensor> = HashMap::new();
     let mut out = StepOutcome { total: 0.0, forward_kl: 0.0, reverse_kl: 0.0, jsd: 0.0, ce: 0.0, grad_norm: 0.0, tokens: 0 };
-    for micro in 0..s.grad_accum {
-        let examples = feeder.next();
-        let batch = Batch::new(&examples, &device)?;
+    for (micro, batch) in batches.iter().enumerate() {
         out.tokens += batch.tokens as u64;
-        mark("batch", &mut phases)?;
         let mut dropout = Dropout::new(s.seed ^ fnv1a(&format!("dropout/{step}/{micro}")));
         let logits = flat_logits(&model.forward_next_native(&batch.ids, Some(&mut dropout))?)?;
-        mark("forward", &mut phases)?;
-        let parts = loss::distill_loss(&logits, &batch.targets, &s.loss, false)?;
-        let scaled = (&parts.total / s.grad_accum as f64)?;
-        mark("loss", &mut phases)?;
-        let store = scaled.backward()?;
-        mark("backward", &mut phases)?;
-        for (name, var) in opt.params() {
+        clock.mark("forward")?;
+        let parts = loss::distill_loss_over(&logits, &batch.targets, &s.loss, false, Some(over))?;
+        clock.mark("loss")?;
+        let store = parts.total.backward()?;
+        clock.mark("backward")?;
+        for (name, var) in params {
             if let Some(g) = store.get(var.as_tensor()) {
                 let g = match grads.remove(name) {
                     Some(acc) => (acc + g)?,
@@ -379,21 +404,14 @@ pub(crate) fn optimizer_step_timed(
                 grads.insert(name.clone(), g);
             }
         }
-        let n = s.grad_accum as f64;
-        out.total += parts.total.to_scalar::<f32>()? as f64 / n;
-        out.forward_kl += parts.forward_kl / n;
-        out.reverse_kl += parts.reverse_kl / n;
-        out.jsd += parts.jsd / n;
-        out.ce += parts.ce / n;
+        out.total += parts.total.to_scalar::<f32>()? as f64;
+        out.forward_kl += parts.forward_kl;
+        out.reverse_kl += parts.reverse_kl;
+        out.jsd += parts.jsd;
+        out.ce += parts.ce;
     }
-    mark("accumulate", &mut phases)?;
-    let norm = clip_global_norm(&mut grads, s.grad_clip)?;
-    mark("clip", &mut phases)?;
-    opt.step_clipped(&grads, lr, &norm)?;
-    drop(grads);
-    out.grad_norm = norm.value()?;
-    mark("adamw", &mut phases)?;
-    Ok(out)
+    clock.mark("accumulate")?;
+    Ok((grads, out))
 }
 
 /// Whether `step` is a multiple of a positive `n` (0 = never).
@@ -411,4 +429,62 @@ fn keep_metrics_up_to(path: &Path, step: u64) -> Result<()> {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(path, kept).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use distill_model::config::ModelConfig;
+
+    use super::*;
+    use crate::config::TrainConfig;
+
+    /// A completion of `len` tokens after a 3-token prompt, with a top-2 soft label on each
+    /// completion position; ids and log-probs vary with `seed`.
+    fn example(id: &str, len: usize, seed: u32) -> Example {
+        let n = 3 + len;
+        let input_ids: Vec<u32> = (0..n as u32).map(|i| 5 + (i * 7 + seed * 13) % 90).collect();
+        let loss_mask = (0..n).map(|i| u8::from(i >= 3)).collect();
+        let topk_ids = (0..n).map(|i| if i >= 3 { vec![input_ids[i], 1 + (i as u32 + seed) % 90] } else { vec![] }).collect();
+        let topk_logprobs = (0..n).map(|i| if i >= 3 { vec![-0.2 - 0.01 * (i as f32), -2.0] } else { vec![] }).collect();
+        Example { id: id.into(), input_ids, loss_mask, topk_ids, topk_logprobs, hard_label_only: false }
+    }
+
+    fn gradients(lm: &TrainableLm, s: &Settings, batches: &[Batch]) -> (HashMap<String, Tensor>, StepOutcome) {
+        let mut clock = PhaseClock { device: Device::Cpu, since: Instant::now(), phases: None };
+        accumulate(&lm.model, &lm.vars(), batches, s, 0, &mut clock).unwrap()
+    }
+
+    /// Regression: micro-batch losses were each averaged over their own tokens and the means
+    /// averaged, so with micro-batches of unequal length a token of the short one weighed more
+    /// than a token of the long one, and `grad_accum = 2` did not train like a batch twice the
+    /// size. Now both give the same loss and gradients.
+    #[test]
+    fn accumulated_micro_batches_weigh_every_token_equally() {
+        let lm = TrainableLm::init(&ModelConfig::preset("llama-nano").unwrap(), &Device::Cpu, 3).unwrap();
+        let cfg = TrainConfig { grad_accum: 2, ..TrainConfig::default() };
+        let s = cfg.settings("test.toml", Some(1.0)).unwrap();
+        let (long_a, long_b, short_a, short_b) = (example("a", 40, 1), example("b", 37, 2), example("c", 4, 3), example("d", 6, 4));
+        let micro = [Batch::new(&[&long_a, &long_b], &Device::Cpu).unwrap(), Batch::new(&[&short_a, &short_b], &Device::Cpu).unwrap()];
+        let whole = [Batch::new(&[&long_a, &long_b, &short_a, &short_b], &Device::Cpu).unwrap()];
+        let (g_micro, out_micro) = gradients(&lm, &s, &micro);
+        let (g_whole, out_whole) = gradients(&lm, &s, &whole);
+
+        assert!((out_micro.total - out_whole.total).abs() < 1e-5 * out_whole.total.abs(), "{} vs {}", out_micro.total, out_whole.total);
+        assert!((out_micro.forward_kl - out_whole.forward_kl).abs() < 1e-5 * out_whole.forward_kl.abs());
+        assert_eq!(out_micro.tokens, out_whole.tokens);
+        assert_eq!(g_micro.len(), g_whole.len());
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (name, gw) in &g_whole {
+            let (a, b) = (flat(&g_micro[name]), flat(gw));
+            let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(scale > 0.0, "{name}: zero gradient");
+            assert!(diff <= 1e-4 * scale, "{name}: accumulated gradient differs by {diff} (max |g| {scale})");
+        }
+
+        // The mean of per-micro-batch means (the old rule) is measurably different here.
+        let own = |b: &Batch| loss::distill_loss(&flat_logits(&lm.model.forward_next_native(&b.ids, None).unwrap()).unwrap(), &b.targets, &s.loss, false).unwrap();
+        let mean_of_means = micro.iter().map(|b| own(b).total.to_scalar::<f32>().unwrap() as f64).sum::<f64>() / 2.0;
+        assert!((mean_of_means - out_whole.total).abs() > 1e-3 * out_whole.total.abs(), "test data too uniform to tell the rules apart");
+    }
 }
