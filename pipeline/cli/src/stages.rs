@@ -194,7 +194,12 @@ fn train(cfg: &Config, opts: &StageOptions) -> distill_core::Result<StageDef> {
     let c = cfg.train.clone();
     let mut external = BTreeMap::new();
     if !c.init_checkpoint.is_empty() {
-        external.insert("init_checkpoint".into(), file_digest(&Path::new(&c.init_checkpoint).join("model.safetensors"))?);
+        // Every weight file of the folder: model.safetensors, or an index and its shards.
+        let files = distill_model::weights::hf_weight_files(Path::new(&c.init_checkpoint)).map_err(|e| distill_core::Error::Other(e.to_string()))?;
+        for (i, f) in files.iter().enumerate() {
+            let key = if i == 0 { "init_checkpoint".to_string() } else { format!("init_checkpoint:{}", f.file_name().unwrap_or_default().to_string_lossy()) };
+            external.insert(key, file_digest(f)?);
+        }
     }
     let run_opts = distill_train::RunOptions { resume: opts.resume, stop_after: None, config_file: opts.config_file.clone() };
     Ok(StageDef {

@@ -252,12 +252,35 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("qwen2.5-0.5b", include_str!("../../../configs/models/qwen2.5-0.5b.json")),
 ];
 
+/// transformers 5 writes RoPE settings as `rope_parameters: {rope_type, rope_theta, factor,
+/// ...}` and drops the top-level `rope_theta` / `rope_scaling` keys; a config that has it gets
+/// those two keys from it (`rope_parameters` itself is kept and written back). Without this a
+/// re-saved Qwen2.5 would silently get the default theta of 10,000 instead of 1,000,000.
+fn rope_parameters_to_legacy_keys(mut v: Value, file: &Path) -> Result<Value> {
+    let Some(rp) = v.get("rope_parameters").filter(|rp| !rp.is_null()).cloned() else { return Ok(v) };
+    let (Some(rp), Some(obj)) = (rp.as_object(), v.as_object_mut()) else {
+        return Err(Error::config(file, "rope_parameters must be an object like {\"rope_type\": \"default\", \"rope_theta\": 10000.0}"));
+    };
+    if let Some(theta) = rp.get("rope_theta") {
+        obj.insert("rope_theta".into(), theta.clone());
+    }
+    match rp.get("rope_type").and_then(Value::as_str).unwrap_or("default") {
+        "default" => {}
+        _ => {
+            let mut scaling = rp.clone();
+            scaling.remove("rope_theta");
+            obj.insert("rope_scaling".into(), Value::Object(scaling));
+        }
+    }
+    Ok(v)
+}
+
 impl ModelConfig {
     /// Parses an HF-style config (a `config.json` value); `file` names it in errors.
     pub fn from_json_value(v: Value, file: &Path) -> Result<Self> {
         let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or_default().to_string();
         let parsed = match model_type.as_str() {
-            "llama" | "qwen2" => serde_json::from_value(v).map(ModelConfig::Llama),
+            "llama" | "qwen2" => serde_json::from_value(rope_parameters_to_legacy_keys(v, file)?).map(ModelConfig::Llama),
             "gpt2" => serde_json::from_value(v).map(ModelConfig::Gpt2),
             other => {
                 return Err(Error::config(

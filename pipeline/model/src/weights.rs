@@ -7,7 +7,7 @@
 //! seed gives the same model whatever order tensors are visited in, on any machine.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -35,13 +35,14 @@ impl TrainableLm {
         Ok(lm)
     }
 
-    /// Loads an HF folder (`config.json` + `model.safetensors`) as trainable weights.
+    /// Loads an HF folder (`config.json` + weights, see [`read_hf_weights`]) as trainable
+    /// weights.
     pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<Self> {
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let varmap = VarMap::new();
         let model = CausalLm::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
         let lm = TrainableLm { model, varmap };
-        lm.load_weights(&dir.join("model.safetensors"))?;
+        lm.set_weights(read_hf_weights(dir, device)?, dir)?;
         Ok(lm)
     }
 
@@ -82,7 +83,11 @@ impl TrainableLm {
     /// Sets every var from a safetensors file; all must be present with the right shapes.
     pub fn load_weights(&self, path: &Path) -> Result<()> {
         let (tensors, _) = read_safetensors(path, self.model.device())?;
-        let tensors = normalize_names(tensors);
+        self.set_weights(normalize_names(tensors), path)
+    }
+
+    /// Sets every var from `tensors` (HF names), read from `path` (named in errors).
+    fn set_weights(&self, tensors: HashMap<String, Tensor>, path: &Path) -> Result<()> {
         let mut missing = Vec::new();
         for (name, var) in self.vars() {
             match tensors.get(&name) {
@@ -125,15 +130,61 @@ impl TrainableLm {
     }
 }
 
-/// Loads an HF folder for inference (no gradients): `config.json` + `model.safetensors`.
+/// Loads an HF folder for inference (no gradients): `config.json` + weights (see
+/// [`read_hf_weights`]).
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<CausalLm> {
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
-    let (tensors, _) = read_safetensors(&dir.join("model.safetensors"), device)?;
-    let tensors = normalize_names(tensors)
+    let tensors = read_hf_weights(dir, device)?
         .into_iter()
         .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
         .collect::<Result<HashMap<_, _>>>()?;
     CausalLm::new(&config, VarBuilder::from_tensors(tensors, DType::F32, device))
+}
+
+/// The files holding an HF model folder's weights: `model.safetensors`, or the index
+/// `model.safetensors.index.json` followed by the shards its `weight_map` names (as
+/// `save_pretrained` writes checkpoints over its `max_shard_size`).
+pub fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    if single.exists() || !index.exists() {
+        return Ok(vec![single]);
+    }
+    let mut files = vec![index.clone()];
+    for file in shard_map(&index)?.into_values().collect::<std::collections::BTreeSet<_>>() {
+        if file.contains('/') || file.contains("..") {
+            return Err(Error::Invalid(format!("{}: shard '{file}' is not a file name in the model folder", index.display())));
+        }
+        files.push(dir.join(file));
+    }
+    Ok(files)
+}
+
+/// An index's `weight_map`: tensor name -> shard file name.
+fn shard_map(index: &Path) -> Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(index).at(index)?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| Error::Json { path: index.to_path_buf(), source })?;
+    serde_json::from_value(v["weight_map"].clone())
+        .map_err(|e| Error::Invalid(format!("{}: \"weight_map\" is not an object of tensor name -> shard file ({e})", index.display())))
+}
+
+/// The weights of an HF model folder ([`hf_weight_files`]) by HF name, in their stored dtypes.
+pub fn read_hf_weights(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let files = hf_weight_files(dir)?;
+    let Some((index, shards)) = files.split_first().filter(|(first, _)| first.extension().is_some_and(|e| e == "json")) else {
+        let (tensors, _) = read_safetensors(&files[0], device)?;
+        return Ok(normalize_names(tensors));
+    };
+    let mut out = HashMap::new();
+    for shard in shards {
+        out.extend(read_safetensors(shard, device)?.0);
+    }
+    for (name, shard) in shard_map(index)? {
+        if !out.contains_key(&name) {
+            return Err(Error::Invalid(format!("{}: '{name}' is listed but not in its shard {shard}", index.display())));
+        }
+    }
+    Ok(normalize_names(out))
 }
 
 /// OpenAI-era GPT-2 files name tensors `h.0.attn...` / `wte.weight` without `transformer.`;
@@ -199,6 +250,13 @@ pub fn read_safetensors(path: &Path, device: &Device) -> Result<(HashMap<String,
         out.insert(name, Tensor::from_raw_buffer(view.data(), dtype, view.shape(), device)?);
     }
     Ok((out, metadata))
+}
+
+/// A tensor of N(0, std) draws from an RNG seeded with `seed`: the same values on every
+/// machine and device (tests compare the CPU and CUDA paths on such inputs).
+pub fn normal_tensor(shape: impl Into<candle_core::Shape>, std: f64, seed: u64, device: &Device) -> Result<Tensor> {
+    let shape = shape.into();
+    Ok(Tensor::from_vec(normal(shape.elem_count(), std, seed), shape, device)?)
 }
 
 /// `n` draws of N(0, std) from an RNG seeded with `seed` (Box-Muller).

@@ -94,9 +94,10 @@ pub fn start(cfg: &ServeConfig) -> Result<ServerHandle> {
 /// Like [`start`], from already validated settings.
 pub fn start_with(settings: Settings) -> Result<ServerHandle> {
     let dir = &settings.model_dir;
-    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
-        if !dir.join(f).exists() {
-            return Err(Error::model_dir(dir.join(f), "missing: a model folder holds config.json, model.safetensors and tokenizer.json (train or export one first)"));
+    let weights = distill_model::weights::hf_weight_files(dir)?;
+    for f in [dir.join("config.json"), dir.join("tokenizer.json")].iter().chain(&weights) {
+        if !f.exists() {
+            return Err(Error::model_dir(f.clone(), "missing: a model folder holds config.json, model.safetensors (or its shards and index) and tokenizer.json (train or export one first)"));
         }
     }
     let model = distill_model::load_hf_dir(dir, &Device::Cpu)?;
