@@ -92,4 +92,21 @@ fn train_bench_times_real_steps_of_the_configured_shape_and_writes_nothing() {
         assert!(r["phase_secs"][phase].as_f64().unwrap() > 0.0, "phase {phase}");
     }
     assert!(!dir.path().join("w").exists(), "a benchmark writes nothing");
+    // On the CPU a seeded benchmark is deterministic: the same steps give the same losses.
+    let again = distill(dir.path(), &["-q", "--config", "b.toml", "--work-dir", "w", "train", "--bench", "3", "--bench-warmup", "1", "--bench-topk", "5"]);
+    let r2: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(r2["losses"], r["losses"]);
+}
+
+#[test]
+fn print_params_prints_the_closed_form_count_of_the_configured_student() {
+    let dir = tempfile::tempdir().unwrap();
+    // Published sizes: GPT-2 small 124,439,808; Llama-3.2-1B 1,235,814,400 (tied embeddings).
+    for (preset, want) in [("gpt2-124m", "gpt2-124m (gpt2): 124,439,808 parameters"), ("llama-1b", "llama-1b (llama): 1,235,814,400 parameters")] {
+        std::fs::write(dir.path().join("p.toml"), format!("[train]\nmodel = \"{preset}\"\nvocab_from_tokenizer = false\n")).unwrap();
+        let out = distill(dir.path(), &["-q", "--config", "p.toml", "--work-dir", "w", "train", "--print-params"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+    }
+    assert!(!dir.path().join("w").exists(), "printing the count writes nothing");
 }

@@ -243,16 +243,21 @@ mod tests {
         d.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
     }
 
-    fn var(shape: (usize, usize, usize, usize), std: f32, dtype: DType) -> Var {
-        Var::from_tensor(&Tensor::randn(0f32, std, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()).unwrap()
+    /// Seeded N(0, std) values: the same inputs on every run.
+    fn seeded(shape: impl Into<candle_core::Shape>, std: f64, seed: u64) -> Tensor {
+        crate::weights::normal_tensor(shape, std, seed, &Device::Cpu).unwrap()
+    }
+
+    fn var(shape: (usize, usize, usize, usize), std: f64, dtype: DType, seed: u64) -> Var {
+        Var::from_tensor(&seeded(shape, std, seed).to_dtype(dtype).unwrap()).unwrap()
     }
 
     #[test]
     fn recomputing_attention_matches_the_composed_graph_in_value_and_gradients() {
         for (dtype, tol) in [(DType::F32, 2e-5f32), (DType::BF16, 3e-2)] {
-            let (q, k, v) = (var((2, 3, 7, 8), 1.5, dtype), var((2, 3, 7, 8), 1.5, dtype), var((2, 3, 7, 8), 1.0, dtype));
+            let (q, k, v) = (var((2, 3, 7, 8), 1.5, dtype, 107), var((2, 3, 7, 8), 1.5, dtype, 108), var((2, 3, 7, 8), 1.0, dtype, 109));
             let mask = nn::causal_mask(7, &Device::Cpu).unwrap();
-            let w = Tensor::randn(0f32, 1.0, (2, 3, 7, 8), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+            let w = seeded((2, 3, 7, 8), 1.0, 101).to_dtype(dtype).unwrap();
             let composed = nn::attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, Ok).unwrap();
             let lean = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask).unwrap();
             assert!(max_diff(&composed, &lean) < tol, "{dtype:?}: outputs differ by {}", max_diff(&composed, &lean));
@@ -268,9 +273,9 @@ mod tests {
 
     #[test]
     fn grouped_query_attention_matches_repeated_keys_in_value_and_gradients() {
-        let (q, k, v) = (var((2, 6, 5, 4), 1.5, DType::F32), var((2, 2, 5, 4), 1.5, DType::F32), var((2, 2, 5, 4), 1.0, DType::F32));
+        let (q, k, v) = (var((2, 6, 5, 4), 1.5, DType::F32, 110), var((2, 2, 5, 4), 1.5, DType::F32, 111), var((2, 2, 5, 4), 1.0, DType::F32, 112));
         let mask = nn::causal_mask(5, &Device::Cpu).unwrap();
-        let w = Tensor::randn(0f32, 1.0, (2, 6, 5, 4), &Device::Cpu).unwrap();
+        let w = seeded((2, 6, 5, 4), 1.0, 102);
         let (kr, vr) = (nn::repeat_kv(k.as_tensor(), 3).unwrap(), nn::repeat_kv(v.as_tensor(), 3).unwrap());
         let composed = nn::attention(q.as_tensor(), &kr, &vr, &mask, Ok).unwrap();
         let grouped = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask).unwrap();
@@ -286,8 +291,8 @@ mod tests {
 
     #[test]
     fn fused_rope_matches_the_rotate_half_formula_in_value_and_gradient() {
-        let x = var((2, 3, 5, 8), 1.0, DType::F32);
-        let angles = Tensor::randn(0f32, 2.0, (5, 4), &Device::Cpu).unwrap();
+        let x = var((2, 3, 5, 8), 1.0, DType::F32, 113);
+        let angles = seeded((5, 4), 2.0, 103);
         let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
         let composed = {
             let xt = x.as_tensor();
@@ -298,7 +303,7 @@ mod tests {
         };
         let fused = rope(x.as_tensor(), &cos, &sin).unwrap();
         assert!(max_diff(&composed, &fused) < 1e-6);
-        let w = Tensor::randn(0f32, 1.0, (2, 3, 5, 8), &Device::Cpu).unwrap();
+        let w = seeded((2, 3, 5, 8), 1.0, 104);
         let g1 = (&composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = (&fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
         assert!(max_diff(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap()) < 1e-6);
@@ -306,8 +311,8 @@ mod tests {
 
     #[test]
     fn recomputing_logsumexp_matches_the_composed_graph() {
-        let z = Var::from_tensor(&(Tensor::randn(0f32, 4.0, (5, 300), &Device::Cpu).unwrap())).unwrap();
-        let w = Tensor::randn(0f32, 1.0, (5, 1), &Device::Cpu).unwrap();
+        let z = Var::from_tensor(&(seeded((5, 300), 4.0, 105))).unwrap();
+        let w = seeded((5, 1), 1.0, 106);
         let max = z.as_tensor().max_keepdim(1).unwrap().detach();
         let composed = (z.as_tensor().broadcast_sub(&max).unwrap().exp().unwrap().sum_keepdim(1).unwrap().log().unwrap() + &max).unwrap();
         let lean = logsumexp_last(z.as_tensor()).unwrap();

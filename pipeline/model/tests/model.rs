@@ -232,3 +232,69 @@ fn the_bf16_compute_view_tracks_the_f32_model_and_sends_f32_gradients_to_the_mas
         }
     }
 }
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+#[test]
+fn next_position_logits_are_the_full_logits_without_the_last_position() {
+    // The trainer's forward drops the last position before the LM head (it predicts nothing
+    // in the batch); what is left must be exactly what the full forward gives there.
+    let ids = Tensor::new(&[[1u32, 5, 9, 2, 7, 4], [3, 3, 8, 1, 0, 6]], &Device::Cpu).unwrap();
+    for preset in ["nano", "llama-nano", "qwen2-nano"] {
+        let lm = TrainableLm::init(&ModelConfig::preset(preset).unwrap(), &Device::Cpu, 21).unwrap();
+        let full = lm.model.forward(&ids).unwrap(); // (B, T, V)
+        let next = lm.model.forward_next_native(&ids, None).unwrap(); // (B, T-1, V)
+        assert_eq!(next.dims(), &[2, 5, lm.model.config().vocab_size()], "{preset}");
+        let want = full.narrow(1, 0, 5).unwrap();
+        let diff = max_abs_diff(&next.to_dtype(DType::F32).unwrap(), &want);
+        assert!(diff <= 1e-6, "{preset}: next-position logits differ from forward[:, :-1] by {diff}");
+    }
+}
+
+#[test]
+fn dropout_is_on_in_training_and_off_in_evaluation() {
+    use distill_model::nn::Dropout;
+    let mut cfg = ModelConfig::preset("nano").unwrap().to_json();
+    for key in ["resid_pdrop", "embd_pdrop", "attn_pdrop"] {
+        cfg[key] = serde_json::json!(0.1);
+    }
+    let cfg = ModelConfig::from_json_value(cfg, "nano.json".as_ref()).unwrap();
+    let lm = TrainableLm::init(&cfg, &Device::Cpu, 4).unwrap();
+    let ids = Tensor::new(&[[1u32, 5, 9, 2, 7, 4]], &Device::Cpu).unwrap();
+    let eval_a = lm.model.forward(&ids).unwrap();
+    let eval_b = lm.model.forward_train(&ids, None).unwrap();
+    assert_eq!(max_abs_diff(&eval_a, &eval_b), 0.0, "evaluation is deterministic and dropout-free");
+    let train = |seed: u64| lm.model.forward_train(&ids, Some(&mut Dropout::new(seed))).unwrap();
+    let (t1, t1_again, t2) = (train(1), train(1), train(2));
+    assert!(max_abs_diff(&t1, &eval_a) > 1e-3, "dropout changed nothing in training");
+    assert_eq!(max_abs_diff(&t1, &t1_again), 0.0, "the same dropout seed gives the same masks");
+    assert!(max_abs_diff(&t1, &t2) > 1e-3, "another seed gives other masks");
+    // Disabled in the config: the training forward equals evaluation.
+    let plain = TrainableLm::init(&ModelConfig::preset("nano").unwrap(), &Device::Cpu, 4).unwrap();
+    let off = plain.model.forward_train(&ids, Some(&mut Dropout::new(1))).unwrap();
+    assert_eq!(max_abs_diff(&off, &plain.model.forward(&ids).unwrap()), 0.0);
+}
+
+#[test]
+fn transformers_5_rope_parameters_set_theta_and_scaling() {
+    // transformers 5 writes RoPE settings only under `rope_parameters` (a re-saved Qwen2.5
+    // has no top-level rope_theta); reading it as the default 10,000 would be silently wrong.
+    let qwen = serde_json::json!({"model_type": "qwen2", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}});
+    let ModelConfig::Llama(c) = ModelConfig::from_json_value(qwen, "c.json".as_ref()).unwrap() else { panic!("not a llama-family config") };
+    assert_eq!(c.rope_theta, 1e6);
+    assert_eq!(c.rope_scaling, None);
+    let llama3 = serde_json::json!({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
+        "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}});
+    let cfg = ModelConfig::from_json_value(llama3, "c.json".as_ref()).unwrap();
+    let ModelConfig::Llama(c) = &cfg else { panic!("not a llama-family config") };
+    assert_eq!(c.rope_theta, 5e5);
+    let s = c.rope_scaling.as_ref().unwrap();
+    assert_eq!((s.rope_type.as_str(), s.factor, s.original_max_position_embeddings), ("llama3", 32.0, 8192));
+    assert_eq!(ModelConfig::from_json_value(cfg.to_json(), "c.json".as_ref()).unwrap(), cfg, "round trip");
+    let yarn = serde_json::json!({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}});
+    let err = ModelConfig::from_json_value(yarn, "c.json".as_ref()).unwrap_err().to_string();
+    assert!(err.contains("yarn") && err.contains("c.json"), "{err}");
+}

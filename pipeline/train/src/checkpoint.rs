@@ -107,7 +107,22 @@ pub fn save(
     for (_, old) in all.iter().take(all.len().saturating_sub(keep_last.max(1))) {
         std::fs::remove_dir_all(old).map_err(|e| io(old, e))?;
     }
+    remove_leftovers(scratch).map_err(|e| io(&checkpoints_dir(scratch), e))?;
     Ok(dest)
+}
+
+/// Deletes what a run killed mid-save left: temporary folders, and `step-*` folders without
+/// `state.json` (never counted as checkpoints, but they would take disk space forever).
+fn remove_leftovers(scratch: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(checkpoints_dir(scratch))?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let temporary = name.starts_with(".step-") && name.contains(".tmp-");
+        let incomplete = name.starts_with("step-") && !entry.path().join("state.json").exists();
+        if temporary || incomplete {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads a checkpoint's state and restores weights and optimizer moments.

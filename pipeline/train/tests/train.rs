@@ -51,6 +51,13 @@ fn an_interrupted_and_resumed_run_gives_the_same_losses_and_weights() {
     assert_eq!(first["completed"], false);
     assert_eq!(first["steps"], 5);
     assert!(!parts.out_dir.join("model.safetensors").exists(), "no export from an unfinished run");
+    // A crash in the middle of writing later checkpoints leaves a temporary folder and a
+    // step folder without state.json: neither counts, and the next save removes both.
+    let ckpts = parts.scratch_dir.join("checkpoints");
+    for partial in [".step-00000006.tmp-4242424", "step-00000007"] {
+        std::fs::create_dir_all(ckpts.join(partial)).unwrap();
+        std::fs::write(ckpts.join(partial).join("model.safetensors"), b"half-written").unwrap();
+    }
     let second = run(&parts, &cfg, &opts(true, None)).unwrap();
     assert_eq!(second["resumed_from"], 5);
     assert_eq!(second["completed"], true);
