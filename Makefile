@@ -44,7 +44,8 @@ bench:
 	DISTILL_TEST_PYTHON=$(CURDIR)/.venv/bin/python $(CARGO) bench --workspace
 
 # CUDA build of the binary (see scripts/build-cuda.sh): target/release/distill with candle's CUDA
-# kernels for sm_90, gzipped into bin/distill-cuda.gz for the GPU machine.
+# kernels for sm_90, gzipped into bin/distill-cuda.gz for the GPU machine, and the GPU tests into
+# bin/cuda-tests/ (run there with `bash benches/gpu/test.sh`).
 cuda:
 	bash scripts/build-cuda.sh
 

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Builds the `distill` binary with candle's CUDA kernels (sm_90: H100/H200) on a machine with no
-# GPU and no system CUDA, then gzips it to bin/distill-cuda.gz for the GPU machine.
+# GPU and no system CUDA, then gzips it to bin/distill-cuda.gz for the GPU machine; and the GPU
+# test executables, gzipped into bin/cuda-tests/ (benches/gpu/test.sh runs them there).
 #
 #   make cuda                         # or: bash scripts/build-cuda.sh
 #   gunzip -c bin/distill-cuda.gz > /tmp/distill && chmod +x /tmp/distill   # on the GPU machine
@@ -42,3 +43,16 @@ out=${CARGO_TARGET_DIR:-$APP/target-cuda}/release/distill
 strip "$out" -o bin/distill-cuda
 gzip -f bin/distill-cuda
 ls -la bin/distill-cuda.gz
+
+# The GPU tests (the kernels and the trainer against the CPU path: pipeline/model/tests/
+# cuda_kernels.rs, pipeline/train/tests/cuda_training.rs), as executables for the GPU machine,
+# which has no Rust: bin/cuda-tests/*.gz, run by benches/gpu/test.sh.
+mkdir -p bin/cuda-tests
+for t in distill-model:cuda_kernels distill-train:cuda_training; do
+  pkg=${t%%:*} name=${t##*:}
+  exe=$(CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$APP/target-cuda} cargo test --release -p "$pkg" --features cuda --test "$name" --no-run --message-format=json \
+    | python3 -c 'import json,sys;print([m["executable"] for m in map(json.loads,sys.stdin) if m.get("reason")=="compiler-artifact" and m.get("executable")][-1])')
+  strip "$exe" -o "bin/cuda-tests/$name"
+  gzip -f "bin/cuda-tests/$name"
+done
+ls -la bin/cuda-tests

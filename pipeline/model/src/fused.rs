@@ -1,6 +1,6 @@
 //! RMSNorm and SwiGLU, each one CUDA kernel forward and one backward ([`crate::cuda_kernels`])
 //! on a CUDA device, and the composed candle graph elsewhere: the CPU path is the reference the
-//! kernels are checked against (`benches/gpu/smoke.sh`), and stays bit-for-bit what it was.
+//! kernels are checked against (`tests/cuda_kernels.rs`), and stays bit-for-bit what it was.
 //!
 //! - RMSNorm: `y = T(x / sqrt(mean(x^2) + eps)) * w` over the last dim, statistics in f32
 //!   (HF's LlamaRMSNorm); x (..., C), w (C,).

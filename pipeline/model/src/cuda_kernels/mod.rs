@@ -1,7 +1,9 @@
 //! The project's own CUDA kernels (`kernels/*.cu`, compiled to PTX by `build.rs` in the CUDA
 //! build), as candle ops. Callers ([`crate::recompute`], [`crate::fused`], the trainer's
 //! optimizer) use them on CUDA tensors and composed candle ops on the CPU, so the CPU path is
-//! the reference they are checked against (`benches/gpu/smoke.sh`: CPU and CUDA losses agree).
+//! the reference they are checked against: values and gradients of each op in
+//! `tests/cuda_kernels.rs`, AdamW and whole training steps in the train crate's
+//! `tests/cuda_training.rs` (both built by `make cuda`, run on a GPU by `benches/gpu/test.sh`).
 //!
 //! - [`attention`]: `softmax(s * scale + mask)` and its backward for the attention scores.
 //! - [`vocab`]: log-softmax of (N, V) logits read once, gathered at J ids per row, and its

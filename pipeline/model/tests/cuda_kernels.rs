@@ -1,0 +1,149 @@
+//! The project's CUDA kernels against the CPU path, values and gradients. Each public op that
+//! picks a kernel on a CUDA tensor (RMSNorm, SwiGLU, embedding, grouped-query attention with
+//! its recomputing backward, the vocabulary log-softmax + gather, RoPE) runs here twice on the
+//! same seeded inputs: on the CPU (composed candle ops, the reference) and on the GPU.
+//!
+//! Built only with the `cuda` feature and run on a GPU machine (`make cuda` builds the test
+//! executable, `benches/gpu/test.sh` runs it); CI has no GPU. Tolerances: f32 1e-5 of the
+//! largest reference value for values (2e-5 for gradients, which sum over more terms); bf16
+//! inputs 2e-2 for values and 5e-2 for gradients (bf16 keeps 8 bits of mantissa; the kernels
+//! accumulate in f32 as the CPU path does).
+#![cfg(feature = "cuda")]
+
+use candle_core::{DType, Device, Tensor, Var};
+use distill_model::weights::normal_tensor;
+use distill_model::{fused, nn, recompute};
+
+fn gpu() -> Device {
+    Device::new_cuda(0).expect("a CUDA device (these tests run on the GPU machine)")
+}
+
+/// Largest |a - b| relative to the largest |b|, both read back as f32.
+fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let a = a.to_device(&Device::Cpu).unwrap().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.to_device(&Device::Cpu).unwrap().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(a.len(), b.len(), "shapes differ");
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+    assert!(scale > 0.0, "the reference is all zeros: nothing is being compared");
+    a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn tolerance(dtype: DType) -> (f32, f32) {
+    match dtype {
+        DType::F32 => (1e-5, 2e-5),
+        _ => (2e-2, 5e-2),
+    }
+}
+
+/// Seeded inputs in `dtype` as a trainable var on `dev` (the same values on both devices).
+fn input(shape: &[usize], std: f64, seed: u64, dtype: DType, dev: &Device) -> Var {
+    Var::from_tensor(&normal_tensor(shape, std, seed, &Device::Cpu).unwrap().to_dtype(dtype).unwrap().to_device(dev).unwrap()).unwrap()
+}
+
+/// Runs `op` on the CPU and the GPU on seeded inputs of `shapes`, and compares the outputs and
+/// the gradients of `sum(out * w)` for a seeded `w` with respect to every input.
+fn check(name: &str, dtype: DType, shapes: &[(&[usize], f64)], op: impl Fn(&[Tensor]) -> Tensor) {
+    let (tol_value, tol_grad) = tolerance(dtype);
+    let run = |dev: &Device| {
+        let vars: Vec<Var> = shapes.iter().enumerate().map(|(i, (s, std))| input(s, *std, 100 + i as u64, dtype, dev)).collect();
+        let out = op(&vars.iter().map(|v| v.as_tensor().clone()).collect::<Vec<_>>());
+        let w = normal_tensor(out.shape(), 1.0, 7, &Device::Cpu).unwrap().to_dtype(out.dtype()).unwrap().to_device(dev).unwrap();
+        let grads = (&out * &w).unwrap().to_dtype(DType::F32).unwrap().sum_all().unwrap().backward().unwrap();
+        let g: Vec<Tensor> = vars.iter().map(|v| grads.get(v.as_tensor()).expect("every input gets a gradient").clone()).collect();
+        (out, g)
+    };
+    let (cpu_out, cpu_grads) = run(&Device::Cpu);
+    let (gpu_out, gpu_grads) = run(&gpu());
+    assert!(gpu_out.device().is_cuda());
+    let d = rel_diff(&gpu_out, &cpu_out);
+    eprintln!("{name} {dtype:?}: output rel diff {d:.2e}");
+    assert!(d <= tol_value, "{name} {dtype:?}: output differs by {d:.2e} (relative)");
+    for (i, (g, c)) in gpu_grads.iter().zip(&cpu_grads).enumerate() {
+        let d = rel_diff(g, c);
+        eprintln!("{name} {dtype:?}: grad {i} rel diff {d:.2e}");
+        assert!(d <= tol_grad, "{name} {dtype:?}: gradient of input {i} differs by {d:.2e} (relative)");
+    }
+}
+
+#[test]
+fn rms_norm_kernel_matches_the_cpu_path() {
+    for dtype in [DType::F32, DType::BF16] {
+        // A width that is not a multiple of the block size, and one past it.
+        for c in [200, 896, 1030] {
+            check("rms_norm", dtype, &[(&[3, 17, c], 2.0), (&[c], 1.0)], |t| fused::rms_norm(&t[0], &t[1], 1e-6).unwrap());
+        }
+    }
+}
+
+#[test]
+fn swiglu_kernel_matches_the_cpu_path() {
+    for dtype in [DType::F32, DType::BF16] {
+        check("swiglu", dtype, &[(&[4, 33, 607], 2.0), (&[4, 33, 607], 1.0)], |t| fused::swiglu(&t[0], &t[1]).unwrap());
+    }
+}
+
+#[test]
+fn embedding_kernel_scatter_adds_repeated_rows_like_the_cpu_path() {
+    for dtype in [DType::F32, DType::BF16] {
+        let run = |dev: &Device| {
+            let w = input(&[300, 96], 1.0, 3, dtype, dev);
+            // Ids repeat (7 appears five times) so the backward must add, not overwrite.
+            let ids: Vec<u32> = (0..70u32).map(|i| if i % 14 == 0 { 7 } else { (i * 37) % 300 }).collect();
+            let ids = Tensor::from_vec(ids, (2, 35), dev).unwrap();
+            let y = fused::embedding(w.as_tensor(), &ids).unwrap(); // (2, 35, 96)
+            let g = normal_tensor(y.shape(), 1.0, 9, &Device::Cpu).unwrap().to_dtype(dtype).unwrap().to_device(dev).unwrap();
+            let grads = (&y * &g).unwrap().to_dtype(DType::F32).unwrap().sum_all().unwrap().backward().unwrap();
+            (y, grads.get(w.as_tensor()).unwrap().clone())
+        };
+        let ((cy, cg), (gy, gg)) = (run(&Device::Cpu), run(&gpu()));
+        assert_eq!(rel_diff(&gy, &cy), 0.0, "{dtype:?}: a lookup is a copy");
+        let d = rel_diff(&gg, &cg);
+        assert!(d <= tolerance(dtype).1, "{dtype:?}: embedding gradient differs by {d:.2e}");
+    }
+}
+
+#[test]
+fn grouped_query_attention_kernels_match_the_cpu_path() {
+    // 6 query heads over 2 key/value heads, T = 37 (not a multiple of any block size), D = 64.
+    let (b, h, g, t, d) = (2, 6, 2, 37, 64);
+    let causal = |dev: &Device| nn::causal_mask(t, dev).unwrap();
+    // Key padding too: the second sequence's first 5 positions are left padding.
+    let padded = |dev: &Device| {
+        let valid: Vec<Vec<u8>> = vec![vec![1; t], (0..t).map(|i| u8::from(i >= 5)).collect()];
+        nn::attention_mask(&valid, 0, t, dev).unwrap()
+    };
+    for dtype in [DType::F32, DType::BF16] {
+        for (mask_name, mask) in [("causal", &causal as &dyn Fn(&Device) -> Tensor), ("padded", &padded)] {
+            let shapes: [(&[usize], f64); 3] = [(&[b, h, t, d], 1.0), (&[b, g, t, d], 1.0), (&[b, g, t, d], 1.0)];
+            check(&format!("attention ({mask_name})"), dtype, &shapes, |x| {
+                recompute::attention(&x[0], &x[1], &x[2], &mask(x[0].device())).unwrap()
+            });
+        }
+    }
+}
+
+#[test]
+fn vocabulary_log_softmax_gather_kernel_matches_the_cpu_path() {
+    // A vocabulary wider than a block's stride, J = 21 gathered ids per row (top-20 + sampled).
+    let (n, v, j) = (33, 5003, 21);
+    let ids: Vec<u32> = (0..n * j).map(|i| ((i * 7919) % v) as u32).collect();
+    for dtype in [DType::F32, DType::BF16] {
+        check("log_softmax_gather", dtype, &[(&[n, v], 3.0)], |z| {
+            let ids = Tensor::from_vec(ids.clone(), (n, j), z[0].device()).unwrap();
+            recompute::log_softmax_gather(&z[0], &ids).unwrap()
+        });
+    }
+}
+
+#[test]
+fn rope_matches_the_cpu_path() {
+    let (t, d) = (29, 64);
+    let angles = normal_tensor((t, d / 2), 2.0, 5, &Device::Cpu).unwrap();
+    for dtype in [DType::F32, DType::BF16] {
+        check("rope", dtype, &[(&[2, 4, t, d], 1.0)], |x| {
+            let dev = x[0].device();
+            let (cos, sin) = (angles.cos().unwrap().to_dtype(dtype).unwrap().to_device(dev).unwrap(), angles.sin().unwrap().to_dtype(dtype).unwrap().to_device(dev).unwrap());
+            recompute::rope(&x[0], &cos, &sin).unwrap()
+        });
+    }
+}

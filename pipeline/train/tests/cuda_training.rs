@@ -1,0 +1,85 @@
+//! The trainer on CUDA against the CPU: the fused AdamW kernel with the device-side global-norm
+//! clip, and whole optimizer steps (forward, loss, backward, clip, AdamW, gradient
+//! accumulation) of a small Qwen2 student in f32 and in bf16 over f32 master weights.
+//!
+//! Built only with the `cuda` feature and run on a GPU machine (`make cuda` builds the test
+//! executable, `benches/gpu/test.sh` runs it); CI has no GPU.
+#![cfg(feature = "cuda")]
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor, Var};
+use distill_model::weights::normal_tensor;
+use distill_train::optim::{clip_global_norm, AdamW, AdamWParams};
+use distill_train::TrainConfig;
+
+fn gpu() -> Device {
+    Device::new_cuda(0).expect("a CUDA device (these tests run on the GPU machine)")
+}
+
+/// Parameters named so that both decay groups are present, and three steps of seeded grads.
+fn adamw_run(dev: &Device, max_norm: f64) -> (Vec<Vec<f32>>, Vec<f64>) {
+    let names = ["model.layers.0.mlp.up_proj.weight", "model.layers.0.input_layernorm.weight", "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.bias"];
+    let shapes: [&[usize]; 4] = [&[64, 48], &[48], &[100, 48], &[48]];
+    let params: Vec<(String, Var)> = names
+        .iter()
+        .zip(shapes)
+        .enumerate()
+        .map(|(i, (n, s))| (n.to_string(), Var::from_tensor(&normal_tensor(s, 0.5, i as u64, &Device::Cpu).unwrap().to_device(dev).unwrap()).unwrap()))
+        .collect();
+    let hp = AdamWParams { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+    let mut opt = AdamW::new(params.clone(), hp).unwrap();
+    let mut norms = Vec::new();
+    for step in 0..3u64 {
+        let mut grads: HashMap<String, Tensor> = params
+            .iter()
+            .enumerate()
+            .map(|(i, (n, p))| (n.clone(), normal_tensor(p.shape(), 2.0, 1000 + 10 * step + i as u64, &Device::Cpu).unwrap().to_device(dev).unwrap()))
+            .collect();
+        let norm = clip_global_norm(&mut grads, max_norm).unwrap();
+        opt.step_clipped(&grads, 1e-2, &norm).unwrap();
+        norms.push(norm.value().unwrap());
+    }
+    let values = params.iter().map(|(_, p)| p.as_tensor().flatten_all().unwrap().to_device(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap()).collect();
+    (values, norms)
+}
+
+#[test]
+fn fused_adamw_with_device_side_clipping_matches_the_cpu_optimizer() {
+    // Grads of norm ~ 230: clipping to 1.0 scales them; 0 turns clipping off.
+    for max_norm in [1.0, 0.0] {
+        let (cpu, cpu_norms) = adamw_run(&Device::Cpu, max_norm);
+        let (cuda, cuda_norms) = adamw_run(&gpu(), max_norm);
+        for (a, b) in cpu_norms.iter().zip(&cuda_norms) {
+            assert!(*a > 100.0 && (a - b).abs() < 1e-4 * a, "max_norm {max_norm}: grad norm {b} on CUDA vs {a} on the CPU");
+        }
+        for (i, (a, b)) in cpu.iter().zip(&cuda).enumerate() {
+            let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(diff < 1e-6, "max_norm {max_norm}: parameter {i} differs by {diff} after 3 updates");
+        }
+    }
+}
+
+/// Losses of `warmup + steps` optimizer steps of the bench (synthetic top-20 KD + CE data).
+fn bench_losses(device: &str, dtype: &str, grad_accum: usize) -> Vec<f64> {
+    let mut cfg = TrainConfig { model: "qwen2-nano".into(), vocab_from_tokenizer: false, batch_size: 4, grad_accum, seq_len: 128, device: device.into(), dtype: dtype.into(), ..Default::default() };
+    cfg.loss.kd = 1.0;
+    cfg.loss.ce = 1.0;
+    cfg.loss.capture_temperature = 1.0;
+    distill_train::bench_config(&cfg, "test.toml", 20, 1, 3).unwrap().losses
+}
+
+#[test]
+fn optimizer_steps_on_cuda_give_the_cpu_losses() {
+    for grad_accum in [1, 2] {
+        let cpu = bench_losses("cpu", "f32", grad_accum);
+        let f32_gpu = bench_losses("cuda", "f32", grad_accum);
+        let bf16_gpu = bench_losses("cuda", "bf16", grad_accum);
+        eprintln!("grad_accum {grad_accum}: cpu {cpu:?}\n  cuda f32 {f32_gpu:?}\n  cuda bf16 {bf16_gpu:?}");
+        assert_eq!(cpu.len(), 4);
+        for i in 0..cpu.len() {
+            assert!((f32_gpu[i] - cpu[i]).abs() < 1e-5 * cpu[i], "grad_accum {grad_accum}, step {i}: CUDA f32 loss {} vs CPU {}", f32_gpu[i], cpu[i]);
+            assert!((bf16_gpu[i] - cpu[i]).abs() < 1e-3 * cpu[i], "grad_accum {grad_accum}, step {i}: CUDA bf16 loss {} vs CPU {}", bf16_gpu[i], cpu[i]);
+        }
+    }
+}
