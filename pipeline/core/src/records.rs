@@ -186,7 +186,15 @@ pub mod shard_columns {
     pub const TAIL_MASS: &str = "tail_mass";
     /// bool: true when soft labels could not be aligned and only the hard label is usable.
     pub const HARD_LABEL_ONLY: &str = "hard_label_only";
+    /// string: how the teacher's tokens were mapped onto the student's (`exact`, or why not).
+    pub const ALIGNMENT: &str = "alignment";
     pub const SPLIT: &str = "split";
+    /// u32: number of prompt positions.
+    pub const PROMPT_TOKENS: &str = "prompt_tokens";
+    /// list<bool>: which teacher-written tests the sample passed.
+    pub const PASS_VECTOR: &str = "pass_vector";
+    /// f64, nullable: prefix of the one column per filter score (`score_pass_rate`, ...).
+    pub const SCORE_PREFIX: &str = "score_";
 }
 
 #[cfg(test)]

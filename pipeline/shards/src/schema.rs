@@ -26,14 +26,7 @@ use std::sync::Arc;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use distill_core::records::shard_columns as col;
 
-pub use col::SCHEMA_VERSION;
-
-/// Columns beyond the core set in [`distill_core::records::shard_columns`].
-pub const ALIGNMENT: &str = "alignment";
-pub const PROMPT_TOKENS: &str = "prompt_tokens";
-pub const PASS_VECTOR: &str = "pass_vector";
-/// Prefix of the per-score columns.
-pub const SCORE_PREFIX: &str = "score_";
+pub use col::{SCHEMA_VERSION, SCORE_PREFIX};
 
 /// The item field of lists: named `element`, as the Parquet spec and pyarrow name it.
 pub fn item(dt: DataType) -> Arc<Field> {
@@ -58,10 +51,10 @@ pub fn schema(score_names: &[String]) -> SchemaRef {
         Field::new(col::TEACHER_TOKEN_LOGPROB, list_of(DataType::Float32), false),
         Field::new(col::TAIL_MASS, list_of(DataType::Float32), false),
         Field::new(col::HARD_LABEL_ONLY, DataType::Boolean, false),
-        Field::new(ALIGNMENT, DataType::Utf8, false),
+        Field::new(col::ALIGNMENT, DataType::Utf8, false),
         Field::new(col::SPLIT, DataType::Utf8, false),
-        Field::new(PROMPT_TOKENS, DataType::UInt32, false),
-        Field::new(PASS_VECTOR, list_of(DataType::Boolean), false),
+        Field::new(col::PROMPT_TOKENS, DataType::UInt32, false),
+        Field::new(col::PASS_VECTOR, list_of(DataType::Boolean), false),
     ];
     fields.extend(score_names.iter().map(|n| Field::new(format!("{SCORE_PREFIX}{n}"), DataType::Float64, true)));
     Arc::new(Schema::new(fields))
