@@ -6,13 +6,15 @@
 #
 # Needs an NVIDIA GPU, the CUDA build of distill (`make cuda`; bin/distill-cuda.gz is unpacked
 # when DISTILL is unset) and python3 with torch + transformers. Env: BATCH (2), SEQ (2048),
-# TOPK (20), STEPS (10), WARMUP (2), MODES ("candle eager compile").
+# TOPK (20), STEPS (10), WARMUP (2), MODES ("candle eager compile"), RECOMPUTE_ATTENTION (false:
+# candle keeps attention's probabilities for the backward pass; true recomputes them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-${OUT:-/tmp/bench-gpu}}
 mkdir -p "$OUT"
 BATCH=${BATCH:-2} SEQ=${SEQ:-2048} TOPK=${TOPK:-20} STEPS=${STEPS:-10} WARMUP=${WARMUP:-2}
 MODES=${MODES:-candle eager compile}
+RECOMPUTE_ATTENTION=${RECOMPUTE_ATTENTION:-false}
 MODEL=configs/models/qwen2.5-0.5b.json
 if [ -z "${DISTILL:-}" ]; then
   DISTILL=/tmp/distill-cuda
@@ -27,6 +29,7 @@ batch_size = $BATCH
 seq_len = $SEQ
 device = "cuda"
 dtype = "bf16"
+recompute_attention = $RECOMPUTE_ATTENTION
 
 [train.loss]
 kd = 1.0

@@ -19,6 +19,7 @@ use crate::cache::KvCache;
 use crate::config::Gpt2Config;
 use crate::error::Result;
 use crate::nn::{self, Conv1D, Dropout, LayerNorm};
+use crate::recompute::AttentionBackward;
 
 struct Block {
     ln_1: LayerNorm,
@@ -39,6 +40,7 @@ pub struct Gpt2 {
     resid_pdrop: f64,
     embd_pdrop: f64,
     attn_pdrop: f64,
+    pub(crate) attention_backward: AttentionBackward,
 }
 
 impl Gpt2 {
@@ -70,6 +72,7 @@ impl Gpt2 {
             resid_pdrop: cfg.resid_pdrop,
             embd_pdrop: cfg.embd_pdrop,
             attn_pdrop: cfg.attn_pdrop,
+            attention_backward: AttentionBackward::default(),
         })
     }
 
@@ -113,7 +116,7 @@ impl Gpt2 {
             let y = if training && self.attn_pdrop > 0.0 {
                 nn::attention(&q, &k, &v, mask, |p| drop(p, self.attn_pdrop))?
             } else {
-                crate::recompute::attention(&q, &k, &v, mask)?
+                crate::recompute::attention(&q, &k, &v, mask, self.attention_backward)?
             };
             let y = y.transpose(1, 2)?.reshape((b, t, c))?;
             x = (&x + drop(blk.attn_c_proj.forward(&y)?, self.resid_pdrop)?)?;

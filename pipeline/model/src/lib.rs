@@ -27,4 +27,5 @@ pub use config::ModelConfig;
 pub use error::{Error, Result};
 pub use generate::{generate, generate_with_stop, FinishReason, GenerateParams, Generated};
 pub use model::CausalLm;
+pub use recompute::AttentionBackward;
 pub use weights::{load_hf_dir, TrainableLm};

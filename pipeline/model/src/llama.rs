@@ -19,6 +19,7 @@ use crate::cache::KvCache;
 use crate::config::LlamaConfig;
 use crate::error::Result;
 use crate::nn::{self, RmsNorm};
+use crate::recompute::AttentionBackward;
 
 /// Inverse frequencies `theta^(-2i/D)` (D/2 of them), with Llama 3 scaling when configured.
 pub fn inv_freq(cfg: &LlamaConfig) -> Vec<f32> {
@@ -85,7 +86,7 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<(&mut KvCache, usize)>, backward: AttentionBackward) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor, heads: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2)?.contiguous()?) // (B, H, T, D)
@@ -98,7 +99,7 @@ impl Attention {
             None => (k, v),
         };
         // Grouped-query heads attend without repeating k and v (see recompute::attention).
-        let y = crate::recompute::attention(&q, &k, &v, mask)?; // (B, H, T, D)
+        let y = crate::recompute::attention(&q, &k, &v, mask, backward)?; // (B, H, T, D)
         let y = y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
         Ok(self.o_proj.forward(&y)?)
     }
@@ -141,6 +142,7 @@ pub struct Llama {
     /// None when tied to `embed_tokens`.
     lm_head: Option<nn::Linear>,
     inv_freq: Tensor,
+    pub(crate) attention_backward: AttentionBackward,
 }
 
 impl Llama {
@@ -170,6 +172,7 @@ impl Llama {
             norm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, m.pp("norm"))?,
             lm_head,
             inv_freq: Tensor::from_vec(inv.clone(), inv.len(), vb.device())?,
+            attention_backward: AttentionBackward::default(),
         })
     }
 
@@ -184,7 +187,7 @@ impl Llama {
         let (cos, sin) = rope_tables(positions, &self.inv_freq)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
-            let h = layer.self_attn.forward(&layer.input_layernorm.forward(&x)?, &cos, &sin, mask, c)?;
+            let h = layer.self_attn.forward(&layer.input_layernorm.forward(&x)?, &cos, &sin, mask, c, self.attention_backward)?;
             x = (x + h)?;
             let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
             x = (x + h)?;

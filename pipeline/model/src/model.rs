@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpt2::Gpt2;
 use crate::llama::Llama;
 use crate::nn::{self, Dropout};
+use crate::recompute::AttentionBackward;
 
 enum Inner {
     Llama(Llama),
@@ -53,6 +54,23 @@ impl CausalLm {
             )));
         }
         Ok(())
+    }
+
+    /// How attention's backward pass gets its probabilities (kept by default).
+    pub fn attention_backward(&self) -> AttentionBackward {
+        match &self.inner {
+            Inner::Llama(m) => m.attention_backward,
+            Inner::Gpt2(m) => m.attention_backward,
+        }
+    }
+
+    /// Keep attention's probabilities for the backward pass, or recompute them (long sequences:
+    /// see [`AttentionBackward`]).
+    pub fn set_attention_backward(&mut self, backward: AttentionBackward) {
+        match &mut self.inner {
+            Inner::Llama(m) => m.attention_backward = backward,
+            Inner::Gpt2(m) => m.attention_backward = backward,
+        }
     }
 
     /// Evaluation forward: ids (B, T) u32 -> logits (B, T, V) f32, causal, no dropout.

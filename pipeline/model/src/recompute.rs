@@ -6,9 +6,11 @@
 //! composed attention holds five (B, H, T, T) tensors per layer (scores, scaled, masked, probs
 //! and its copy), which for a 0.5B student at 2 x 2048 tokens is 28 GB. Here the forward runs on
 //! detached inputs, so its intermediates are freed at once, and a custom op re-attaches the
-//! result to the graph; its backward recomputes what it needs. That is flash attention's trade
-//! (recompute the scores in backward instead of storing them), without the tiling. On CUDA the
-//! softmax and its backward are single fused kernels ([`crate::cuda_kernels`]).
+//! result to the graph. Its backward needs the probabilities P; [`AttentionBackward`] chooses
+//! between keeping P (one (B, H, T, Tk) tensor per layer in the compute dtype: 5.6 GB for that
+//! student) and recomputing it from q and k (flash attention's trade, without the tiling: no
+//! T x T memory kept, one more q k^T and softmax per layer). On CUDA the softmax and its
+//! backward are single fused kernels ([`crate::cuda_kernels`]).
 //!
 //! ```text
 //! attention:  S = q k^T,  P = softmax(S * scale + mask),  O = P v
@@ -96,6 +98,16 @@ pub fn masked_softmax_backward(p: &Tensor, dp: &Tensor, scale: f64) -> candle_co
     softmax_backward(p, dp, p.dtype())? * scale
 }
 
+/// Where attention's backward pass gets the probabilities P from (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionBackward {
+    /// Keep P from the forward pass (when a gradient can flow; inference keeps nothing).
+    #[default]
+    KeepProbs,
+    /// Recompute P from q and k: memory linear in T, about 10% more time for a 0.5B student.
+    Recompute,
+}
+
 fn attention_probs(q: &Tensor, k: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
     masked_softmax(&q.matmul(&k.t()?)?, mask, scale)
 }
@@ -104,7 +116,8 @@ fn attention_probs(q: &Tensor, k: &Tensor, mask: &Tensor, scale: f64) -> candle_
 /// q (B, H, T, D); k and v (B, G, Tk, D) with G dividing H: grouped-query attention runs
 /// without repeating k and v, by treating the R = H / G query heads of a group as R T rows
 /// against the group's keys (heads of a group are consecutive, as HF's `repeat_kv` has them).
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+/// Both kinds of `backward` give the same values and gradients, bit for bit.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, backward: AttentionBackward) -> Result<Tensor> {
     let (b, h, t, d) = q.dims4()?;
     let g = k.dim(1)?;
     if g == 0 || h % g != 0 || v.dim(1)? != g {
@@ -113,8 +126,12 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Te
     let q = q.reshape((b, g, (h / g) * t, d))?; // (B, G, R T, D)
     let scale = 1.0 / (d as f64).sqrt();
     let (qd, kd, vd) = (q.detach(), k.detach(), v.detach());
-    let out = attention_probs(&qd, &kd, mask, scale)?.matmul(&vd)?;
-    let op = AttentionOp { mask: mask.detach(), scale, out: Precomputed::new(out)? };
+    let p = attention_probs(&qd, &kd, mask, scale)?;
+    let out = p.matmul(&vd)?;
+    // Without a graph to backpropagate through, the op is dropped at once: keep nothing.
+    let graph = q.track_op() || k.track_op() || v.track_op();
+    let probs = (graph && backward == AttentionBackward::KeepProbs).then_some(p);
+    let op = AttentionOp { mask: mask.detach(), scale, out: Precomputed::new(out)?, probs };
     Ok(q.apply_op3(k, v, op)?.reshape((b, h, t, d))?)
 }
 
@@ -122,6 +139,8 @@ struct AttentionOp {
     mask: Tensor,
     scale: f64,
     out: Precomputed,
+    /// P from the forward pass, or None to recompute it.
+    probs: Option<Tensor>,
 }
 
 impl candle_core::CustomOp3 for AttentionOp {
@@ -139,7 +158,10 @@ impl candle_core::CustomOp3 for AttentionOp {
 
     fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _: &Tensor, d_out: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (q, k, v, d_out) = (q.detach(), k.detach(), v.detach(), d_out.detach().contiguous()?);
-        let p = attention_probs(&q, &k, &self.mask, self.scale)?; // (B, H, T, Tk)
+        let p = match &self.probs {
+            Some(p) => p.clone(),
+            None => attention_probs(&q, &k, &self.mask, self.scale)?,
+        }; // (B, G, R T, Tk)
         let dv = p.t()?.matmul(&d_out)?;
         let dp = d_out.matmul(&v.t()?)?;
         let ds = masked_softmax_backward(&p, &dp, self.scale)?; // d loss / d (q k^T)
@@ -259,7 +281,7 @@ mod tests {
             let mask = nn::causal_mask(7, &Device::Cpu).unwrap();
             let w = seeded((2, 3, 7, 8), 1.0, 101).to_dtype(dtype).unwrap();
             let composed = nn::attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, Ok).unwrap();
-            let lean = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask).unwrap();
+            let lean = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, AttentionBackward::Recompute).unwrap();
             assert!(max_diff(&composed, &lean) < tol, "{dtype:?}: outputs differ by {}", max_diff(&composed, &lean));
             let g1 = (&composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
             let g2 = (&lean * &w).unwrap().sum_all().unwrap().backward().unwrap();
@@ -278,7 +300,7 @@ mod tests {
         let w = seeded((2, 6, 5, 4), 1.0, 102);
         let (kr, vr) = (nn::repeat_kv(k.as_tensor(), 3).unwrap(), nn::repeat_kv(v.as_tensor(), 3).unwrap());
         let composed = nn::attention(q.as_tensor(), &kr, &vr, &mask, Ok).unwrap();
-        let grouped = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask).unwrap();
+        let grouped = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, AttentionBackward::KeepProbs).unwrap();
         assert!(max_diff(&composed, &grouped) < 2e-5, "outputs differ by {}", max_diff(&composed, &grouped));
         let g1 = (&composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = (&grouped * &w).unwrap().sum_all().unwrap().backward().unwrap();
@@ -287,6 +309,21 @@ mod tests {
             assert!(max_diff(a, &a.zeros_like().unwrap()) > 0.05, "{name}: gradient is not trivially zero");
             assert!(max_diff(a, b) < 1e-4, "d{name} differs by {}", max_diff(a, b));
         }
+    }
+
+    #[test]
+    fn kept_and_recomputed_probabilities_give_the_same_gradients_bit_for_bit() {
+        let (q, k, v) = (var((2, 6, 9, 4), 1.5, DType::F32, 114), var((2, 2, 9, 4), 1.5, DType::F32, 115), var((2, 2, 9, 4), 1.0, DType::F32, 116));
+        let mask = nn::causal_mask(9, &Device::Cpu).unwrap();
+        let w = seeded((2, 6, 9, 4), 1.0, 117);
+        let grads = |backward| {
+            let y = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, backward).unwrap();
+            let g = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            [&q, &k, &v].map(|x| g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        };
+        let (kept, recomputed) = (grads(AttentionBackward::KeepProbs), grads(AttentionBackward::Recompute));
+        assert!(kept[0].iter().any(|x| x.abs() > 0.05), "dq is not trivially zero");
+        assert_eq!(kept, recomputed);
     }
 
     #[test]

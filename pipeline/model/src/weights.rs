@@ -120,7 +120,9 @@ impl TrainableLm {
     pub fn compute_view(&self, dtype: DType) -> Result<CausalLm> {
         let backend = CastVars { vars: self.vars().into_iter().collect() };
         let vb = VarBuilder::from_backend(Box::new(backend), dtype, self.model.device().clone());
-        CausalLm::new(self.model.config(), vb)
+        let mut view = CausalLm::new(self.model.config(), vb)?;
+        view.set_attention_backward(self.model.attention_backward());
+        Ok(view)
     }
 
     /// Writes the weights as HF `model.safetensors` (f32, metadata `format = pt`).

@@ -12,7 +12,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use distill_model::weights::normal_tensor;
-use distill_model::{fused, nn, recompute};
+use distill_model::{fused, nn, recompute, AttentionBackward};
 
 fn gpu() -> Device {
     Device::new_cuda(0).expect("a CUDA device (these tests run on the GPU machine)")
@@ -115,9 +115,11 @@ fn grouped_query_attention_kernels_match_the_cpu_path() {
     for dtype in [DType::F32, DType::BF16] {
         for (mask_name, mask) in [("causal", &causal as &dyn Fn(&Device) -> Tensor), ("padded", &padded)] {
             let shapes: [(&[usize], f64); 3] = [(&[b, h, t, d], 1.0), (&[b, g, t, d], 1.0), (&[b, g, t, d], 1.0)];
-            check(&format!("attention ({mask_name})"), dtype, &shapes, |x| {
-                recompute::attention(&x[0], &x[1], &x[2], &mask(x[0].device())).unwrap()
-            });
+            for backward in [AttentionBackward::KeepProbs, AttentionBackward::Recompute] {
+                check(&format!("attention ({mask_name}, {backward:?})"), dtype, &shapes, |x| {
+                    recompute::attention(&x[0], &x[1], &x[2], &mask(x[0].device()), backward).unwrap()
+                });
+            }
         }
     }
 }

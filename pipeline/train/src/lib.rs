@@ -24,7 +24,7 @@ pub mod trainer;
 use std::path::{Path, PathBuf};
 
 use distill_core::StageContext;
-use distill_model::{ModelConfig, TrainableLm};
+use distill_model::{AttentionBackward, ModelConfig, TrainableLm};
 use serde_json::{json, Value};
 
 pub use config::{LossConfig, OptimizerConfig, Settings, TrainConfig};
@@ -67,10 +67,15 @@ pub fn param_count(cfg: &TrainConfig, tokenizer: Option<&Path>) -> Result<(Model
 
 /// Builds the student: the init checkpoint's weights, or a fresh seeded init.
 pub fn build_model(cfg: &TrainConfig, tokenizer: Option<&export::TokenizerInfo>, device: &candle_core::Device) -> Result<TrainableLm> {
-    if !cfg.init_checkpoint.is_empty() {
-        return Ok(TrainableLm::from_hf_dir(Path::new(&cfg.init_checkpoint), device)?);
+    let mut lm = if !cfg.init_checkpoint.is_empty() {
+        TrainableLm::from_hf_dir(Path::new(&cfg.init_checkpoint), device)?
+    } else {
+        TrainableLm::init(&model_config(cfg, tokenizer)?, device, cfg.seed)?
+    };
+    if cfg.recompute_attention {
+        lm.model.set_attention_backward(AttentionBackward::Recompute);
     }
-    Ok(TrainableLm::init(&model_config(cfg, tokenizer)?, device, cfg.seed)?)
+    Ok(lm)
 }
 
 fn resolve_tokenizer(cfg: &TrainConfig, manifest: &Value, work_dir: &Path) -> Result<PathBuf> {
