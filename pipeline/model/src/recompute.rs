@@ -104,7 +104,7 @@ pub enum AttentionBackward {
     /// Keep P from the forward pass (when a gradient can flow; inference keeps nothing).
     #[default]
     KeepProbs,
-    /// Recompute P from q and k: memory linear in T, about 10% more time for a 0.5B student.
+    /// Recompute P from q and k: memory linear in T, one more q k^T and softmax per layer.
     Recompute,
 }
 
