@@ -6,15 +6,15 @@
 #
 # Needs an NVIDIA GPU, the CUDA build of distill (`make cuda`; bin/distill-cuda.gz is unpacked
 # when DISTILL is unset) and python3 with torch + transformers. Env: BATCH (2), SEQ (2048),
-# TOPK (20), STEPS (10), WARMUP (2), MODES ("candle eager compile"), RECOMPUTE_ATTENTION (false:
-# candle keeps attention's probabilities for the backward pass; true recomputes them).
+# TOPK (20), STEPS (10), WARMUP (2), MODES ("candle eager compile"), RECOMPUTE_ATTENTION (true:
+# candle recomputes attention's probabilities in the backward pass; false keeps them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-${OUT:-/tmp/bench-gpu}}
 mkdir -p "$OUT"
 BATCH=${BATCH:-2} SEQ=${SEQ:-2048} TOPK=${TOPK:-20} STEPS=${STEPS:-10} WARMUP=${WARMUP:-2}
 MODES=${MODES:-candle eager compile}
-RECOMPUTE_ATTENTION=${RECOMPUTE_ATTENTION:-false}
+RECOMPUTE_ATTENTION=${RECOMPUTE_ATTENTION:-true}
 MODEL=configs/models/qwen2.5-0.5b.json
 if [ -z "${DISTILL:-}" ]; then
   DISTILL=/tmp/distill-cuda

@@ -56,7 +56,7 @@ impl CausalLm {
         Ok(())
     }
 
-    /// How attention's backward pass gets its probabilities (kept by default).
+    /// How attention's backward pass gets its probabilities (recomputed by default).
     pub fn attention_backward(&self) -> AttentionBackward {
         match &self.inner {
             Inner::Llama(m) => m.attention_backward,
@@ -64,8 +64,8 @@ impl CausalLm {
         }
     }
 
-    /// Keep attention's probabilities for the backward pass, or recompute them (long sequences:
-    /// see [`AttentionBackward`]).
+    /// Recompute attention's probabilities in the backward pass, or keep them (faster, more
+    /// memory: see [`AttentionBackward`]).
     pub fn set_attention_backward(&mut self, backward: AttentionBackward) {
         match &mut self.inner {
             Inner::Llama(m) => m.attention_backward = backward,

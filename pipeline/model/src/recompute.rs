@@ -101,11 +101,11 @@ pub fn masked_softmax_backward(p: &Tensor, dp: &Tensor, scale: f64) -> candle_co
 /// Where attention's backward pass gets the probabilities P from (module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionBackward {
-    /// Keep P from the forward pass (when a gradient can flow; inference keeps nothing).
-    #[default]
-    KeepProbs,
     /// Recompute P from q and k: memory linear in T, one more q k^T and softmax per layer.
+    #[default]
     Recompute,
+    /// Keep P from the forward pass (when a gradient can flow; inference keeps nothing).
+    KeepProbs,
 }
 
 fn attention_probs(q: &Tensor, k: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Result<Tensor> {

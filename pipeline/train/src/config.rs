@@ -48,10 +48,11 @@ pub struct TrainConfig {
     pub device: String,
     /// Compute dtype: `f32`, or `bf16` on CUDA (master weights and loss stay f32).
     pub dtype: String,
-    /// Recompute attention's probabilities in the backward pass instead of keeping them: the
-    /// kept ones take batch_size x heads x seq_len^2 values per layer (5.6 GB in bf16 for a
-    /// Qwen2.5-0.5B student at 2 x 2048); recomputing costs one more q k^T and softmax per
-    /// layer (about 10 ms of a 107 ms step on an H100, by the kernel profile). Same results.
+    /// Recompute attention's probabilities in the backward pass (true, memory linear in
+    /// seq_len) or keep them from the forward pass (false: batch_size x heads x seq_len^2 values
+    /// per layer, 5.6 GB in bf16 for a Qwen2.5-0.5B student at 2 x 2048, and one q k^T and
+    /// softmax less per layer, about 10 ms of a 107 ms H100 step by the kernel profile). Same
+    /// results, bit for bit.
     pub recompute_attention: bool,
 }
 
@@ -76,7 +77,7 @@ impl Default for TrainConfig {
             seed: 0,
             device: "cpu".into(),
             dtype: "f32".into(),
-            recompute_attention: false,
+            recompute_attention: true,
         }
     }
 }

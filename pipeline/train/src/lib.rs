@@ -72,8 +72,8 @@ pub fn build_model(cfg: &TrainConfig, tokenizer: Option<&export::TokenizerInfo>,
     } else {
         TrainableLm::init(&model_config(cfg, tokenizer)?, device, cfg.seed)?
     };
-    if cfg.recompute_attention {
-        lm.model.set_attention_backward(AttentionBackward::Recompute);
+    if !cfg.recompute_attention {
+        lm.model.set_attention_backward(AttentionBackward::KeepProbs);
     }
     Ok(lm)
 }

@@ -4,9 +4,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use distill_core::StageContext;
-use distill_model::load_hf_dir;
+use distill_model::{load_hf_dir, AttentionBackward};
 use distill_train::{param_count, run, train_documents, RunOptions, TrainConfig};
 
 /// A tiny GPT-2 with dropout, written as an HF config file.
@@ -81,6 +81,27 @@ fn an_interrupted_and_resumed_run_gives_the_same_losses_and_weights() {
     other.optimizer.lr = 1e-4;
     let err = run(&parts, &other, &opts(true, None)).unwrap_err().to_string();
     assert!(err.contains("different [train] config"), "{err}");
+}
+
+#[test]
+fn keeping_attention_probabilities_gives_the_losses_and_weights_of_recomputing_them() {
+    let work = common::work_dir(24);
+    let mut cfg = config("qwen2-nano".into(), 3);
+    let mut outputs = Vec::new();
+    for recompute in [true, false] {
+        cfg.recompute_attention = recompute;
+        let c = ctx(work.path(), if recompute { "recomputed" } else { "kept" });
+        run(&c, &cfg, &opts(false, None)).unwrap();
+        outputs.push((std::fs::read_to_string(c.out_dir.join("metrics.jsonl")).unwrap(), std::fs::read(c.out_dir.join("model.safetensors")).unwrap()));
+    }
+    assert!(outputs[0].0.contains("\"train\""), "metrics have training lines");
+    assert_eq!(outputs[0].0, outputs[1].0, "every logged loss is identical");
+    assert!(outputs[0].1 == outputs[1].1, "final weights are bit-identical");
+    // ... and the setting reaches the model the trainer builds, and its bf16-style views.
+    let probe = TrainConfig { vocab_from_tokenizer: false, ..cfg };
+    let lm = distill_train::build_model(&probe, None, &Device::Cpu).unwrap();
+    assert_eq!(lm.model.attention_backward(), AttentionBackward::KeepProbs);
+    assert_eq!(lm.compute_view(DType::F32).unwrap().attention_backward(), AttentionBackward::KeepProbs);
 }
 
 #[test]
