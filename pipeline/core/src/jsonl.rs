@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
@@ -16,23 +16,54 @@ pub struct BadLine {
     pub message: String,
 }
 
+/// Streams the records of a JSONL file, one line in memory at a time: each item is a record,
+/// or the bad line (number and parser message) in its place. Blank lines are skipped.
+pub struct Records<T> {
+    path: PathBuf,
+    input: BufReader<fs::File>,
+    line: String,
+    number: usize,
+    _record: std::marker::PhantomData<T>,
+}
+
+/// Opens `path` for [`Records`].
+pub fn records<T: DeserializeOwned>(path: &Path) -> Result<Records<T>> {
+    let input = BufReader::with_capacity(1 << 20, fs::File::open(path).at(path)?);
+    Ok(Records { path: path.to_path_buf(), input, line: String::new(), number: 0, _record: std::marker::PhantomData })
+}
+
+impl<T: DeserializeOwned> Iterator for Records<T> {
+    type Item = Result<std::result::Result<T, BadLine>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.line.clear();
+            match self.input.read_line(&mut self.line) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(Error::io(&self.path, e))),
+            }
+            self.number += 1;
+            if self.line.trim().is_empty() {
+                continue;
+            }
+            return Some(Ok(serde_json::from_str::<T>(&self.line).map_err(|e| BadLine { line: self.number, message: e.to_string() })));
+        }
+    }
+}
+
 /// Reads every record of a JSONL file. Blank lines are skipped; bad lines are returned
 /// beside the good records, in file order.
 pub fn read_lenient<T: DeserializeOwned>(path: &Path) -> Result<(Vec<T>, Vec<BadLine>)> {
-    let file = fs::File::open(path).at(path)?;
-    let mut records = Vec::new();
+    let mut good = Vec::new();
     let mut bad = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.at(path)?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<T>(&line) {
-            Ok(r) => records.push(r),
-            Err(e) => bad.push(BadLine { line: i + 1, message: e.to_string() }),
+    for r in records::<T>(path)? {
+        match r? {
+            Ok(v) => good.push(v),
+            Err(b) => bad.push(b),
         }
     }
-    Ok((records, bad))
+    Ok((good, bad))
 }
 
 /// Reads every record; the first bad line is an error naming the file and the line.
@@ -46,20 +77,52 @@ pub fn read_strict<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
 
 /// Writes records as JSON Lines (one compact object a line), atomically.
 pub fn write<T: serde::Serialize>(path: &Path, records: &[T]) -> Result<()> {
-    let tmp = crate::atomic::temp_sibling(path);
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).at(dir)?;
+    let mut w = Writer::create(path)?;
+    for r in records {
+        w.write(r)?;
     }
-    {
-        let mut w = BufWriter::new(fs::File::create(&tmp).at(&tmp)?);
-        for r in records {
-            serde_json::to_writer(&mut w, r).map_err(|e| Error::json(&tmp, e))?;
-            w.write_all(b"\n").at(&tmp)?;
+    w.finish()
+}
+
+/// Writes JSON Lines one record at a time to a temporary sibling; [`Writer::finish`] syncs it
+/// and renames it into place (dropped unfinished, the final name is never touched).
+pub struct Writer {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: BufWriter<fs::File>,
+    pub records: u64,
+}
+
+impl Writer {
+    pub fn create(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).at(dir)?;
         }
-        let f = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
-        f.sync_all().at(&tmp)?;
+        let tmp = crate::atomic::temp_sibling(path);
+        let out = BufWriter::with_capacity(1 << 20, fs::File::create(&tmp).at(&tmp)?);
+        Ok(Writer { path: path.to_path_buf(), tmp, out, records: 0 })
     }
-    fs::rename(&tmp, path).at(path)
+
+    pub fn write<T: serde::Serialize + ?Sized>(&mut self, record: &T) -> Result<()> {
+        serde_json::to_writer(&mut self.out, record).map_err(|e| Error::json(&self.tmp, e))?;
+        self.out.write_all(b"\n").at(&self.tmp)?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Writes a line that is already JSON (no newline).
+    pub fn write_raw(&mut self, line: &str) -> Result<()> {
+        self.out.write_all(line.as_bytes()).at(&self.tmp)?;
+        self.out.write_all(b"\n").at(&self.tmp)?;
+        self.records += 1;
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<()> {
+        let f = self.out.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        f.sync_all().at(&self.tmp)?;
+        fs::rename(&self.tmp, &self.path).at(&self.path)
+    }
 }
 
 #[cfg(test)]

@@ -9,13 +9,16 @@ pub mod atomic;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod frames;
 pub mod jsonl;
+pub mod logprobs;
 pub mod manifest;
 pub mod progress;
 pub mod records;
 pub mod runner;
 pub mod shard;
 pub mod testing;
+pub mod varint;
 
 pub use error::{Error, Result};
 pub use runner::{Runner, StageContext, StageDef, StageState, StageStatus};

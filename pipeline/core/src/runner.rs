@@ -8,8 +8,8 @@
 //!   place. A killed stage leaves no output that looks complete.
 //! - With `--shard i/N` a stage that allows it processes only the records [`ShardSpec::owns`]
 //!   and publishes `<stage>.parts/<i>-of-<N>/`; once all N parts exist for the current
-//!   fingerprint, an unsharded run merges them (JSONL files concatenated and sorted by `id`,
-//!   numbers in `stats.json` added) instead of redoing the work.
+//!   fingerprint, an unsharded run merges them (JSONL and frame files, each sorted by `id`, by a
+//!   streaming k-way merge; numbers in `stats.json` added) instead of redoing the work.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -396,11 +396,18 @@ impl Runner {
             }
         }
         for (name, sources) in files {
-            if !name.ends_with(".jsonl") {
+            let dest = staged.join(&name);
+            let merged = if name.ends_with(".jsonl") {
+                merge_jsonl(&sources, &dest)
+            } else if name.ends_with(".frames") {
+                crate::frames::merge(&sources, &dest)
+            } else {
+                Err(Error::Other(format!("stage '{}': cannot merge shard output '{name}' (only .jsonl and .frames files merge)", d.name)))
+            };
+            if let Err(e) = merged {
                 let _ = std::fs::remove_dir_all(&staged);
-                return Err(Error::Other(format!("stage '{}': cannot merge shard output '{name}' (only .jsonl files merge)", d.name)));
+                return Err(e);
             }
-            merge_jsonl(&sources, &staged.join(&name))?;
         }
         if let serde_json::Value::Object(map) = &mut stats {
             map.remove("elapsed_secs");
@@ -411,28 +418,44 @@ impl Runner {
     }
 }
 
-/// Concatenates JSONL files and sorts the lines by their `id` field (stable).
+/// Merges JSONL files, each sorted by its lines' `id` field, into one sorted file (equal ids:
+/// earlier source first): a streaming k-way merge, one line per source in memory.
 fn merge_jsonl(sources: &[PathBuf], dest: &Path) -> Result<()> {
-    let mut lines: Vec<(String, String)> = Vec::new();
-    for src in sources {
-        let text = std::fs::read_to_string(src).at(src)?;
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| Error::Input {
-                path: src.clone(),
-                line: i + 1,
-                message: e.to_string(),
-            })?;
-            let id = v.get("id").and_then(|x| x.as_str()).unwrap_or_default().to_string();
-            lines.push((id, line.to_string()));
+    #[derive(serde::Deserialize)]
+    struct Id {
+        #[serde(default)]
+        id: String,
+    }
+    struct Source {
+        lines: std::io::Lines<std::io::BufReader<std::fs::File>>,
+        path: PathBuf,
+        number: usize,
+    }
+    fn next_line(s: &mut Source) -> Result<Option<(String, String)>> {
+        for line in s.lines.by_ref() {
+            let line = line.at(&s.path)?;
+            s.number += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let id: Id = serde_json::from_str(&line).map_err(|e| Error::Input { path: s.path.clone(), line: s.number, message: e.to_string() })?;
+            return Ok(Some((id.id, line)));
         }
+        Ok(None)
     }
-    lines.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = String::with_capacity(lines.iter().map(|l| l.1.len() + 1).sum());
-    for (_, l) in lines {
-        out.push_str(&l);
-        out.push('\n');
+    use std::io::BufRead;
+    let mut open: Vec<Source> = sources
+        .iter()
+        .map(|p| Ok(Source { lines: std::io::BufReader::new(std::fs::File::open(p).at(p)?).lines(), path: p.clone(), number: 0 }))
+        .collect::<Result<_>>()?;
+    let mut heads: Vec<Option<(String, String)>> = open.iter_mut().map(next_line).collect::<Result<_>>()?;
+    let mut out = crate::jsonl::Writer::create(dest)?;
+    while let Some(i) = (0..heads.len()).filter(|&i| heads[i].is_some()).min_by(|&a, &b| heads[a].as_ref().map(|h| &h.0).cmp(&heads[b].as_ref().map(|h| &h.0))) {
+        let (_, line) = heads[i].take().expect("chosen head exists");
+        out.write_raw(&line)?;
+        heads[i] = next_line(&mut open[i])?;
     }
-    atomic::write_file(dest, out.as_bytes())
+    out.finish()
 }
 
 /// Adds numbers found at the same place in two stats objects; anything else keeps `a`'s value.

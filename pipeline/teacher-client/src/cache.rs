@@ -3,10 +3,13 @@
 //! - [`Store`] is the small interface the client needs (get, durable batch put), so the
 //!   engine can be swapped (DEPENDENCIES.md: sled 0.34 has open reports of corruption after an
 //!   unclean shutdown; redb and fjall are alternatives). [`SledStore`] implements it.
-//! - The tree name carries the format version ([`TREE`]); a change of key or value layout gets
-//!   a new tree and old entries are simply not seen.
-//! - [`Entry`] is the value: the full response body with usage, latency and time, or a
-//!   negative entry (a non-retriable failure with its reason).
+//! - The tree name carries the format version ([`TREE`]). New answers go to
+//!   `teacher-responses-v2`, whose values hold the parsed answer in compact form
+//!   ([`crate::compact`], ~50 bytes per teacher token at top-20). Entries of the
+//!   `teacher-responses-v1` tree ([`LEGACY_TREE`], the server's JSON body, 1.5-4 KB per token)
+//!   are still read, never rewritten or deleted: every answer ever paid for stays usable.
+//! - [`Entry`] is the value: the parsed answer with usage, latency and time, or a negative
+//!   entry (a non-retriable failure with its reason).
 //! - [`Writer`] is the group commit: one thread takes entries from every request in flight,
 //!   inserts all it has, flushes once (sled `flush` = write + fsync), then acknowledges them
 //!   all. A response counts as done only after its acknowledgement, so a `kill -9` at any
@@ -22,10 +25,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use distill_core::records::Usage;
 
+use crate::compact;
 use crate::error::{Error, Result};
+use crate::response::{self, Parsed};
 
-/// The sled tree holding entries of the current layout.
-pub const TREE: &str = "teacher-responses-v1";
+/// The sled tree new entries go to.
+pub const TREE: &str = "teacher-responses-v2";
+/// The tree of the first release (JSON bodies), read when [`TREE`] lacks a key.
+pub const LEGACY_TREE: &str = "teacher-responses-v1";
 
 /// What the client needs from a key-value store.
 pub trait Store: Send + Sync {
@@ -45,6 +52,8 @@ pub struct SledStore {
     path: PathBuf,
     db: Arc<sled::Db>,
     tree: sled::Tree,
+    /// The v1 tree, when this cache has one.
+    legacy: Option<sled::Tree>,
 }
 
 fn open_dbs() -> &'static Mutex<HashMap<PathBuf, Weak<sled::Db>>> {
@@ -70,7 +79,12 @@ impl SledStore {
             }
         };
         let tree = db.open_tree(TREE).map_err(|e| err(e.to_string()))?;
-        Ok(SledStore { path: path.to_path_buf(), db, tree })
+        // open_tree would create the v1 tree in a new cache: open it only where it exists.
+        let legacy = match db.tree_names().iter().any(|n| n.as_ref() == LEGACY_TREE.as_bytes()) {
+            true => Some(db.open_tree(LEGACY_TREE).map_err(|e| err(e.to_string()))?),
+            false => None,
+        };
+        Ok(SledStore { path: path.to_path_buf(), db, tree, legacy })
     }
 
     fn err(&self, e: sled::Error) -> Error {
@@ -80,7 +94,13 @@ impl SledStore {
 
 impl Store for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.tree.get(key).map_err(|e| self.err(e))?.map(|v| v.to_vec()))
+        if let Some(v) = self.tree.get(key).map_err(|e| self.err(e))? {
+            return Ok(Some(v.to_vec()));
+        }
+        match &self.legacy {
+            Some(t) => Ok(t.get(key).map_err(|e| self.err(e))?.map(|v| v.to_vec())),
+            None => Ok(None),
+        }
     }
 
     fn put_durable(&self, items: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
@@ -91,8 +111,9 @@ impl Store for SledStore {
         Ok(())
     }
 
+    /// Entries of both trees (a key answered in both counts twice).
     fn len(&self) -> usize {
-        self.tree.len()
+        self.tree.len() + self.legacy.as_ref().map_or(0, sled::Tree::len)
     }
 }
 
@@ -116,36 +137,50 @@ pub struct Meta {
     pub message: Option<String>,
 }
 
-/// A cache value: `tag byte ‖ meta JSON ‖ '\n' ‖ body`. The body is kept byte for byte.
+/// A cache value: `tag byte ‖ meta JSON ‖ '\n' ‖ payload`:
+///
+/// - `Z`: an answer; the payload is [`crate::compact`] (v2);
+/// - `R`: an answer; the payload is the server's JSON body (v1, read only);
+/// - `F`: a non-retriable failure; no payload.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
-    Response { meta: Meta, body: Vec<u8> },
+    Response { meta: Meta, parsed: Parsed },
     Failed { meta: Meta },
 }
 
 impl Entry {
     pub fn encode(&self) -> Vec<u8> {
-        let (tag, meta, body): (u8, &Meta, &[u8]) = match self {
-            Entry::Response { meta, body } => (b'R', meta, body),
-            Entry::Failed { meta } => (b'F', meta, &[]),
+        let (tag, meta, payload): (u8, &Meta, Vec<u8>) = match self {
+            Entry::Response { meta, parsed } => (b'Z', meta, compact::encode(parsed)),
+            Entry::Failed { meta } => (b'F', meta, Vec::new()),
         };
-        let mut out = Vec::with_capacity(body.len() + 128);
+        let mut out = Vec::with_capacity(payload.len() + 128);
         out.push(tag);
         serde_json::to_writer(&mut out, meta).expect("meta serialises");
         out.push(b'\n');
-        out.extend_from_slice(body);
+        out.extend_from_slice(&payload);
         out
     }
 
-    /// `None` for a value this version cannot read (it is then treated as missing).
+    /// `None` for a value this version cannot read (it is then treated as missing, and the
+    /// request is sent again).
     pub fn decode(bytes: &[u8]) -> Option<Entry> {
         let (&tag, rest) = bytes.split_first()?;
         let nl = rest.iter().position(|&b| b == b'\n')?;
         let meta: Meta = serde_json::from_slice(&rest[..nl]).ok()?;
-        match tag {
-            b'R' => Some(Entry::Response { meta, body: rest[nl + 1..].to_vec() }),
-            b'F' => Some(Entry::Failed { meta }),
-            _ => None,
+        let payload = &rest[nl + 1..];
+        let parsed = match tag {
+            b'Z' => compact::decode(payload).map_err(|e| e.to_string()),
+            b'R' => response::parse(payload).map(canonical).map_err(|e| format!("{e:?}")),
+            b'F' => return Some(Entry::Failed { meta }),
+            _ => return None,
+        };
+        match parsed {
+            Ok(parsed) => Some(Entry::Response { meta, parsed }),
+            Err(e) => {
+                tracing::warn!("an unreadable cache entry will be requested again: {e}");
+                None
+            }
         }
     }
 }
@@ -200,15 +235,31 @@ impl Drop for Writer {
     }
 }
 
+/// `p` with its log-probs as the v2 format keeps them, so an answer reads the same from
+/// either tree.
+fn canonical(mut p: Parsed) -> Parsed {
+    p.samples.iter_mut().filter_map(|s| s.tokens.as_mut()).for_each(|t| distill_core::logprobs::canonicalize(t));
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn entries_round_trip_byte_for_byte() {
+    fn entries_round_trip_and_v1_json_bodies_are_still_read() {
         let meta = Meta { unix: 1, latency_ms: 2, usage: Some(Usage { prompt_tokens: 3, completion_tokens: 4 }), status: 200, reason: None, message: None };
-        let e = Entry::Response { meta: meta.clone(), body: b"{\"a\":\n1}".to_vec() };
-        assert_eq!(Entry::decode(&e.encode()), Some(e));
+        let body = br#"{"model":"m","choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        let parsed = response::parse(body).unwrap();
+        let e = Entry::Response { meta: meta.clone(), parsed: parsed.clone() };
+        assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
+        assert_eq!(e.encode()[0], b'Z');
+        // The first release's layout: tag R, meta, the body as the server sent it.
+        let mut v1 = vec![b'R'];
+        v1.extend_from_slice(&serde_json::to_vec(&meta).unwrap());
+        v1.push(b'\n');
+        v1.extend_from_slice(body);
+        assert_eq!(Entry::decode(&v1), Some(e));
         let f = Entry::Failed { meta: Meta { reason: Some("bad_request".into()), message: Some("x".into()), status: 400, ..meta } };
         assert_eq!(Entry::decode(&f.encode()), Some(f));
         assert_eq!(Entry::decode(b"Zjunk"), None);

@@ -21,7 +21,7 @@ use crate::cache::{Entry, SledStore, Store, Writer};
 use crate::config::{SamplingOverrides, Settings, TeacherConfig};
 use crate::error::Error;
 use crate::request::{self, Request};
-use crate::response::{self, Parsed};
+use crate::response::Parsed;
 use crate::send::{self, Sent, Shared};
 use crate::stats::{cost, BatchStats, Plan};
 
@@ -309,16 +309,10 @@ fn prepare(store: Option<&dyn Store>, settings: &Settings, prompts: &[PromptReco
             None => None,
         };
         let (outcome, completion, failed) = match cached {
-            Some(Entry::Response { body, .. }) => match response::parse(&body) {
-                Ok(parsed) => {
-                    let c = parsed.usage.map(|u| u.completion_tokens).unwrap_or(0);
-                    (Some(Ok(parsed)), c, false)
-                }
-                Err(e) => {
-                    tracing::warn!("an unreadable cache entry will be requested again: {e:?}");
-                    (None, 0, false)
-                }
-            },
+            Some(Entry::Response { parsed, .. }) => {
+                let c = parsed.usage.map(|u| u.completion_tokens).unwrap_or(0);
+                (Some(Ok(parsed)), c, false)
+            }
             Some(Entry::Failed { meta }) if !retry_failed => {
                 let reason = meta.reason.unwrap_or_else(|| "bad_request".into());
                 (Some(Err((reason, meta.message.unwrap_or_default()))), 0, true)

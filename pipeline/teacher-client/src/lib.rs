@@ -29,7 +29,8 @@
 //!   completion prompts (`prompt`) to `/completions`.
 //!
 //! Parts: [`config`] (the `[teacher]` section), [`request`] (canonical body and cache key),
-//! [`response`] (lenient parsing), [`cache`] (the sled store with group commit), [`limits`]
+//! [`response`] (lenient parsing), [`cache`] (the sled store with group commit) and
+//! [`compact`] (its value format), [`limits`]
 //! and [`concurrency`] (rate limits, adaptive concurrency), [`retry`] (classifier and
 //! full-jitter backoff), [`send`] (the request stack), [`client`] (the blocking batch API).
 //!
@@ -44,6 +45,7 @@
 
 pub mod cache;
 pub mod client;
+pub mod compact;
 pub mod concurrency;
 pub mod config;
 pub mod error;

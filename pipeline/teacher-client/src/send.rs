@@ -184,17 +184,16 @@ async fn attempt(shared: Arc<Shared>, req: Arc<Request>, k: u32) -> Step<Sent> {
         Err(e) => Err(e),
     };
     let latency_ms = t0.elapsed().as_millis() as u64;
-    let (status, body, verdict) = match result {
+    let (status, verdict) = match result {
         Ok((status, headers, body)) => {
             shared.limits.observe(&headers, sent_at);
-            let verdict = classify(status, &body, limits::retry_after(&headers));
-            (status, body, verdict)
+            (status, classify(status, &body, limits::retry_after(&headers)))
         }
         Err(e) => {
             let reason = if e.is_timeout() { "timeout" } else { "connection_error" };
             // Without the URL: it is ours, and only noise in a per-prompt message.
             let message = format!("{reason}: {}", e.without_url());
-            (0, bytes::Bytes::new(), Verdict::Retry { reason, message, retry_after: None, rate_limited: false })
+            (0, Verdict::Retry { reason, message, retry_after: None, rate_limited: false })
         }
     };
     let signal = match &verdict {
@@ -221,11 +220,14 @@ async fn attempt(shared: Arc<Shared>, req: Arc<Request>, k: u32) -> Step<Sent> {
             let s = &shared.settings;
             shared.settle_budget(worst, cost(pt, ct, s.price_input_per_mtok, s.price_output_per_mtok));
             let meta = Meta { unix: unix_now(), latency_ms, usage: parsed.usage, status, reason: None, message: None };
-            let entry = Entry::Response { meta, body: body.to_vec() };
+            let entry = Entry::Response { meta, parsed };
             let stored = shared.writer.put(&req.key, &entry).await;
             if let Some(permit) = permit {
                 shared.concurrency.release(permit, signal);
             }
+            let Entry::Response { mut parsed, .. } = entry else { unreachable!("built as a response above") };
+            // What the cache kept is what every later run reads: hand out the same values now.
+            parsed.samples.iter_mut().filter_map(|s| s.tokens.as_mut()).for_each(|t| distill_core::logprobs::canonicalize(t));
             match stored {
                 Ok(()) => Step::Finish(Sent::Done(parsed)),
                 Err(e) => {

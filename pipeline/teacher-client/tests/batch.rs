@@ -204,3 +204,54 @@ fn rate_limited_requests_wait_as_told_and_concurrency_backs_off() {
     // 12 requests at 10/s with 2 free: at least 1 s whatever the client does.
     assert!(t0.elapsed() >= Duration::from_millis(950), "{:?}", t0.elapsed());
 }
+
+/// Issue #15: a cache written by the first release (sled tree `teacher-responses-v1`, values
+/// `R ‖ meta JSON ‖ \n ‖ the server's JSON body`) is read by this version without a request,
+/// and its answers equal fresh ones up to the log-prob rounding of the compact format.
+#[test]
+fn a_v1_cache_of_json_bodies_is_read_without_sending_anything() {
+    let server = spawn(ServerConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (old_cache, new_cache) = (dir.path().join("v1"), dir.path().join("v2"));
+    let ps = prompts(12, "v1");
+    // Build the old cache as the first release did: the body exactly as the server sent it.
+    let cfg = config(&server, &old_cache);
+    let settings = cfg.settings("test").unwrap();
+    {
+        let db = sled::open(&old_cache).unwrap();
+        let tree = db.open_tree("teacher-responses-v1").unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        for p in &ps {
+            let req = distill_teacher_client::request::build(p, &settings.model, &settings.sampling, &settings.extra_body);
+            let url = format!("{}/{}", settings.base_url, req.endpoint.path());
+            let body = rt.block_on(async { http.post(url).header("content-type", "application/json").body(req.body.to_vec()).send().await.unwrap().bytes().await.unwrap() });
+            let mut value = b"R{\"unix\":1700000000,\"latency_ms\":3,\"usage\":null,\"status\":200}\n".to_vec();
+            value.extend_from_slice(&body);
+            tree.insert(req.key, value).unwrap();
+        }
+        db.flush().unwrap();
+        drop(tree);
+        drop(db);
+    }
+    // sled releases its folder lock from its flusher thread, a moment after the last handle.
+    let t0 = std::time::Instant::now();
+    while sled::Config::new().path(&old_cache).open().is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "sled kept its lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent_before = server.counters().requests();
+    assert_eq!(sent_before, 12);
+
+    let from_v1 = TeacherClient::new(&cfg).unwrap().run_batch(&ps, &SamplingOverrides::default(), false).unwrap();
+    assert_eq!(server.counters().requests(), sent_before, "a v1 entry was requested again");
+    assert_eq!((from_v1.stats.from_cache, from_v1.stats.requested, from_v1.stats.completed), (12, 0, 12));
+
+    // The same prompts answered fresh (the test server is deterministic) into a new cache.
+    let fresh = TeacherClient::new(&config(&server, &new_cache)).unwrap().run_batch(&ps, &SamplingOverrides::default(), false).unwrap();
+    assert_eq!(server.counters().requests(), sent_before + 12);
+    assert_eq!(from_v1.results, fresh.results);
+    let tokens = fresh.records().next().unwrap().samples[0].tokens.as_ref().unwrap();
+    assert!(!tokens.is_empty() && tokens.iter().all(|t| t.top.len() == 5));
+}
