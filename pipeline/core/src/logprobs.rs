@@ -184,6 +184,41 @@ pub fn unpack(packed: &[u8]) -> Result<Vec<TokenLogprob>, Corrupt> {
     decode(&decompress(packed)?)
 }
 
+/// The payload of a `teacher/logprobs.frames` frame: the tokens of each sample of one teacher
+/// record, each [`pack`]ed on its own so that a reader unpacks only the samples it needs:
+/// `varint #samples ‖ per sample: u8 (0 = no log-probs, 1) [‖ length-prefixed packed tokens]`.
+pub fn pack_samples<'a>(samples: impl ExactSizeIterator<Item = Option<&'a [TokenLogprob]>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    varint::put(&mut out, samples.len() as u64);
+    for s in samples {
+        match s {
+            None => out.push(0),
+            Some(tokens) => {
+                out.push(1);
+                varint::put_bytes(&mut out, &pack(tokens));
+            }
+        }
+    }
+    out
+}
+
+/// Sample `index` of a [`pack_samples`] payload: `Ok(None)` when that sample has no log-probs
+/// or the record has no such sample.
+pub fn unpack_sample(payload: &[u8], index: usize) -> Result<Option<Vec<TokenLogprob>>, Corrupt> {
+    let mut r = Reader::new(payload);
+    let n = r.get()? as usize;
+    for i in 0..n {
+        let packed = match r.get_u8()? {
+            0 => None,
+            _ => Some(r.get_bytes()?),
+        };
+        if i == index {
+            return packed.map(unpack).transpose();
+        }
+    }
+    Ok(None)
+}
+
 /// zstd at the level every compact format here uses.
 pub fn compress(raw: &[u8]) -> Vec<u8> {
     zstd::bulk::compress(raw, ZSTD_LEVEL).expect("zstd compresses any input held in memory")
@@ -247,5 +282,16 @@ mod tests {
         bad_ref[3] = 0x7c; // the first string's length: past the end
         assert!(decode(&bad_ref).is_err());
         assert!(unpack(b"not zstd").is_err());
+    }
+
+    #[test]
+    fn a_record_frame_unpacks_one_sample_at_a_time() {
+        let (a, b) = (vec![tok("x", -0.5, &[("x", -0.5)])], vec![tok("y", -0.25, &[]), tok("z", -1.0, &[])]);
+        let payload = pack_samples([Some(a.as_slice()), None, Some(b.as_slice())].into_iter());
+        assert_eq!(unpack_sample(&payload, 0).unwrap(), Some(a));
+        assert_eq!(unpack_sample(&payload, 1).unwrap(), None);
+        assert_eq!(unpack_sample(&payload, 2).unwrap(), Some(b));
+        assert_eq!(unpack_sample(&payload, 3).unwrap(), None);
+        assert!(unpack_sample(&payload[..payload.len() - 1], 2).is_err());
     }
 }

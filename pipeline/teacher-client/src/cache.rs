@@ -162,6 +162,18 @@ impl Entry {
         out
     }
 
+    /// Whether the value is a failure, and its metadata, without decoding the answer.
+    pub fn decode_meta(bytes: &[u8]) -> Option<(bool, Meta)> {
+        let (&tag, rest) = bytes.split_first()?;
+        let nl = rest.iter().position(|&b| b == b'\n')?;
+        let meta: Meta = serde_json::from_slice(&rest[..nl]).ok()?;
+        match tag {
+            b'Z' | b'R' => Some((false, meta)),
+            b'F' => Some((true, meta)),
+            _ => None,
+        }
+    }
+
     /// `None` for a value this version cannot read (it is then treated as missing, and the
     /// request is sent again).
     pub fn decode(bytes: &[u8]) -> Option<Entry> {

@@ -1,17 +1,15 @@
 //! [`TeacherClient`]: the blocking batch API other stages call.
 //!
-//! A batch goes: validate each prompt -> build its request and key -> group prompts that make
-//! the same request -> look every key up in the cache -> send only the misses (see
-//! [`crate::send`]) -> one [`PromptOutcome`] per prompt, in input order.
+//! A batch goes: validate each prompt -> build its request and key -> share one request among
+//! prompts that make the same one -> look the key up in the cache -> send only the misses (see
+//! [`crate::send`]) -> one [`PromptOutcome`] per prompt, in input order ([`crate::stream`]).
 //!
 //! The client owns a current-thread tokio runtime, so `run_batch` must not be called from
 //! inside an async context (call it from `spawn_blocking` there), and the client must not be
 //! dropped inside one either.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
 
 use reqwest::header::HeaderValue;
 
@@ -20,9 +18,8 @@ use distill_core::records::{FailedPrompt, PromptRecord, TeacherRecord};
 use crate::cache::{Entry, SledStore, Store, Writer};
 use crate::config::{SamplingOverrides, Settings, TeacherConfig};
 use crate::error::Error;
-use crate::request::{self, Request};
-use crate::response::Parsed;
-use crate::send::{self, Sent, Shared};
+use crate::request;
+use crate::send::Shared;
 use crate::stats::{cost, BatchStats, Plan};
 
 /// The answer to one prompt, or why there is none.
@@ -124,111 +121,35 @@ impl TeacherClient {
 
     /// Answers every prompt: from the cache where it can, by sending the rest. Errors only for
     /// what stops everything (401/403, `insufficient_quota`, 404, a cache failure); every
-    /// other problem is a [`PromptOutcome::Failed`].
+    /// other problem is a [`PromptOutcome::Failed`]. Holds every answer in memory: for data
+    /// sets of real size use [`TeacherClient::run_stream`].
     pub fn run_batch_with(&self, prompts: &[PromptRecord], overrides: &SamplingOverrides, opts: &BatchOptions) -> distill_core::Result<BatchOutcome> {
-        let t0 = Instant::now();
-        let settings = &self.shared.settings;
-        let sampling = overrides.apply(&settings.sampling)?;
-        let prep = self.prepare(prompts, &sampling, opts.retry_failed)?;
-        let mut stats = BatchStats { prompts: prompts.len() as u64, duplicates: prep.duplicates, ..Default::default() };
-        let before = (
-            self.shared.counters.http_requests.load(Relaxed),
-            self.shared.counters.rate_limited.load(Relaxed),
-            self.shared.counters.retries.load(Relaxed),
-            self.shared.counters.requested.load(Relaxed),
-            self.shared.spent(),
-        );
-
-        let mut by_request: Vec<Option<Result<Parsed, (String, String)>>> = prep.cached;
-        let to_send: Vec<Arc<Request>> = prep.misses.iter().map(|&r| prep.requests[r].clone()).collect();
-        if !to_send.is_empty() {
-            let bar = distill_core::progress::bar(to_send.len() as u64, "teacher", !opts.progress);
-            let shared = self.shared.clone();
-            let sent = self.runtime.block_on(send::send_all(
-                shared.clone(),
-                to_send,
-                |_, _| bar.inc(1),
-                || {
-                    let secs = t0.elapsed().as_secs_f64().max(1e-3);
-                    let c = &shared.counters;
-                    let tokens = c.new_prompt_tokens.load(Relaxed) + c.new_completion_tokens.load(Relaxed);
-                    bar.set_message(format!(
-                        "{:.0} tok/s ${:.4} retries {} 429s {}",
-                        tokens as f64 / secs,
-                        shared.spent() - before.4,
-                        c.retries.load(Relaxed) - before.2,
-                        c.rate_limited.load(Relaxed) - before.1
-                    ));
-                },
-            ));
-            bar.finish_and_clear();
-            let sent = sent.map_err(|(status, message)| Error::Fatal { status, message })?;
-            for (i, s) in sent {
-                let r = prep.misses[i];
-                by_request[r] = Some(match s {
-                    Sent::Done(p) => Ok(p),
-                    Sent::Failed { reason, message } => Err((reason, message)),
-                    Sent::Fatal { .. } => unreachable!("send_all returns fatal outcomes as errors"),
-                });
-            }
-        }
-
-        let c = &self.shared.counters;
-        stats.http_requests = c.http_requests.load(Relaxed) - before.0;
-        stats.rate_limited = c.rate_limited.load(Relaxed) - before.1;
-        stats.retries = c.retries.load(Relaxed) - before.2;
-        stats.requested = c.requested.load(Relaxed) - before.3;
-        stats.cost_usd = self.shared.spent() - before.4;
-        // Prompts left per request: the last one takes the parsed answer instead of a copy
-        // (a copy of every token's top-k is most of the cost of a batch with logprobs).
-        let mut uses = vec![0usize; prep.requests.len()];
-        for r in prep.assignment.iter().flatten() {
-            uses[*r] += 1;
-        }
         let mut results = Vec::with_capacity(prompts.len());
-        for (i, p) in prompts.iter().enumerate() {
-            let outcome = match &prep.assignment[i] {
-                Err(message) => PromptOutcome::Failed(FailedPrompt { id: p.id.clone(), reason: "invalid_prompt".into(), message: message.clone() }),
-                Ok(r) => {
-                    if prep.cached_at_start[*r] {
-                        stats.from_cache += 1;
-                    }
-                    uses[*r] -= 1;
-                    let answer = if uses[*r] == 0 { by_request[*r].take() } else { by_request[*r].clone() };
-                    match answer {
-                        Some(Ok(parsed)) => {
-                            let req = &prep.requests[*r];
-                            if parsed.usage.is_none() {
-                                stats.usage_missing += 1;
-                            }
-                            let usage = parsed.usage.unwrap_or_default();
-                            stats.prompt_tokens += usage.prompt_tokens;
-                            stats.completion_tokens += usage.completion_tokens;
-                            PromptOutcome::Answered(TeacherRecord {
-                                id: p.id.clone(),
-                                prompt: p.clone(),
-                                model: parsed.model.unwrap_or_else(|| settings.model.clone()),
-                                endpoint: req.endpoint.name().to_string(),
-                                temperature: sampling.temperature as f32,
-                                samples: parsed.samples,
-                                usage,
-                            })
-                        }
-                        Some(Err((reason, message))) => PromptOutcome::Failed(FailedPrompt { id: p.id.clone(), reason, message }),
-                        None => unreachable!("every request is either cached or sent"),
-                    }
-                }
-            };
-            match &outcome {
-                PromptOutcome::Answered(_) => stats.completed += 1,
-                PromptOutcome::Failed(f) => {
-                    stats.failed += 1;
-                    *stats.failed_by_reason.entry(f.reason.clone()).or_default() += 1;
-                }
-            }
-            results.push(outcome);
-        }
-        stats.elapsed_secs = t0.elapsed().as_secs_f64();
+        let stats = self.run_stream(prompts.iter().cloned(), Some(prompts.len() as u64), overrides, opts, |o| {
+            results.push(o);
+            Ok(())
+        })?;
+        Ok(BatchOutcome { results, stats })
+    }
+
+    /// Answers a stream of prompts and hands `sink` one [`PromptOutcome`] per prompt, in input
+    /// order, as soon as it and every earlier one are ready (see [`crate::stream`]): memory is
+    /// bounded by the window of prompts in flight, not by the number of prompts. `total`
+    /// (when known) sizes the progress bar.
+    pub fn run_stream(
+        &self,
+        prompts: impl IntoIterator<Item = PromptRecord>,
+        total: Option<u64>,
+        overrides: &SamplingOverrides,
+        opts: &BatchOptions,
+        sink: impl FnMut(PromptOutcome) -> distill_core::Result<()>,
+    ) -> distill_core::Result<BatchStats> {
+        let sampling = overrides.apply(&self.shared.settings.sampling)?;
+        let engine = crate::stream::Engine { shared: self.shared.clone(), store: self.store.as_ref(), sampling: &sampling, retry_failed: opts.retry_failed };
+        let bar = distill_core::progress::bar(total.unwrap_or(0), "teacher", !opts.progress);
+        let stats = self.runtime.block_on(engine.run(prompts.into_iter(), &bar, sink));
+        bar.finish_and_clear();
+        let stats = stats?;
         tracing::info!(
             prompts = stats.prompts,
             from_cache = stats.from_cache,
@@ -237,123 +158,84 @@ impl TeacherClient {
             cost_usd = stats.cost_usd,
             "teacher batch done"
         );
-        Ok(BatchOutcome { results, stats })
+        Ok(stats)
     }
 
     /// What [`TeacherClient::run_batch_with`] would send, without sending anything.
     pub fn plan(&self, prompts: &[PromptRecord], overrides: &SamplingOverrides, retry_failed: bool) -> distill_core::Result<Plan> {
         let sampling = overrides.apply(&self.shared.settings.sampling)?;
-        let prep = self.prepare(prompts, &sampling, retry_failed)?;
-        Ok(plan_from(&prep, &self.shared.settings))
-    }
-
-    fn prepare(&self, prompts: &[PromptRecord], sampling: &crate::config::Sampling, retry_failed: bool) -> distill_core::Result<Prepared> {
-        prepare(Some(self.store.as_ref()), &self.shared.settings, prompts, sampling, retry_failed)
+        plan(Some(self.store.as_ref()), &self.shared.settings, prompts.iter().cloned(), &sampling, retry_failed)
     }
 }
 
 /// A dry run that never creates the cache: when `cache_dir` does not exist, everything is to
-/// be requested.
-pub fn dry_run(cfg: &TeacherConfig, prompts: &[PromptRecord], overrides: &SamplingOverrides, retry_failed: bool) -> distill_core::Result<Plan> {
+/// be requested. Streams: holds one request key per distinct prompt, nothing else.
+pub fn dry_run(cfg: &TeacherConfig, prompts: impl IntoIterator<Item = PromptRecord>, overrides: &SamplingOverrides, retry_failed: bool) -> distill_core::Result<Plan> {
     let settings = cfg.settings("config")?;
     let sampling = overrides.apply(&settings.sampling)?;
     let store = if settings.cache_dir.exists() { Some(SledStore::open(&settings.cache_dir)?) } else { None };
-    let prep = prepare(store.as_ref().map(|s| s as &dyn Store), &settings, prompts, &sampling, retry_failed)?;
-    Ok(plan_from(&prep, &settings))
+    plan(store.as_ref().map(|s| s as &dyn Store), &settings, prompts, &sampling, retry_failed)
 }
 
-/// A batch after validation, grouping and cache look-up.
-struct Prepared {
-    /// Distinct requests, in first-use order.
-    requests: Vec<Arc<Request>>,
-    /// Per prompt: its request, or why it is not a valid request.
-    assignment: Vec<Result<usize, String>>,
-    /// Per request: the cached outcome, if any.
-    cached: Vec<Option<Result<Parsed, (String, String)>>>,
-    cached_at_start: Vec<bool>,
-    /// Requests to send.
-    misses: Vec<usize>,
-    duplicates: u64,
-    /// Cached completion tokens per request, for the dry-run's expectation.
-    cached_completion: Vec<u64>,
-    cached_failed: Vec<bool>,
-}
-
-fn prepare(store: Option<&dyn Store>, settings: &Settings, prompts: &[PromptRecord], sampling: &crate::config::Sampling, retry_failed: bool) -> distill_core::Result<Prepared> {
-    let mut index: HashMap<[u8; 32], usize> = HashMap::with_capacity(prompts.len());
-    let mut p = Prepared {
-        requests: Vec::new(),
-        assignment: Vec::with_capacity(prompts.len()),
-        cached: Vec::new(),
-        cached_at_start: Vec::new(),
-        misses: Vec::new(),
-        duplicates: 0,
-        cached_completion: Vec::new(),
-        cached_failed: Vec::new(),
-    };
+/// Counts what a run would answer from the cache and what it would send. Reads only the
+/// metadata of cached entries (their usage), never their answers.
+fn plan(store: Option<&dyn Store>, s: &Settings, prompts: impl IntoIterator<Item = PromptRecord>, sampling: &crate::config::Sampling, retry_failed: bool) -> distill_core::Result<Plan> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum State {
+        Cached,
+        CachedFailed,
+        ToRequest,
+    }
+    let mut seen: HashMap<[u8; 32], State> = HashMap::new();
+    let mut plan = Plan::default();
+    let (mut answered, mut answered_completion) = (0u64, 0u64);
     for prompt in prompts {
-        if let Err(e) = prompt.validate() {
-            p.assignment.push(Err(e));
+        plan.prompts += 1;
+        if prompt.validate().is_err() {
+            plan.invalid += 1;
             continue;
         }
-        let req = request::build(prompt, &settings.model, sampling, &settings.extra_body);
-        if let Some(&r) = index.get(&req.key) {
-            p.duplicates += 1;
-            p.assignment.push(Ok(r));
-            continue;
-        }
-        let r = p.requests.len();
-        index.insert(req.key, r);
-        let cached = match store {
-            Some(s) => s.get(&req.key)?.and_then(|v| Entry::decode(&v)),
-            None => None,
-        };
-        let (outcome, completion, failed) = match cached {
-            Some(Entry::Response { parsed, .. }) => {
-                let c = parsed.usage.map(|u| u.completion_tokens).unwrap_or(0);
-                (Some(Ok(parsed)), c, false)
+        let req = request::build(&prompt, &s.model, sampling, &s.extra_body);
+        let state = match seen.get(&req.key) {
+            Some(&state) => {
+                plan.duplicates += 1;
+                state
             }
-            Some(Entry::Failed { meta }) if !retry_failed => {
-                let reason = meta.reason.unwrap_or_else(|| "bad_request".into());
-                (Some(Err((reason, meta.message.unwrap_or_default()))), 0, true)
+            None => {
+                let cached = match store {
+                    Some(st) => st.get(&req.key)?.and_then(|v| Entry::decode_meta(&v)),
+                    None => None,
+                };
+                let state = match cached {
+                    Some((false, meta)) => {
+                        answered += 1;
+                        answered_completion += meta.usage.map_or(0, |u| u.completion_tokens);
+                        State::Cached
+                    }
+                    Some((true, _)) if !retry_failed => State::CachedFailed,
+                    _ => {
+                        plan.to_request += 1;
+                        plan.projected_prompt_tokens += req.prompt_tokens_estimate;
+                        plan.projected_completion_tokens_max += req.completion_tokens_max;
+                        State::ToRequest
+                    }
+                };
+                seen.insert(req.key, state);
+                state
             }
-            Some(Entry::Failed { .. }) => (None, 0, true),
-            None => (None, 0, false),
         };
-        if outcome.is_none() {
-            p.misses.push(r);
+        match state {
+            State::Cached => plan.cached += 1,
+            State::CachedFailed => plan.cached_failed += 1,
+            State::ToRequest => {}
         }
-        p.cached_at_start.push(outcome.is_some());
-        p.cached.push(outcome);
-        p.cached_completion.push(completion);
-        p.cached_failed.push(failed);
-        p.requests.push(Arc::new(req));
-        p.assignment.push(Ok(r));
-    }
-    Ok(p)
-}
-
-fn plan_from(p: &Prepared, s: &Settings) -> Plan {
-    let mut plan = Plan { prompts: p.assignment.len() as u64, duplicates: p.duplicates, to_request: p.misses.len() as u64, ..Default::default() };
-    for a in &p.assignment {
-        match a {
-            Err(_) => plan.invalid += 1,
-            Ok(r) if p.cached_at_start[*r] && p.cached_failed[*r] => plan.cached_failed += 1,
-            Ok(r) if p.cached_at_start[*r] => plan.cached += 1,
-            Ok(_) => {}
-        }
-    }
-    for &r in &p.misses {
-        plan.projected_prompt_tokens += p.requests[r].prompt_tokens_estimate;
-        plan.projected_completion_tokens_max += p.requests[r].completion_tokens_max;
     }
     plan.projected_cost_usd_max = cost(plan.projected_prompt_tokens, plan.projected_completion_tokens_max, s.price_input_per_mtok, s.price_output_per_mtok);
-    let answered: Vec<u64> = (0..p.requests.len()).filter(|&r| p.cached_at_start[r] && !p.cached_failed[r]).map(|r| p.cached_completion[r]).collect();
-    if !answered.is_empty() {
-        let mean = answered.iter().sum::<u64>() as f64 / answered.len() as f64;
-        let expected = (mean * p.misses.len() as f64).round() as u64;
+    if answered > 0 {
+        let mean = answered_completion as f64 / answered as f64;
+        let expected = (mean * plan.to_request as f64).round() as u64;
         plan.projected_completion_tokens_expected = Some(expected);
         plan.projected_cost_usd_expected = Some(cost(plan.projected_prompt_tokens, expected, s.price_input_per_mtok, s.price_output_per_mtok));
     }
-    plan
+    Ok(plan)
 }

@@ -32,7 +32,8 @@
 //! [`response`] (lenient parsing), [`cache`] (the sled store with group commit) and
 //! [`compact`] (its value format), [`limits`]
 //! and [`concurrency`] (rate limits, adaptive concurrency), [`retry`] (classifier and
-//! full-jitter backoff), [`send`] (the request stack), [`client`] (the blocking batch API).
+//! full-jitter backoff), [`send`] (the request stack), [`stream`] (the windowed engine in
+//! input order) and [`client`] (the blocking API: batches and streams).
 //!
 //! Why plain reqwest and our own types rather than async-openai: async-openai 0.43 retries on
 //! its own (3 times, whole-second `Retry-After` only), throws response headers away
@@ -55,6 +56,7 @@ pub mod response;
 pub mod retry;
 pub mod send;
 pub mod stats;
+pub mod stream;
 
 pub use client::{dry_run, BatchOptions, BatchOutcome, PromptOutcome, TeacherClient};
 pub use config::{Sampling, SamplingOverrides, Settings, TeacherConfig};

@@ -10,13 +10,11 @@
 //! requests a second, and it avoids cross-thread wake-ups); cache flushes run on the writer
 //! thread so an fsync never blocks the event loop.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use tokio::task::JoinSet;
 
 use crate::cache::{Entry, Meta, Writer};
 use crate::concurrency::{Adaptive, Signal};
@@ -85,6 +83,11 @@ impl Shared {
             stopped: AtomicBool::new(false),
             fatal: Mutex::new(None),
         }
+    }
+
+    /// The first fatal outcome of the batch (status, message), if any.
+    pub fn first_fatal(&self) -> Option<(u16, String)> {
+        self.fatal.lock().expect("fatal lock").clone()
     }
 
     pub fn spent(&self) -> f64 {
@@ -273,45 +276,4 @@ async fn attempt(shared: Arc<Shared>, req: Arc<Request>, k: u32) -> Step<Sent> {
             Step::Retry { message, retry_after }
         }
     }
-}
-
-/// Sends every request (index into `reqs`), at most `2 * max_concurrency` tasks alive at a
-/// time; `on_done` sees each result as it arrives. Stops at the first fatal outcome.
-pub async fn send_all(
-    shared: Arc<Shared>,
-    reqs: Vec<Arc<Request>>,
-    mut on_done: impl FnMut(usize, &Sent),
-    mut on_tick: impl FnMut(),
-) -> Result<BTreeMap<usize, Sent>, (u16, String)> {
-    let mut results = BTreeMap::new();
-    let mut tasks = JoinSet::new();
-    let mut next = 0;
-    let window = shared.settings.max_concurrency.saturating_mul(2).max(2);
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        while tasks.len() < window && next < reqs.len() {
-            let (sh, req, i) = (shared.clone(), reqs[next].clone(), next);
-            tasks.spawn(async move { (i, send_one(sh, req).await) });
-            next += 1;
-        }
-        if tasks.is_empty() {
-            break;
-        }
-        tokio::select! {
-            joined = tasks.join_next() => {
-                let (i, sent) = joined.expect("non-empty").expect("request tasks do not panic");
-                if let Sent::Fatal { status, message } = &sent {
-                    // Aborts every request still waiting or in flight.
-                    tasks.abort_all();
-                    let first = shared.fatal.lock().expect("fatal lock").clone();
-                    return Err(first.unwrap_or((*status, message.clone())));
-                }
-                on_done(i, &sent);
-                results.insert(i, sent);
-            }
-            _ = tick.tick() => on_tick(),
-        }
-    }
-    Ok(results)
 }

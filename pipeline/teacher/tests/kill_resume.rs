@@ -57,7 +57,9 @@ fn kill_9_loses_nothing_that_was_paid_for() {
         while server.counters().answered() < kill_at {
             assert!(t0.elapsed() < Duration::from_secs(60), "the child made no progress");
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("round {round}: the stage finished ({status}) before the kill; make it slower");
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                panic!("round {round}: the stage finished ({status}) before the kill; make it slower\n{err}");
             }
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -93,7 +95,7 @@ fn kill_9_loses_nothing_that_was_paid_for() {
     let ref_out = work.path().join("ref");
     let reference = stage(&clean, work.path(), &ref_out).output().unwrap();
     assert!(reference.status.success());
-    for f in ["responses.jsonl", "failed.jsonl"] {
+    for f in ["responses.jsonl", "logprobs.frames", "failed.jsonl"] {
         assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(ref_out.join(f)).unwrap(), "{f} differs from an uninterrupted run");
     }
 }

@@ -66,9 +66,33 @@ fn the_key_appears_in_no_file_and_no_log() {
         let bytes = std::fs::read(f).unwrap();
         assert!(!bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()), "the key is in {}", f.display());
     }
+    // Cache values are compressed, so a key inside one would not show in the file bytes:
+    // decode every entry and look at what it holds.
+    let db = open_when_released(&work.path().join("cache"));
+    let tree = db.open_tree(distill_teacher_client::cache::TREE).unwrap();
+    assert!(tree.len() >= 25);
+    for kv in tree.iter() {
+        let (_, v) = kv.unwrap();
+        let entry = distill_teacher_client::cache::Entry::decode(&v).expect("every entry decodes");
+        assert!(!format!("{entry:?}").contains(KEY), "the key is in a cache entry");
+    }
     let logs = capture.0.lock().unwrap().clone();
     assert!(logs.len() > 1000, "the logs were captured ({} bytes)", logs.len());
     let logs = String::from_utf8_lossy(&logs);
     assert!(!logs.contains(KEY), "the key is in the logs");
     assert!(!logs.contains("7f3a9c1e5b"), "part of the key is in the logs");
+}
+
+/// sled releases its folder lock from a background thread shortly after the last handle.
+fn open_when_released(path: &std::path::Path) -> sled::Db {
+    let t0 = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return db,
+            Err(e) => {
+                assert!(t0.elapsed().as_secs() < 10, "the cache stays locked: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
 }

@@ -30,7 +30,17 @@ fn outputs_are_sorted_complete_and_identical_on_a_cached_rerun() {
     let text = std::fs::read_to_string(out1.join("responses.jsonl")).unwrap();
     let recs: Vec<TeacherRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(recs.iter().filter(|r| r.endpoint == "completions").count(), 8);
-    assert!(recs.iter().all(|r| r.usage.completion_tokens > 0 && r.samples[0].tokens.as_ref().is_some_and(|t| !t.is_empty() || r.samples[0].text.is_empty())));
+    assert!(recs.iter().all(|r| r.usage.completion_tokens > 0 && r.samples.iter().all(|s| s.tokens.is_none())), "responses.jsonl carries no per-token log-probs");
+    // They are in logprobs.frames, one frame per answered prompt in the same order, and spell
+    // the answers.
+    let frames: Vec<distill_core::frames::Frame> = distill_core::frames::FrameReader::open(&out1.join("logprobs.frames")).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(frames.iter().map(|f| f.id.clone()).collect::<Vec<_>>(), ids);
+    for (r, f) in recs.iter().zip(&frames) {
+        let tokens = distill_core::logprobs::unpack_sample(&f.payload, 0).unwrap().expect("logprobs were asked for");
+        assert_eq!(tokens.iter().map(|t| t.token.as_str()).collect::<String>(), r.samples[0].text);
+        assert!(tokens.iter().all(|t| t.top.len() == 5 && t.logprob <= 0.0));
+    }
+    assert!(stats["logprobs_bytes_per_token"].as_f64().unwrap() < 200.0, "{stats}");
     let failed: Vec<FailedPrompt> = std::fs::read_to_string(out1.join("failed.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(failed[0].id, "bad");
 
@@ -39,7 +49,7 @@ fn outputs_are_sorted_complete_and_identical_on_a_cached_rerun() {
     let stats2 = run(&context(work.path(), &out2), &cfg, &RunOptions::default()).unwrap();
     assert_eq!(server.counters().requests(), sent, "a re-run sends nothing");
     assert_eq!(stats2["from_cache"], 41);
-    for f in ["responses.jsonl", "failed.jsonl"] {
+    for f in ["responses.jsonl", "logprobs.frames", "failed.jsonl"] {
         assert_eq!(std::fs::read(out1.join(f)).unwrap(), std::fs::read(out2.join(f)).unwrap(), "{f} differs");
     }
     // --strict makes the broken line fatal, naming it.

@@ -1,0 +1,213 @@
+//! The streaming engine behind every batch: prompts in, one outcome per prompt out, in input
+//! order, with memory bounded by a window of prompts rather than by the data set.
+//!
+//! ```text
+//! prompts ─> admit (validate, request key, share with an identical request in the window,
+//!            cache look-up, else spawn the send) ─> window (in input order) ─> sink
+//!                                                        ▲
+//!                                   answers arriving in any order fill their slots
+//! ```
+//!
+//! The window holds at most `max(4 * max_concurrency, 64)` prompts; the sink receives the
+//! front of the window as soon as it is answered, so an answer waits only for slower answers
+//! to earlier prompts, never for a whole batch. A prompt whose request repeats one outside the
+//! window finds it in the cache, which is where the earlier answer went before it was handed
+//! on.
+
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use distill_core::records::{FailedPrompt, PromptRecord, TeacherRecord};
+
+use crate::cache::{Entry, Store};
+use crate::client::PromptOutcome;
+use crate::config::Sampling;
+use crate::error::Error;
+use crate::request::{self, Request};
+use crate::response::Parsed;
+use crate::send::{self, Sent, Shared};
+use crate::stats::BatchStats;
+
+type Answer = Result<Parsed, (String, String)>;
+
+/// One distinct request of the window and the prompts waiting for it.
+struct Active {
+    req: Arc<Request>,
+    answer: Option<Answer>,
+    from_cache: bool,
+    /// Prompts of the window that still need this answer.
+    waiting: usize,
+}
+
+pub(crate) struct Engine<'a> {
+    pub shared: Arc<Shared>,
+    pub store: &'a dyn Store,
+    pub sampling: &'a Sampling,
+    pub retry_failed: bool,
+}
+
+impl Engine<'_> {
+    /// The cached outcome of a request, if there is one to use.
+    fn cached(&self, key: &[u8; 32]) -> distill_core::Result<Option<Answer>> {
+        Ok(match self.store.get(key)?.and_then(|v| Entry::decode(&v)) {
+            Some(Entry::Response { parsed, .. }) => Some(Ok(parsed)),
+            Some(Entry::Failed { meta }) if !self.retry_failed => {
+                Some(Err((meta.reason.unwrap_or_else(|| "bad_request".into()), meta.message.unwrap_or_default())))
+            }
+            _ => None,
+        })
+    }
+
+    pub(crate) async fn run(
+        self,
+        mut prompts: impl Iterator<Item = PromptRecord>,
+        bar: &indicatif::ProgressBar,
+        mut sink: impl FnMut(PromptOutcome) -> distill_core::Result<()>,
+    ) -> distill_core::Result<BatchStats> {
+        let t0 = Instant::now();
+        let shared = self.shared.clone();
+        let settings = &shared.settings;
+        let c = &shared.counters;
+        let before = (c.http_requests.load(Relaxed), c.rate_limited.load(Relaxed), c.retries.load(Relaxed), c.requested.load(Relaxed), shared.spent());
+        let capacity = (settings.max_concurrency * 4).max(64);
+        let mut stats = BatchStats::default();
+        let mut window: VecDeque<(PromptRecord, Result<[u8; 32], String>)> = VecDeque::with_capacity(capacity);
+        let mut active: HashMap<[u8; 32], Active> = HashMap::new();
+        let mut tasks: JoinSet<([u8; 32], Sent)> = JoinSet::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut exhausted = false;
+        loop {
+            while !exhausted && window.len() < capacity {
+                let Some(prompt) = prompts.next() else {
+                    exhausted = true;
+                    break;
+                };
+                stats.prompts += 1;
+                if let Err(e) = prompt.validate() {
+                    window.push_back((prompt, Err(e)));
+                    continue;
+                }
+                let req = request::build(&prompt, &settings.model, self.sampling, &settings.extra_body);
+                let key = req.key;
+                match active.entry(key) {
+                    MapEntry::Occupied(mut o) => {
+                        stats.duplicates += 1;
+                        o.get_mut().waiting += 1;
+                    }
+                    MapEntry::Vacant(v) => {
+                        let answer = self.cached(&key)?;
+                        let req = Arc::new(req);
+                        if answer.is_none() {
+                            let (sh, r) = (shared.clone(), req.clone());
+                            tasks.spawn(async move { (key, send::send_one(sh, r).await) });
+                        }
+                        v.insert(Active { req, from_cache: answer.is_some(), answer, waiting: 1 });
+                    }
+                }
+                window.push_back((prompt, Ok(key)));
+            }
+            // Hand on every answered prompt at the front.
+            while let Some((_, slot)) = window.front() {
+                if let Ok(key) = slot {
+                    if active[key].answer.is_none() {
+                        break;
+                    }
+                }
+                let (prompt, slot) = window.pop_front().expect("front exists");
+                let outcome = match slot {
+                    Err(message) => PromptOutcome::Failed(FailedPrompt { id: prompt.id.clone(), reason: "invalid_prompt".into(), message }),
+                    Ok(key) => {
+                        let a = active.get_mut(&key).expect("active while waited for");
+                        a.waiting -= 1;
+                        if a.from_cache {
+                            stats.from_cache += 1;
+                        }
+                        let endpoint = a.req.endpoint.name();
+                        // The last prompt waiting takes the answer instead of a copy (a copy of
+                        // every token's top-k is most of the cost of an answer with logprobs).
+                        let answer = if a.waiting == 0 { active.remove(&key).and_then(|a| a.answer) } else { a.answer.clone() };
+                        self.outcome(prompt, endpoint, answer.expect("checked above"), &mut stats)
+                    }
+                };
+                match &outcome {
+                    PromptOutcome::Answered(_) => stats.completed += 1,
+                    PromptOutcome::Failed(f) => {
+                        stats.failed += 1;
+                        *stats.failed_by_reason.entry(f.reason.clone()).or_default() += 1;
+                    }
+                }
+                sink(outcome)?;
+                bar.inc(1);
+            }
+            if window.is_empty() && exhausted {
+                break;
+            }
+            if window.len() < capacity && !exhausted {
+                continue; // room freed by the answers just handed on: admit more first
+            }
+            tokio::select! {
+                joined = tasks.join_next() => {
+                    let (key, sent) = joined.expect("a prompt waits only on a task in flight").expect("request tasks do not panic");
+                    let answer = match sent {
+                        Sent::Done(p) => Ok(p),
+                        Sent::Failed { reason, message } => Err((reason, message)),
+                        Sent::Fatal { status, message } => {
+                            // Aborts every request still waiting or in flight.
+                            tasks.abort_all();
+                            let (status, message) = shared.first_fatal().unwrap_or((status, message));
+                            return Err(Error::Fatal { status, message }.into());
+                        }
+                    };
+                    active.get_mut(&key).expect("a task answers an active request").answer = Some(answer);
+                }
+                _ = tick.tick() => {
+                    let secs = t0.elapsed().as_secs_f64().max(1e-3);
+                    let tokens = c.new_prompt_tokens.load(Relaxed) + c.new_completion_tokens.load(Relaxed);
+                    bar.set_message(format!(
+                        "{:.0} tok/s ${:.4} retries {} 429s {}",
+                        tokens as f64 / secs,
+                        shared.spent() - before.4,
+                        c.retries.load(Relaxed) - before.2,
+                        c.rate_limited.load(Relaxed) - before.1
+                    ));
+                }
+            }
+        }
+        stats.http_requests = c.http_requests.load(Relaxed) - before.0;
+        stats.rate_limited = c.rate_limited.load(Relaxed) - before.1;
+        stats.retries = c.retries.load(Relaxed) - before.2;
+        stats.requested = c.requested.load(Relaxed) - before.3;
+        stats.cost_usd = shared.spent() - before.4;
+        stats.elapsed_secs = t0.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+
+    fn outcome(&self, prompt: PromptRecord, endpoint: &str, answer: Answer, stats: &mut BatchStats) -> PromptOutcome {
+        match answer {
+            Ok(parsed) => {
+                if parsed.usage.is_none() {
+                    stats.usage_missing += 1;
+                }
+                let usage = parsed.usage.unwrap_or_default();
+                stats.prompt_tokens += usage.prompt_tokens;
+                stats.completion_tokens += usage.completion_tokens;
+                PromptOutcome::Answered(TeacherRecord {
+                    id: prompt.id.clone(),
+                    model: parsed.model.unwrap_or_else(|| self.shared.settings.model.clone()),
+                    prompt,
+                    endpoint: endpoint.to_string(),
+                    temperature: self.sampling.temperature as f32,
+                    samples: parsed.samples,
+                    usage,
+                })
+            }
+            Err((reason, message)) => PromptOutcome::Failed(FailedPrompt { id: prompt.id, reason, message }),
+        }
+    }
+}
