@@ -4,6 +4,7 @@
 //!
 //!     tokenizer ─> teacher-bootstrap (only with the local teacher)
 //!     prompts ─> teacher ─> filter ─> shards ─> train ─> eval ─> report
+//!                   └─────────────────┘ (log-probs: logprobs.frames)
 //!                                                  └──> train-baseline (CE only, optional)
 
 use std::collections::BTreeMap;
@@ -162,7 +163,7 @@ fn filter(cfg: &Config) -> distill_core::Result<StageDef> {
     Ok(StageDef {
         name: "filter",
         deps: vec!["teacher"],
-        schema_version: 1,
+        schema_version: distill_filter::SCHEMA_VERSION,
         config: section(&c),
         external: external(distill_filter::benchmark_digests(&c)?),
         // Dedup and self-consistency look across all answers, so filter runs whole.
@@ -174,10 +175,11 @@ fn filter(cfg: &Config) -> distill_core::Result<StageDef> {
 /// Shards read the student tokenizer: the tokenizer stage's unless `[shards] tokenizer` names one.
 fn shards(cfg: &Config) -> distill_core::Result<StageDef> {
     let c = cfg.shards.clone();
+    // The kept samples, and the teacher's log-probs they are joined with.
     let (deps, external) = if c.tokenizer.is_empty() {
-        (vec!["filter", "tokenizer"], BTreeMap::new())
+        (vec!["filter", "teacher", "tokenizer"], BTreeMap::new())
     } else {
-        (vec!["filter"], external([("tokenizer".to_string(), file_digest(Path::new(&c.tokenizer))?)]))
+        (vec!["filter", "teacher"], external([("tokenizer".to_string(), file_digest(Path::new(&c.tokenizer))?)]))
     };
     Ok(StageDef {
         name: "shards",

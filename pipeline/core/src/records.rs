@@ -4,14 +4,17 @@
 //! | file | record | written by | read by |
 //! |---|---|---|---|
 //! | `prompts/prompts.jsonl` | [`PromptRecord`] | prompts | teacher |
-//! | `teacher/responses.jsonl` | [`TeacherRecord`] | teacher | filter |
+//! | `teacher/responses.jsonl` | [`TeacherRecord`] without per-token log-probs | teacher | filter |
+//! | `teacher/logprobs.frames` | per record: each sample's [`TokenLogprob`]s ([`crate::logprobs::pack_samples`]) | teacher | shards |
 //! | `teacher/failed.jsonl` | [`FailedPrompt`] | teacher | (users) |
-//! | `filter/kept.jsonl` | [`KeptSample`] | filter | shards |
+//! | `filter/kept.jsonl` | [`KeptSample`] (the decision and scores, no log-probs) | filter | shards |
 //! | `filter/exclusions.jsonl` | [`Exclusion`] | filter | (users) |
 //! | `shards/*.parquet` | columns in [`shard_columns`] | shards | train |
 //!
-//! Records are sorted by id in every file, so outputs are byte-identical across runs and
-//! shard parts merge deterministically.
+//! Teacher files are sorted by prompt id; the filter's files and the shards' rows by prompt id,
+//! then sample index. So outputs are byte-identical across runs, shard parts merge by a
+//! streaming k-way merge, and a stage joins two upstream files in one pass (the shards stage
+//! reads `kept.jsonl` beside `logprobs.frames`).
 
 use std::collections::BTreeMap;
 
@@ -139,9 +142,6 @@ pub struct KeptSample {
     /// The answer exactly as the teacher wrote it (what the student learns to write).
     pub completion: String,
     pub finish_reason: Option<String>,
-    /// Teacher tokens of `completion` with log-probs and top-k, when captured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokens: Option<Vec<TokenLogprob>>,
     /// The code extracted from the answer.
     pub code: String,
     /// Filter scores (`pass_rate`, `agreement`, ...), stored as shard columns.

@@ -11,6 +11,9 @@ use crate::extract::{extract, Extracted};
 pub struct Candidate {
     /// `<prompt id>#<sample index>`.
     pub id: String,
+    /// Position in the run's order (records in id order, then samples in index order): the
+    /// order of every output file.
+    pub ordinal: u64,
     pub record: Arc<TeacherRecord>,
     pub index: usize,
     /// The prompt's language (`meta.language`, default `python`).
@@ -26,13 +29,14 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    pub fn new(record: Arc<TeacherRecord>, index: usize) -> Self {
+    pub fn new(record: Arc<TeacherRecord>, index: usize, ordinal: u64) -> Self {
         let meta_str = |k: &str| record.prompt.meta.get(k).and_then(|v| v.as_str()).map(str::to_lowercase);
         let language = meta_str("language").unwrap_or_else(|| "python".into());
         let task_type = meta_str("task_type").unwrap_or_default();
         let extracted = extract(&record.samples[index].text, &language);
         Candidate {
             id: format!("{}#{}", record.id, index),
+            ordinal,
             index,
             language,
             task_type,
@@ -67,7 +71,6 @@ impl Candidate {
             temperature: self.record.temperature,
             completion: s.text.clone(),
             finish_reason: s.finish_reason.clone(),
-            tokens: s.tokens.clone(),
             code: self.extracted.code,
             scores: self.scores,
             pass_vector: self.pass_vector,

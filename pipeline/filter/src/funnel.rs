@@ -3,7 +3,8 @@
 //! A [`Filter`] looks at the candidates still alive and returns one [`Decision`] per candidate
 //! (keep, or drop with a short reason and a detail for a person); it may annotate the ones it
 //! keeps (scores). The [`Funnel`] owns the counters and the exclusion records: it applies
-//! filters in order, removes what they drop, and reports in/out per filter and drops per reason.
+//! filters in order, removes what they drop, and reports in/out per filter and drops per reason,
+//! summed over the batches of a streaming run.
 
 use std::collections::BTreeMap;
 
@@ -54,12 +55,15 @@ pub struct Step {
     pub out: usize,
 }
 
+/// Counts over every batch of candidates the funnel saw; exclusions until [`Funnel::take_exclusions`].
 #[derive(Default)]
 pub struct Funnel {
+    /// One step per filter, in the order the filters first ran, summed over batches.
     pub steps: Vec<Step>,
     /// filter -> reason -> count.
     pub dropped: BTreeMap<&'static str, BTreeMap<&'static str, usize>>,
-    pub exclusions: Vec<Exclusion>,
+    /// (candidate ordinal, why it was dropped), in the order decided.
+    exclusions: Vec<(u64, Exclusion)>,
 }
 
 impl Funnel {
@@ -74,18 +78,27 @@ impl Funnel {
                 Decision::Keep => kept.push(c),
                 Decision::Drop { reason, detail } => {
                     *self.dropped.entry(filter.name()).or_default().entry(reason).or_default() += 1;
-                    self.exclusions.push(Exclusion { id: c.id.clone(), filter: filter.name().into(), reason: reason.into(), detail });
+                    self.exclusions.push((c.ordinal, Exclusion { id: c.id.clone(), filter: filter.name().into(), reason: reason.into(), detail }));
                 }
             }
         }
         *alive = kept;
-        self.steps.push(Step { filter: filter.name(), input, dropped: input - alive.len(), out: alive.len() });
+        let (name, out) = (filter.name(), alive.len());
+        match self.steps.iter_mut().find(|s| s.filter == name) {
+            Some(s) => {
+                s.input += input;
+                s.dropped += input - out;
+                s.out += out;
+            }
+            None => self.steps.push(Step { filter: name, input, dropped: input - out, out }),
+        }
         Ok(())
     }
 
-    /// Records a drop decided before any filter ran (a sample with no text, say).
-    pub fn drop_early(&mut self, filter: &'static str, id: &str, reason: &'static str, detail: String) {
-        *self.dropped.entry(filter).or_default().entry(reason).or_default() += 1;
-        self.exclusions.push(Exclusion { id: id.into(), filter: filter.into(), reason: reason.into(), detail });
+    /// The exclusions decided since the last call, in candidate order.
+    pub fn take_exclusions(&mut self) -> Vec<(u64, Exclusion)> {
+        let mut e = std::mem::take(&mut self.exclusions);
+        e.sort_by_key(|(ordinal, _)| *ordinal);
+        e
     }
 }

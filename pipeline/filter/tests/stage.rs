@@ -126,12 +126,63 @@ fn the_pass_rate_rule_keeps_every_sample_above_the_threshold() {
     let mut cfg = config();
     cfg.consistency.rule = "pass_rate".into();
     cfg.consistency.min_pass_rate = 0.6;
-    let s = cfg.settings("t").unwrap();
-    let (kept, _, _) = distill_filter::filter_records(records.clone(), &s, true).unwrap();
+    let (kept, _, _) = filter(&records, &cfg);
     assert_eq!(kept.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["q#0", "q#1"]);
     assert_eq!(kept[1].pass_vector, vec![false, true, true]);
     cfg.consistency.min_pass_rate = 0.9;
-    let (kept, ex, _) = distill_filter::filter_records(records, &cfg.settings("t").unwrap(), true).unwrap();
+    let (kept, ex, _) = filter(&records, &cfg);
     assert_eq!(kept.len(), 1);
     assert_eq!(ex[0].reason, "low_pass_rate");
+}
+
+/// Runs the filter over `records` written as a responses file: (kept, exclusions, stats).
+fn filter(records: &[TeacherRecord], cfg: &FilterConfig) -> (Vec<KeptSample>, Vec<Exclusion>, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("responses.jsonl");
+    distill_core::jsonl::write(&input, records).unwrap();
+    let out = distill_filter::Outputs { kept: dir.path().join("kept.jsonl"), exclusions: dir.path().join("exclusions.jsonl") };
+    let stats = distill_filter::filter_file(&input, &cfg.settings("t").unwrap(), &dir.path().join("scratch"), &out, true).unwrap();
+    (read(&out.kept), read(&out.exclusions), stats)
+}
+
+/// Issue #15: the filter streams over batches of records; dedup still spans the whole file (a
+/// duplicate of an answer many batches back is found), outputs stay in candidate order (prompt
+/// id, then sample index, so `p#10` after `p#9`), and the funnel adds up across batches.
+#[test]
+fn dedup_spans_batches_and_outputs_keep_candidate_order() {
+    let prose = |i: usize| format!("Answer {i}: a generator yields values lazily, one at a time, and keeps its frame between calls (note {}).", i * 7919);
+    let mut records = Vec::new();
+    for i in 0..700 {
+        let id = format!("r{i:04}");
+        let mut answers = vec![prose(i)];
+        if i % 100 == 99 {
+            // An exact copy of an answer hundreds of records back, and one differing only in case.
+            answers.push(prose(i - 95));
+            answers.push(prose(i - 90).to_uppercase());
+        }
+        if i == 650 {
+            answers.extend((0..10).map(|k| prose(100_000 + k)));
+        }
+        let answers: Vec<(&str, &str)> = answers.iter().map(|a| (a.as_str(), "stop")).collect();
+        records.push(record(&id, "Explain generators.", "explain", &answers));
+    }
+    let (kept, exclusions, stats) = filter(&records, &config());
+    assert_eq!(stats["samples"], 700 + 7 * 2 + 10);
+    let dropped: Vec<(&str, &str)> = exclusions.iter().map(|e| (e.id.as_str(), e.reason.as_str())).collect();
+    let want: Vec<(String, &str)> = (0..7).flat_map(|h| {
+        let i = h * 100 + 99;
+        [(format!("r{i:04}#1"), "exact_duplicate"), (format!("r{i:04}#2"), "exact_duplicate")]
+    }).collect();
+    assert_eq!(dropped, want.iter().map(|(a, b)| (a.as_str(), *b)).collect::<Vec<_>>());
+    assert_eq!(exclusions[0].detail, "same as r0004#0");
+    assert_eq!(kept.len(), 700 + 10);
+    let ids: Vec<&str> = kept.iter().map(|k| k.id.as_str()).collect();
+    let i650 = ids.iter().position(|&i| i == "r0650#0").unwrap();
+    assert_eq!(&ids[i650..i650 + 12], ["r0650#0", "r0650#1", "r0650#2", "r0650#3", "r0650#4", "r0650#5", "r0650#6", "r0650#7", "r0650#8", "r0650#9", "r0650#10", "r0651#0"]);
+    let funnel = stats["funnel"].as_array().unwrap();
+    assert_eq!(funnel[0]["in"], 724);
+    assert_eq!(funnel.last().unwrap()["out"], 710);
+    for w in funnel.windows(2) {
+        assert_eq!(w[0]["out"], w[1]["in"], "the funnel is continuous");
+    }
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use distill_core::records::{KeptSample, PromptRecord, TokenLogprob, TopLogprob};
-use distill_shards::{build_row, writer, ShardsConfig, StudentTokenizer};
+use distill_shards::{build_row, Sample, ShardFile, ShardsConfig, StudentTokenizer};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
@@ -57,7 +57,7 @@ fn tokenizer(dir: &Path, corpus: &[String]) -> StudentTokenizer {
 
 /// Samples whose completions are consecutive ~1.5 KB pieces of stdlib code, with the sampled
 /// token and 19 other vocabulary tokens as the top-20 (pseudo-random, fixed seed).
-fn samples(tok: &StudentTokenizer, corpus: &[String], n: usize) -> Vec<KeptSample> {
+fn samples(tok: &StudentTokenizer, corpus: &[String], n: usize) -> Vec<Sample> {
     let text: String = corpus.concat();
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move || {
@@ -90,7 +90,7 @@ fn samples(tok: &StudentTokenizer, corpus: &[String], n: usize) -> Vec<KeptSampl
             })
             .collect();
         let pid = format!("{:016x}", next());
-        out.push(KeptSample {
+        out.push((KeptSample {
             id: format!("{pid}#0"),
             prompt_id: pid.clone(),
             prompt: PromptRecord { id: pid, messages: None, prompt: Some(format!("# Task {i}: complete the module below.\n")), meta: Default::default() },
@@ -98,11 +98,10 @@ fn samples(tok: &StudentTokenizer, corpus: &[String], n: usize) -> Vec<KeptSampl
             temperature: 0.8,
             completion: completion.clone(),
             finish_reason: Some("stop".into()),
-            tokens: Some(tokens),
             code: completion,
             scores: [("pass_rate".to_string(), 1.0), ("agreement".to_string(), 0.5)].into(),
             pass_vector: vec![true, true, false],
-        });
+        }, Some(tokens)));
     }
     out
 }
@@ -129,7 +128,8 @@ fn main() {
     // 1. The whole stage minus reading JSONL: tokenize, align, write.
     let out1 = dir.path().join("stage");
     let (t, c) = (Instant::now(), cpu_secs());
-    let written = distill_shards::write_shards(kept.clone(), &tok, &settings, &out1, true).unwrap();
+    let scores = vec!["agreement".to_string(), "pass_rate".to_string()];
+    let written = distill_shards::write_shards(kept.iter().cloned().map(Ok), &scores, &tok, &settings, &out1, true).unwrap();
     let (stage_secs, stage_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
     let bytes: u64 = written.manifest.files.iter().map(|f| f.bytes).sum();
     let positions: u64 = written.manifest.files.iter().map(|f| f.positions).sum();
@@ -137,17 +137,20 @@ fn main() {
 
     // 2. Writing alone, from prebuilt rows, into one file.
     let (t, c) = (Instant::now(), cpu_secs());
-    let rows: Vec<_> = kept.iter().map(|k| build_row(k, &tok, &settings, "train").unwrap().unwrap()).collect();
+    let rows: Vec<_> = kept.iter().map(|(k, t)| build_row(k, t.as_deref(), &tok, &settings, "train").unwrap().unwrap()).collect();
     let (build_secs, build_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
     let rows: Vec<&distill_shards::Row> = rows.iter().collect();
-    let scores = vec!["agreement".to_string(), "pass_rate".to_string()];
     let schema = distill_shards::schema::schema(&scores);
     let opts = distill_shards::WriteOptions { row_group_rows: settings.row_group_rows, zstd_level: settings.zstd_level };
     let path = dir.path().join("one.parquet");
     let (mut best, mut best_cpu) = (f64::MAX, f64::MAX);
     for _ in 0..3 {
         let (t, c) = (Instant::now(), cpu_secs());
-        writer::write_file(&path, "one.parquet", "train", &rows, &schema, &scores, &opts).unwrap();
+        let mut file = ShardFile::create(dir.path(), "train", 0, &schema, &opts).unwrap();
+        for group in rows.chunks(opts.row_group_rows) {
+            file.write_row_group(group, &scores).unwrap();
+        }
+        file.finish(dir.path(), "one.parquet").unwrap();
         best = best.min(t.elapsed().as_secs_f64());
         best_cpu = best_cpu.min(cpu_secs() - c);
     }

@@ -82,8 +82,9 @@ struct Labels {
     token_logprob: f32,
 }
 
-/// Builds the row for `s` (`split` already decided by prompt id).
-pub fn build_row(s: &KeptSample, tok: &StudentTokenizer, settings: &Settings, split: &'static str) -> Result<Result<Row, Skip>> {
+/// Builds the row for `s`, whose teacher tokens are `tokens` (`split` already decided by
+/// prompt id).
+pub fn build_row(s: &KeptSample, tokens: Option<&[TokenLogprob]>, tok: &StudentTokenizer, settings: &Settings, split: &'static str) -> Result<Result<Row, Skip>> {
     if s.completion.is_empty() {
         return Ok(Err(Skip::EmptyCompletion));
     }
@@ -97,7 +98,7 @@ pub fn build_row(s: &KeptSample, tok: &StudentTokenizer, settings: &Settings, sp
         (Some(t), Some("stop")) => tok.token_to_id(t),
         _ => None,
     };
-    let (completion_ids, labels, alignment) = match align(&s.completion, &canonical_ids, s.tokens.as_deref(), tok, settings.max_topk) {
+    let (completion_ids, labels, alignment) = match align(&s.completion, &canonical_ids, tokens, tok, settings.max_topk) {
         Ok(a) => (a.ids, Some(a.labels), a.how),
         Err(reason) => (canonical_ids, None, reason),
     };

@@ -1,8 +1,10 @@
 //! Rows -> Arrow record batches -> zstd Parquet files, written atomically.
 //!
-//! One record batch per row group (`row_group_rows` rows). Nested lists are built straight
-//! from the rows' flat buffers (values + offsets, Arrow's own layout), not element by element.
-//! Each file is written to a temporary name, synced and renamed, and hashed as it is written.
+//! One record batch per row group (`row_group_rows` rows), written as soon as it is full.
+//! Nested lists are built straight from the rows' flat buffers (values + offsets, Arrow's own
+//! layout), not element by element. Each file is written to a temporary name and hashed as it
+//! is written; it is synced and renamed to its final name once the number of files of its
+//! split is known.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -64,33 +66,61 @@ fn props(o: &WriteOptions) -> Result<WriterProperties> {
     Ok(b.build())
 }
 
-/// Writes `rows` (all of one split, in order) to `path`.
-pub fn write_file(path: &Path, rel: &str, split: &str, rows: &[&Row], schema: &SchemaRef, scores: &[String], o: &WriteOptions) -> Result<FileInfo> {
-    let tmp = distill_core::atomic::temp_sibling(path);
-    let perr = |e: &dyn std::fmt::Display| Error::Parquet { path: path.to_path_buf(), message: e.to_string() };
-    let file = File::create(&tmp).map_err(|e| Error::Core(distill_core::Error::io(&tmp, e)))?;
-    let sink = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new(), bytes: 0 };
-    let mut w = ArrowWriter::try_new(sink, schema.clone(), Some(props(o)?)).map_err(|e| perr(&e))?;
-    let mut info = FileInfo { path: rel.to_string(), split: split.to_string(), rows: rows.len(), row_groups: 0, bytes: 0, sha256: String::new(), soft_label_positions: 0, positions: 0 };
-    for chunk in rows.chunks(o.row_group_rows) {
-        let batch = to_batch(chunk, schema, scores).map_err(|e| perr(&e))?;
-        w.write(&batch).map_err(|e| perr(&e))?;
-        w.flush().map_err(|e| perr(&e))?;
-        info.row_groups += 1;
-        for r in chunk {
-            info.positions += r.positions() as u64;
-            info.soft_label_positions += (0..r.positions()).filter(|&i| r.topk_offsets[i + 1] > r.topk_offsets[i]).count() as u64;
-        }
+/// One Parquet file being written, row group by row group, under a temporary name; its final
+/// name (which carries the number of files of its split) is given at [`ShardFile::finish`].
+pub struct ShardFile {
+    tmp: PathBuf,
+    writer: ArrowWriter<HashingWriter>,
+    info: FileInfo,
+    schema: SchemaRef,
+}
+
+impl ShardFile {
+    pub fn create(dir: &Path, split: &str, index: usize, schema: &SchemaRef, o: &WriteOptions) -> Result<Self> {
+        let tmp = dir.join(format!(".{split}-{index:05}.parquet.tmp-{}", std::process::id()));
+        let perr = |e: &dyn std::fmt::Display| Error::Parquet { path: tmp.clone(), message: e.to_string() };
+        let file = File::create(&tmp).map_err(|e| Error::Core(distill_core::Error::io(&tmp, e)))?;
+        let sink = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new(), bytes: 0 };
+        let writer = ArrowWriter::try_new(sink, schema.clone(), Some(props(o)?)).map_err(|e| perr(&e))?;
+        let info = FileInfo { path: String::new(), split: split.to_string(), rows: 0, row_groups: 0, bytes: 0, sha256: String::new(), soft_label_positions: 0, positions: 0 };
+        Ok(ShardFile { tmp, writer, info, schema: schema.clone() })
     }
-    let mut sink = w.into_inner().map_err(|e| perr(&e))?;
-    sink.flush().map_err(|e| Error::Core(distill_core::Error::io(&tmp, e)))?;
-    let HashingWriter { inner, hasher, bytes } = sink;
-    let file = inner.into_inner().map_err(|e| Error::Core(distill_core::Error::io(&tmp, e.into_error())))?;
-    file.sync_all().map_err(|e| Error::Core(distill_core::Error::io(&tmp, e)))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Core(distill_core::Error::io(path, e)))?;
-    info.bytes = bytes;
-    info.sha256 = hex::encode(hasher.finalize());
-    Ok(info)
+
+    pub fn rows(&self) -> usize {
+        self.info.rows
+    }
+
+    /// Writes `rows` as one row group.
+    pub fn write_row_group(&mut self, rows: &[&Row], scores: &[String]) -> Result<()> {
+        let perr = |e: &dyn std::fmt::Display| Error::Parquet { path: self.tmp.clone(), message: e.to_string() };
+        let batch = to_batch(rows, &self.schema, scores).map_err(|e| perr(&e))?;
+        self.writer.write(&batch).map_err(|e| perr(&e))?;
+        self.writer.flush().map_err(|e| perr(&e))?;
+        self.info.row_groups += 1;
+        self.info.rows += rows.len();
+        for r in rows {
+            self.info.positions += r.positions() as u64;
+            self.info.soft_label_positions += (0..r.positions()).filter(|&i| r.topk_offsets[i + 1] > r.topk_offsets[i]).count() as u64;
+        }
+        Ok(())
+    }
+
+    /// Closes the file, syncs it and renames it to `dir/rel`.
+    pub fn finish(self, dir: &Path, rel: &str) -> Result<FileInfo> {
+        let path = dir.join(rel);
+        let perr = |e: &dyn std::fmt::Display| Error::Parquet { path: path.clone(), message: e.to_string() };
+        let mut sink = self.writer.into_inner().map_err(|e| perr(&e))?;
+        sink.flush().map_err(|e| Error::Core(distill_core::Error::io(&self.tmp, e)))?;
+        let HashingWriter { inner, hasher, bytes } = sink;
+        let file = inner.into_inner().map_err(|e| Error::Core(distill_core::Error::io(&self.tmp, e.into_error())))?;
+        file.sync_all().map_err(|e| Error::Core(distill_core::Error::io(&self.tmp, e)))?;
+        std::fs::rename(&self.tmp, &path).map_err(|e| Error::Core(distill_core::Error::io(&path, e)))?;
+        let mut info = self.info;
+        info.path = rel.to_string();
+        info.bytes = bytes;
+        info.sha256 = hex::encode(hasher.finalize());
+        Ok(info)
+    }
 }
 
 /// Hashes and counts bytes on their way to the file, so no second read is needed.
@@ -186,11 +216,4 @@ pub fn to_batch(rows: &[&Row], schema: &SchemaRef, scores: &[String]) -> std::re
 /// `load_dataset("parquet", data_files={"train": "train-*.parquet"})` works.
 pub fn file_name(split: &str, index: usize, count: usize) -> String {
     format!("{split}-{index:05}-of-{count:05}.parquet")
-}
-
-pub fn split_paths(dir: &Path, split: &str, count: usize) -> Vec<(PathBuf, String)> {
-    (0..count).map(|i| {
-        let name = file_name(split, i, count);
-        (dir.join(&name), name)
-    }).collect()
 }

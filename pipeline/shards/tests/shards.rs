@@ -7,7 +7,7 @@ use std::process::Command;
 
 use distill_core::records::{KeptSample, PromptRecord, TokenLogprob, TopLogprob};
 use distill_core::StageContext;
-use distill_shards::{run, ShardManifest, ShardsConfig, StudentTokenizer};
+use distill_shards::{run, Sample, ShardManifest, ShardsConfig, StudentTokenizer};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
@@ -59,10 +59,10 @@ fn teacher_tokens(teacher_tok: &StudentTokenizer, text: &str) -> Vec<TokenLogpro
         .collect()
 }
 
-fn sample(prompt_id: &str, k: usize, completion: &str, tokens: Option<Vec<TokenLogprob>>) -> KeptSample {
+fn sample(prompt_id: &str, k: usize, completion: &str, tokens: Option<Vec<TokenLogprob>>) -> Sample {
     let mut scores = BTreeMap::new();
     scores.insert("pass_rate".to_string(), 0.5 + k as f64 / 10.0);
-    KeptSample {
+    let kept = KeptSample {
         id: format!("{prompt_id}#{k}"),
         prompt_id: prompt_id.into(),
         prompt: PromptRecord { id: prompt_id.into(), messages: None, prompt: Some("# add two numbers\n".into()), meta: Default::default() },
@@ -70,11 +70,11 @@ fn sample(prompt_id: &str, k: usize, completion: &str, tokens: Option<Vec<TokenL
         temperature: 0.7,
         completion: completion.into(),
         finish_reason: Some("stop".into()),
-        tokens,
         code: completion.into(),
         scores,
         pass_vector: vec![true, k.is_multiple_of(2)],
-    }
+    };
+    (kept, tokens)
 }
 
 struct Setup {
@@ -90,9 +90,26 @@ fn setup() -> Setup {
     Setup { work, shared, different }
 }
 
-fn run_stage(work: &Path, samples: &[KeptSample], cfg: &ShardsConfig) -> (PathBuf, serde_json::Value) {
+/// Writes the stage's inputs as the filter and teacher stages would (kept samples in prompt id
+/// then sample order; one frame of log-probs per prompt), and runs the stage.
+fn run_stage(work: &Path, samples: &[Sample], cfg: &ShardsConfig) -> (PathBuf, serde_json::Value) {
+    let mut samples = samples.to_vec();
+    samples.sort_by(|a, b| (&a.0.prompt_id, a.0.id.len(), &a.0.id).cmp(&(&b.0.prompt_id, b.0.id.len(), &b.0.id)));
     fs::create_dir_all(work.join("filter")).unwrap();
-    distill_core::jsonl::write(&work.join("filter/kept.jsonl"), samples).unwrap();
+    let kept: Vec<&KeptSample> = samples.iter().map(|s| &s.0).collect();
+    distill_core::jsonl::write(&work.join("filter/kept.jsonl"), &kept).unwrap();
+    let mut by_prompt: BTreeMap<&str, Vec<Option<&[TokenLogprob]>>> = BTreeMap::new();
+    for (k, tokens) in &samples {
+        let index: usize = k.id.rsplit_once('#').unwrap().1.parse().unwrap();
+        let slots = by_prompt.entry(&k.prompt_id).or_default();
+        slots.resize(slots.len().max(index + 1), None);
+        slots[index] = tokens.as_deref();
+    }
+    let mut frames = distill_core::frames::FrameWriter::create(&work.join("teacher/logprobs.frames")).unwrap();
+    for (id, slots) in by_prompt {
+        frames.write(id, &distill_core::logprobs::pack_samples(slots.into_iter())).unwrap();
+    }
+    frames.finish().unwrap();
     let out = work.join(format!("out-{}", rand_suffix()));
     fs::create_dir_all(&out).unwrap();
     let ctx = StageContext { stage: "shards", work_dir: work, out_dir: out.clone(), scratch_dir: work.join(".s"), shard: None, quiet: true };
@@ -141,7 +158,7 @@ fn a_shared_tokenizer_gives_exact_soft_labels_that_pyarrow_reads_back() {
     let s = setup();
     let tok = StudentTokenizer::load(&s.shared).unwrap();
     let completions = ["def add(a, b):\n    return a + b\n", "class Stack:\n    def push(self, x):\n        self.items.append(x)\n"];
-    let samples: Vec<KeptSample> = (0..24)
+    let samples: Vec<Sample> = (0..24)
         .map(|i| {
             let c = completions[i % 2];
             sample(&format!("p{}", i / 2), i % 2, c, Some(teacher_tokens(&tok, c)))
@@ -271,8 +288,8 @@ fn files_row_groups_and_bytes_are_deterministic() {
     let s = setup();
     let tok = StudentTokenizer::load(&s.shared).unwrap();
     let c = "for i in range(10):\n    print(i)\n";
-    let mut samples: Vec<KeptSample> = (0..7).map(|i| sample(&format!("q{i}"), 0, c, Some(teacher_tokens(&tok, c)))).collect();
-    samples.reverse(); // input order must not matter
+    let mut samples: Vec<Sample> = (0..7).map(|i| sample(&format!("q{i}"), 0, c, Some(teacher_tokens(&tok, c)))).collect();
+    samples.reverse(); // run_stage writes them in the filter's order
     samples.push(sample("long", 0, &CODE.repeat(20), None));
     let cfg = ShardsConfig {
         tokenizer: s.shared.display().to_string(),
@@ -301,7 +318,7 @@ fn files_row_groups_and_bytes_are_deterministic() {
         .collect();
     let mut sorted = ids.clone();
     sorted.sort();
-    assert_eq!(ids, sorted, "rows are in row_id order");
+    assert_eq!(ids, sorted, "rows are in the kept samples' order");
     let leftovers: Vec<_> = fs::read_dir(&a).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }

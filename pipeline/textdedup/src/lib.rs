@@ -35,6 +35,6 @@ pub mod normalize;
 pub use config::{DecontaminationConfig, DedupConfig};
 pub use decontam::{DecontamConfig, Decontaminator, Match, MatchMethod, RefKind, Reference, Span};
 pub use error::{Result, TextDedupError};
-pub use exact::exact_duplicates;
+pub use exact::{duplicate_fingerprints, exact_duplicates, fingerprint, Fingerprint};
 pub use lsh::{Cluster, MinHashDedup, Signatures};
 pub use minhash::{jaccard, MinHashConfig, MinHasher};

@@ -32,6 +32,14 @@ pub struct Signatures {
 }
 
 impl Signatures {
+    /// Signatures computed one at a time elsewhere ([`MinHasher::signature_into`]), `num_perm`
+    /// values each, concatenated.
+    pub fn from_flat(num_perm: usize, data: Vec<u32>) -> Self {
+        assert!(num_perm > 0 && data.len() % num_perm == 0, "signatures of {num_perm} values");
+        let empty = data.chunks(num_perm).map(|s| s.iter().all(|&v| v == u32::MAX)).collect();
+        Signatures { num_perm, data, empty }
+    }
+
     pub fn len(&self) -> usize {
         self.empty.len()
     }
@@ -94,8 +102,7 @@ impl MinHashDedup {
         let p = self.hasher.num_perm();
         let mut data = vec![u32::MAX; texts.len() * p];
         data.par_chunks_mut(p).zip(texts.par_iter()).for_each(|(out, t)| self.hasher.signature_into(t.as_ref(), out));
-        let empty = data.chunks(p).map(|s| s.iter().all(|&v| v == u32::MAX)).collect();
-        Signatures { num_perm: p, data, empty }
+        Signatures::from_flat(p, data)
     }
 
     /// Near-duplicate clusters of `texts` (indices into it), sorted by the kept index.

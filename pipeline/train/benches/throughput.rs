@@ -50,7 +50,7 @@ fn main() {
     let settings = tc.settings("bench", Some(1.0)).unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let run = TrainRun { settings: &settings, train_config: serde_json::to_value(&tc).unwrap(), scratch_dir: scratch.path(), quiet: true, resume: false, stop_after: None };
-    let report = train(&lm, &data, &run).unwrap();
+    let report = train(&lm, &data.train, &data.validation, &run).unwrap();
 
     // Generation: 8 prompts of 32 tokens, 64 new tokens, greedy.
     let prompts: Vec<Vec<u32>> = (0..8u32).map(|r| (0..32).map(|i| (r * 131 + i * 7) % 8000 + 5).collect()).collect();

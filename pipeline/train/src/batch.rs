@@ -38,6 +38,19 @@ pub fn epoch_batches(lengths: &[usize], batch_size: usize, seed: u64, epoch: u64
     batches
 }
 
+/// How many batches [`epoch_batches`] makes of `n` examples (without looking at them).
+pub fn batch_count(n: usize, batch_size: usize) -> usize {
+    let bs = batch_size.max(1);
+    let pool = bs * POOL_BATCHES;
+    (n / pool) * POOL_BATCHES + (n % pool).div_ceil(bs)
+}
+
+/// The seed of window `w` of an epoch: window 0 keeps the run's seed, so a data set of one
+/// window is batched exactly as an in-memory one.
+pub fn window_seed(seed: u64, window: usize) -> u64 {
+    seed ^ (window as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// One batch as tensors.
 pub struct Batch {
     /// (B, T) u32 input ids, right-padded with 0.
@@ -111,6 +124,9 @@ mod tests {
         // Bucketing: within a batch lengths are close (pool of 103 sorted, 4 per batch).
         let spread: usize = a.iter().map(|b| b.iter().map(|&i| lengths[i]).max().unwrap() - b.iter().map(|&i| lengths[i]).min().unwrap()).max().unwrap();
         assert!(spread <= 6, "spread {spread}");
+        for (n, bs) in [(103, 4), (0, 4), (1, 1), (200, 4), (201, 4), (1000, 3), (7, 10)] {
+            assert_eq!(batch_count(n, bs), epoch_batches(&vec![1; n], bs, 1, 0).len(), "n {n} bs {bs}");
+        }
     }
 
     #[test]

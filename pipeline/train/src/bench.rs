@@ -85,7 +85,7 @@ pub fn bench(lm: &TrainableLm, s: &Settings, k: usize, warmup: usize, steps: usi
     let vocab = lm.model.config().vocab_size();
     let per_step = s.batch_size * s.grad_accum;
     let data = synthetic_examples(per_step * 4, s.seq_len, s.seq_len / 16, k, vocab, s.seed);
-    let mut feeder = Feeder::new(&data, s.batch_size, s.seed, DataPosition::default());
+    let mut feeder = Feeder::new(&data, s.batch_size, s.seed, DataPosition::default())?;
     let mut opt = AdamW::new(lm.vars(), s.adamw)?;
     let (mut step_secs, mut losses, mut tokens_per_step) = (Vec::new(), Vec::new(), 0);
     for step in 0..(warmup + steps) as u64 {

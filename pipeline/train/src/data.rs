@@ -1,18 +1,17 @@
-//! Training examples: read from the shards stage's Parquet files, or packed from raw token
-//! streams (language-model pretraining, the teacher bootstrap).
+//! Training examples: read from the shards stage's Parquet files (a row group at a time, see
+//! [`crate::source`]), or packed from raw token streams (language-model pretraining, the
+//! teacher bootstrap).
 //!
 //! An [`Example`] is one sequence with per-position labels. Entry `i` of every per-position list
 //! describes `input_ids[i]` given `input_ids[..i]` (the shards' convention); the batcher pairs it
 //! with the logits at position `i - 1`.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, UInt32Type, UInt8Type};
 use arrow_array::{Array, ListArray, RecordBatch};
 use distill_core::records::shard_columns as col;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{Error, Result};
 
@@ -78,21 +77,11 @@ pub fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Reads all shard files into a [`Dataset`], split by the `split` column, sorted by row id.
-pub fn read_shards(files: &[PathBuf]) -> Result<Dataset> {
-    let mut ds = Dataset::default();
-    for path in files {
-        let shard_err = |m: String| Error::Shard { path: path.clone(), message: m };
-        let file = File::open(path).map_err(|e| shard_err(e.to_string()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| shard_err(e.to_string()))?.build().map_err(|e| shard_err(e.to_string()))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| shard_err(e.to_string()))?;
-            read_batch(&batch, &mut ds).map_err(shard_err)?;
-        }
-    }
-    ds.train.sort_by(|a, b| a.id.cmp(&b.id));
-    ds.validation.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(ds)
+/// Which split a shard row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Validation,
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> std::result::Result<&'a dyn Array, String> {
@@ -103,7 +92,9 @@ fn list<'a>(batch: &'a RecordBatch, name: &str) -> std::result::Result<&'a ListA
     column(batch, name)?.as_list_opt::<i32>().ok_or_else(|| format!("column '{name}' is not a list"))
 }
 
-fn read_batch(batch: &RecordBatch, ds: &mut Dataset) -> std::result::Result<(), String> {
+/// The rows of a record batch: each an example and its split, or why it is left out (a
+/// malformed row never stops training). `Err`: the batch itself is not a shard.
+pub fn read_batch(batch: &RecordBatch) -> std::result::Result<Vec<std::result::Result<(Example, Split), String>>, String> {
     let ids = column(batch, col::ROW_ID)?.as_string_opt::<i32>().ok_or("row_id is not a string column")?;
     let split = column(batch, col::SPLIT)?.as_string_opt::<i32>().ok_or("split is not a string column")?;
     let hard = column(batch, col::HARD_LABEL_ONLY)?.as_boolean_opt().ok_or("hard_label_only is not a bool column")?;
@@ -111,6 +102,7 @@ fn read_batch(batch: &RecordBatch, ds: &mut Dataset) -> std::result::Result<(), 
     let loss_mask = list(batch, col::LOSS_MASK)?;
     let topk_ids = list(batch, col::TEACHER_TOPK_IDS)?;
     let topk_lps = list(batch, col::TEACHER_TOPK_LOGPROBS)?;
+    let mut out = Vec::with_capacity(batch.num_rows());
     for r in 0..batch.num_rows() {
         let id = ids.value(r).to_string();
         let tokens: Vec<u32> = input_ids.value(r).as_primitive_opt::<UInt32Type>().ok_or("input_ids is not list<u32>")?.values().to_vec();
@@ -128,17 +120,14 @@ fn read_batch(batch: &RecordBatch, ds: &mut Dataset) -> std::result::Result<(), 
             k_lps.push(tl.value(p).as_primitive_opt::<Float32Type>().ok_or("teacher_topk_logprobs items are not f32")?.values().to_vec());
         }
         let ex = Example { id: id.clone(), input_ids: tokens, loss_mask: mask, topk_ids: k_ids, topk_logprobs: k_lps, hard_label_only: hard.value(r) };
-        if let Err(why) = check(&ex) {
-            ds.skipped.push(format!("{id}: {why}"));
-            continue;
-        }
-        match split.value(r) {
-            "validation" => ds.validation.push(ex),
-            "train" => ds.train.push(ex),
-            other => ds.skipped.push(format!("{id}: unknown split '{other}'")),
-        }
+        out.push(match (check(&ex), split.value(r)) {
+            (Err(why), _) => Err(format!("{id}: {why}")),
+            (Ok(()), "train") => Ok((ex, Split::Train)),
+            (Ok(()), "validation") => Ok((ex, Split::Validation)),
+            (Ok(()), other) => Err(format!("{id}: unknown split '{other}'")),
+        });
     }
-    Ok(())
+    Ok(out)
 }
 
 /// A row's per-position lists must line up.

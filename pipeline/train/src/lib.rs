@@ -19,6 +19,7 @@ pub mod error;
 pub mod export;
 pub mod optim;
 pub mod schedule;
+pub mod source;
 pub mod trainer;
 
 use std::path::{Path, PathBuf};
@@ -106,8 +107,18 @@ pub fn run(ctx: &StageContext, cfg: &TrainConfig, opts: &RunOptions) -> distill_
     let tok = export::tokenizer_info(&tokenizer)?;
     let device = trainer::device(&settings.device)?;
     let lm = build_model(cfg, Some(&tok), &device)?;
-    let mut data = data::read_shards(&data::shard_files(&shards)?)?;
-    Ok(train_and_export(&lm, &mut data, cfg, &settings, &tokenizer, tok.pad, &ctx.out_dir, &ctx.scratch_dir, ctx.quiet, opts)?)
+    let mc = lm.model.config();
+    let data = source::ShardData::open(&data::shard_files(&shards)?, settings.seq_len.min(mc.max_positions()), mc.vocab_size())?;
+    let prepared = Prepared { train: &data.train, validation: &data.validation, skipped: &data.skipped, truncated: data.truncated };
+    Ok(train_and_export(&lm, prepared, cfg, &settings, &tokenizer, tok.pad, &ctx.out_dir, &ctx.scratch_dir, ctx.quiet, opts)?)
+}
+
+/// Training data checked and ready: the two splits and what was left out or cut.
+struct Prepared<'a> {
+    train: &'a dyn source::Source,
+    validation: &'a dyn source::Source,
+    skipped: &'a [String],
+    truncated: usize,
 }
 
 /// Trains on raw token-id documents with cross-entropy (no teacher): documents are packed
@@ -129,13 +140,15 @@ pub fn train_documents(
     let lm = build_model(cfg, Some(&tok), &device)?;
     let seq = settings.seq_len.min(lm.model.config().max_positions());
     let mut data = data::pack_documents(docs, seq, tok.eos, 20);
-    Ok(train_and_export(&lm, &mut data, cfg, &settings, tokenizer, tok.pad, out_dir, scratch_dir, quiet, opts)?)
+    data::drop_out_of_vocab(&mut data, lm.model.config().vocab_size());
+    let prepared = Prepared { train: &data.train, validation: &data.validation, skipped: &data.skipped, truncated: 0 };
+    Ok(train_and_export(&lm, prepared, cfg, &settings, tokenizer, tok.pad, out_dir, scratch_dir, quiet, opts)?)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn train_and_export(
     lm: &TrainableLm,
-    data: &mut data::Dataset,
+    data: Prepared,
     cfg: &TrainConfig,
     settings: &Settings,
     tokenizer: &Path,
@@ -146,21 +159,12 @@ fn train_and_export(
     opts: &RunOptions,
 ) -> Result<Value> {
     let mc = lm.model.config();
-    let max_len = settings.seq_len.min(mc.max_positions());
-    let mut truncated = 0usize;
-    for e in data.train.iter_mut().chain(data.validation.iter_mut()) {
-        if e.len() > max_len {
-            e.truncate(max_len);
-            truncated += 1;
-        }
-    }
-    data::drop_out_of_vocab(data, mc.vocab_size());
     for s in data.skipped.iter().take(5) {
         tracing::warn!("skipped row {s}");
     }
     let train_config = serde_json::to_value(cfg).map_err(|e| Error::Other(e.to_string()))?;
     let run = trainer::TrainRun { settings, train_config, scratch_dir, quiet, resume: opts.resume, stop_after: opts.stop_after };
-    let report = trainer::train(lm, data, &run)?;
+    let report = trainer::train(lm, data.train, data.validation, &run)?;
     let metrics = std::fs::read_to_string(scratch_dir.join(trainer::METRICS_FILE)).unwrap_or_default();
     if report.completed {
         export::write_hf_folder(lm, tokenizer, pad, out_dir)?;
@@ -182,7 +186,7 @@ fn train_and_export(
         "train_examples": data.train.len(),
         "validation_examples": data.validation.len(),
         "skipped_rows": data.skipped.len(),
-        "truncated_rows": truncated,
+        "truncated_rows": data.truncated,
         "capture_temperature": settings.loss.capture_temperature,
     }))
 }

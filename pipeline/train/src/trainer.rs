@@ -31,13 +31,14 @@ use distill_model::weights::fnv1a;
 use distill_model::{CausalLm, TrainableLm};
 use serde_json::json;
 
-use crate::batch::{epoch_batches, Batch};
+use crate::batch::{batch_count, epoch_batches, window_seed, Batch};
 use crate::checkpoint::{self, CheckpointState, DataPosition, RngState};
 use crate::config::Settings;
-use crate::data::{Dataset, Example};
+use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::optim::{clip_global_norm, AdamW};
 use crate::schedule::lr_at;
+use crate::source::Source;
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
@@ -148,23 +149,30 @@ fn keep_freed_device_memory(_: &Device) -> Result<()> {
     Ok(())
 }
 
-/// Evaluates `examples` in fixed order (sorted by length), token-weighted.
-pub fn evaluate(model: &CausalLm, examples: &[Example], batch_size: usize, max_batches: usize, capture_t: f64) -> Result<EvalResult> {
+/// Evaluates `examples` in fixed order (window by window, each sorted by length),
+/// token-weighted; at most `max_batches` batches (0 = all).
+pub fn evaluate(model: &CausalLm, examples: &dyn Source, batch_size: usize, max_batches: usize, capture_t: f64) -> Result<EvalResult> {
     let w = LossWeights { kd: 0.0, reverse_kl: 0.0, jsd: 0.0, jsd_beta: 0.5, ce: 0.0, temperature: 1.0, capture_temperature: capture_t };
-    let mut order: Vec<&Example> = examples.iter().collect();
-    order.sort_by(|a, b| (a.len(), &a.id).cmp(&(b.len(), &b.id)));
     let (mut kd, mut ce, mut kd_n, mut ce_n) = (0.0, 0.0, 0.0, 0.0);
-    for (i, chunk) in order.chunks(batch_size.max(1)).enumerate() {
-        if max_batches > 0 && i >= max_batches {
-            break;
+    let mut batches = 0;
+    'windows: for window in examples.windows(0, None) {
+        let loaded = examples.load(&window)?;
+        let mut order: Vec<usize> = (0..loaded.len()).collect();
+        order.sort_by_key(|&i| (loaded[i].len(), i));
+        for chunk in order.chunks(batch_size.max(1)) {
+            if max_batches > 0 && batches >= max_batches {
+                break 'windows;
+            }
+            batches += 1;
+            let chunk: Vec<&Example> = chunk.iter().map(|&i| &loaded[i]).collect();
+            let batch = Batch::new(&chunk, model.device())?;
+            let logits = flat_logits(&model.forward_next_native(&batch.ids, None)?.to_dtype(DType::F32)?)?;
+            let parts = loss::distill_loss(&logits, &batch.targets, &w, true)?;
+            kd += parts.forward_kl * parts.kd_tokens;
+            ce += parts.ce * parts.ce_tokens;
+            kd_n += parts.kd_tokens;
+            ce_n += parts.ce_tokens;
         }
-        let batch = Batch::new(chunk, model.device())?;
-        let logits = flat_logits(&model.forward_next_native(&batch.ids, None)?.to_dtype(DType::F32)?)?;
-        let parts = loss::distill_loss(&logits, &batch.targets, &w, true)?;
-        kd += parts.forward_kl * parts.kd_tokens;
-        ce += parts.ce * parts.ce_tokens;
-        kd_n += parts.kd_tokens;
-        ce_n += parts.ce_tokens;
     }
     Ok(EvalResult { kd: kd / kd_n.max(1.0), ce: ce / ce_n.max(1.0), kd_tokens: kd_n, ce_tokens: ce_n })
 }
@@ -175,39 +183,72 @@ fn flat_logits(logits: &Tensor) -> Result<Tensor> {
     Ok(logits.reshape((b * t, v))?)
 }
 
-/// Deals out micro-batches in the seeded order, across epochs.
-pub(crate) struct Feeder<'a> {
-    data: &'a [Example],
-    lengths: Vec<usize>,
+/// Deals out micro-batches in the seeded order, across epochs, one window of the source in
+/// memory at a time (see [`crate::source`]).
+pub struct Feeder<'a> {
+    src: &'a dyn Source,
     batch_size: usize,
     seed: u64,
+    /// The next batch to deal.
     pos: DataPosition,
-    order: Vec<Vec<usize>>,
+    /// The loaded window's examples and batches.
+    loaded: Vec<Example>,
+    batches: Vec<Vec<usize>>,
+    /// Epoch batch index of `batches[0]`.
+    first: usize,
 }
 
 impl<'a> Feeder<'a> {
-    pub(crate) fn new(data: &'a [Example], batch_size: usize, seed: u64, pos: DataPosition) -> Self {
-        let lengths: Vec<usize> = data.iter().map(Example::len).collect();
-        let order = epoch_batches(&lengths, batch_size, seed, pos.epoch);
-        Feeder { data, lengths, batch_size, seed, pos, order }
+    pub fn new(src: &'a dyn Source, batch_size: usize, seed: u64, pos: DataPosition) -> Result<Self> {
+        let mut f = Feeder { src, batch_size, seed, pos, loaded: Vec::new(), batches: Vec::new(), first: 0 };
+        f.seek()?;
+        Ok(f)
     }
 
-    fn next(&mut self) -> Vec<&'a Example> {
-        if self.pos.batch >= self.order.len() {
+    /// Loads the window holding batch `pos.batch` of `pos.epoch` (the next epoch's first
+    /// batch when the epoch is over), skipping earlier windows by their batch counts.
+    fn seek(&mut self) -> Result<()> {
+        loop {
+            let mut first = 0;
+            for (w, window) in self.src.windows(self.seed, Some(self.pos.epoch)).iter().enumerate() {
+                let n = batch_count(window.len(), self.batch_size);
+                if self.pos.batch < first + n {
+                    self.first = first;
+                    self.loaded = self.src.load(window)?;
+                    let lengths: Vec<usize> = self.loaded.iter().map(Example::len).collect();
+                    self.batches = epoch_batches(&lengths, self.batch_size, window_seed(self.seed, w), self.pos.epoch);
+                    return Ok(());
+                }
+                first += n;
+            }
+            if first == 0 {
+                return Err(Error::Other("no training examples (are the shards empty, or every row skipped?)".into()));
+            }
             self.pos = DataPosition { epoch: self.pos.epoch + 1, batch: 0 };
-            self.order = epoch_batches(&self.lengths, self.batch_size, self.seed, self.pos.epoch);
         }
-        let b = self.order[self.pos.batch].iter().map(|&i| &self.data[i]).collect();
+    }
+
+    /// The next micro-batch's examples.
+    pub fn next_batch(&mut self) -> Result<Vec<Example>> {
+        if self.pos.batch >= self.first + self.batches.len() {
+            self.seek()?;
+        }
+        let b = self.batches[self.pos.batch - self.first].iter().map(|&i| self.loaded[i].clone()).collect();
         self.pos.batch += 1;
-        b
+        Ok(b)
+    }
+
+    /// Where the next batch comes from (what a checkpoint records).
+    pub fn position(&self) -> DataPosition {
+        self.pos
     }
 }
 
-/// Trains `lm` on `data` (see the module docs); writes checkpoints and `metrics.jsonl` into
-/// the scratch folder.
-pub fn train(lm: &TrainableLm, data: &Dataset, run: &TrainRun) -> Result<TrainReport> {
+/// Trains `lm` on `train`, evaluating on `validation` (see the module docs); writes checkpoints
+/// and `metrics.jsonl` into the scratch folder.
+pub fn train(lm: &TrainableLm, train: &dyn Source, validation: &dyn Source, run: &TrainRun) -> Result<TrainReport> {
     let s = run.settings;
-    if data.train.is_empty() {
+    if train.is_empty() {
         return Err(Error::Other("no training examples (are the shards empty, or every row skipped?)".into()));
     }
     let device = lm.model.device().clone();
@@ -247,7 +288,7 @@ pub fn train(lm: &TrainableLm, data: &Dataset, run: &TrainRun) -> Result<TrainRe
         writeln!(metrics, "{v}").map_err(|e| Error::Other(format!("{}: {e}", metrics_path.display())))
     };
 
-    let mut feeder = Feeder::new(&data.train, s.batch_size, s.seed, pos);
+    let mut feeder = Feeder::new(train, s.batch_size, s.seed, pos)?;
     let bar = distill_core::progress::bar(s.steps, "train", run.quiet);
     bar.set_position(start);
     let t0 = Instant::now();
@@ -272,8 +313,8 @@ pub fn train(lm: &TrainableLm, data: &Dataset, run: &TrainRun) -> Result<TrainRe
         bar.set_position(step);
         bar.set_message(format!("loss {total:.4} {:.0} tok/s", tokens as f64 / elapsed.max(1e-9)));
         let at_end = step == s.steps;
-        if !data.validation.is_empty() && (every(step, s.eval_every) || at_end) {
-            let e = evaluate(&lm.model, &data.validation, s.batch_size, s.eval_batches, s.loss.capture_temperature)?;
+        if !validation.is_empty() && (every(step, s.eval_every) || at_end) {
+            let e = evaluate(&lm.model, validation, s.batch_size, s.eval_batches, s.loss.capture_temperature)?;
             log(json!({"kind": "eval", "step": step, "val_kd": e.kd, "val_ce": e.ce, "kd_tokens": e.kd_tokens, "ce_tokens": e.ce_tokens}))?;
             tracing::info!(step, val_kd = e.kd, val_ce = e.ce, "held-out");
             last_eval = Some(e);
@@ -283,7 +324,7 @@ pub fn train(lm: &TrainableLm, data: &Dataset, run: &TrainRun) -> Result<TrainRe
             let state = CheckpointState {
                 step,
                 adam_t: opt.t,
-                data: feeder.pos,
+                data: feeder.position(),
                 rng: RngState { scheme: "derived(seed, step, micro)".into(), seed: s.seed, next_step: step },
                 tokens_seen: tokens,
                 train_config: run.train_config.clone(),
@@ -367,7 +408,12 @@ pub(crate) fn optimizer_step_timed(
     let bf16_view = if s.bf16 { Some(lm.compute_view(DType::BF16)?) } else { None };
     clock.mark("cast weights")?;
     let model = bf16_view.as_ref().unwrap_or(&lm.model);
-    let batches = (0..s.grad_accum).map(|_| Batch::new(&feeder.next(), &device)).collect::<Result<Vec<_>>>()?;
+    let batches = (0..s.grad_accum)
+        .map(|_| {
+            let examples = feeder.next_batch()?;
+            Batch::new(&examples.iter().collect::<Vec<_>>(), &device)
+        })
+        .collect::<Result<Vec<_>>>()?;
     clock.mark("batch")?;
     let (mut grads, mut out) = accumulate(model, opt.params(), &batches, s, step, &mut clock)?;
     let norm = clip_global_norm(&mut grads, s.grad_clip)?;

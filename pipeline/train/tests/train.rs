@@ -115,9 +115,10 @@ fn kd_training_moves_the_student_towards_the_teacher_and_exports_an_hf_folder() 
     let evals: Vec<serde_json::Value> = metrics(&c.out_dir).into_iter().filter(|m| m["kind"] == "eval").collect();
     assert_eq!(evals.len(), 3);
     // The untrained student (same seed, same init) on the same held-out rows.
-    let data = distill_train::data::read_shards(&distill_train::data::shard_files(&work.path().join("shards")).unwrap()).unwrap();
     let tok = distill_train::export::tokenizer_info(&work.path().join("tokenizer/tokenizer.json")).unwrap();
     let fresh = distill_train::build_model(&cfg, Some(&tok), &Device::Cpu).unwrap();
+    let files = distill_train::data::shard_files(&work.path().join("shards")).unwrap();
+    let data = distill_train::source::ShardData::open(&files, 1 << 20, fresh.model.config().vocab_size()).unwrap();
     let before = distill_train::trainer::evaluate(&fresh.model, &data.validation, 4, 0, 1.0).unwrap().kd;
     let after = evals[2]["val_kd"].as_f64().unwrap();
     assert!(after < before - 0.03, "held-out KL {before} -> {after} should fall");
@@ -209,4 +210,66 @@ fn a_missing_shards_folder_names_the_fix() {
     let cfg = TrainConfig { tokenizer: work.path().join("tokenizer.json").display().to_string(), ..Default::default() };
     let err = run(&ctx(work.path(), "x"), &cfg, &opts(false, None)).unwrap_err().to_string();
     assert!(err.contains("shards") && err.contains("run the shards stage"), "{err}");
+}
+
+/// Issue #15: shards much larger than a window are read a window of row groups at a time; an
+/// epoch still deals every row exactly once, batches still hold similar lengths, and a run
+/// resumed at any (epoch, batch) position deals exactly the batches an uninterrupted run would,
+/// across windows and epochs.
+#[test]
+fn shards_larger_than_a_window_stream_and_resume_at_any_batch() {
+    use distill_train::checkpoint::DataPosition;
+    use distill_train::source::{ShardData, Source, WINDOW_ROWS};
+    use distill_train::trainer::Feeder;
+
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<common::Row> = (0..2600)
+        .map(|i| {
+            let n = 4 + (i * 7919) % 29;
+            common::Row {
+                id: format!("r{i:05}#0"),
+                input_ids: (0..n).map(|j| 2 + ((i * 31 + j * 17) % 500) as u32).collect(),
+                loss_mask: (0..n).map(|j| u8::from(j >= 2)).collect(),
+                topk_ids: (0..n).map(|j| if j >= 2 { vec![3, 4] } else { vec![] }).collect(),
+                topk_lps: (0..n).map(|j| if j >= 2 { vec![-0.1, -2.5] } else { vec![] }).collect(),
+                hard: false,
+                split: if i % 10 == 9 { "validation" } else { "train" },
+            }
+        })
+        .collect();
+    let mut files = Vec::new();
+    for (f, part) in rows.chunks(900).enumerate() {
+        let path = dir.path().join(format!("part-{f}.parquet"));
+        common::write_shard_in_groups(&path, part, 100);
+        files.push(path);
+    }
+    let data = ShardData::open(&files, 1 << 20, 512).unwrap();
+    assert_eq!((data.train.len(), data.validation.len()), (2340, 260));
+    let windows = data.train.windows(7, Some(0));
+    assert!(windows.len() >= 2 && windows[..windows.len() - 1].iter().all(|w| w.len() >= WINDOW_ROWS), "{:?}", windows.iter().map(Vec::len).collect::<Vec<_>>());
+    assert_ne!(windows, data.train.windows(7, Some(1)), "row groups are shuffled per epoch");
+
+    let bs = 4;
+    let ids = |b: Vec<distill_train::data::Example>| b.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    let mut feeder = Feeder::new(&data.train, bs, 7, DataPosition::default()).unwrap();
+    let per_epoch: usize = windows.iter().map(|w| distill_train::batch::batch_count(w.len(), bs)).sum();
+    let mut dealt: Vec<Vec<String>> = Vec::new();
+    for _ in 0..per_epoch + 20 {
+        dealt.push(ids(feeder.next_batch().unwrap()));
+    }
+    let mut first_epoch: Vec<&String> = dealt[..per_epoch].iter().flatten().collect();
+    first_epoch.sort();
+    first_epoch.dedup();
+    assert_eq!(first_epoch.len(), 2340, "every training row once per epoch");
+    assert_eq!(feeder.position(), DataPosition { epoch: 1, batch: 20 });
+    for k in [0, 1, 255, 256, 300, 500, per_epoch - 1, per_epoch] {
+        let mut resumed = Feeder::new(&data.train, bs, 7, DataPosition { epoch: 0, batch: k }).unwrap();
+        for want in &dealt[k..(k + 5).min(dealt.len())] {
+            assert_eq!(&ids(resumed.next_batch().unwrap()), want, "resumed at batch {k}");
+        }
+    }
+    // Length bucketing survives windowing.
+    let len = |id: &str| rows.iter().find(|r| r.id == id).unwrap().input_ids.len();
+    let spread = dealt.iter().map(|b| b.iter().map(|i| len(i)).max().unwrap() - b.iter().map(|i| len(i)).min().unwrap()).max().unwrap();
+    assert!(spread <= 3, "spread {spread}");
 }

@@ -95,6 +95,24 @@ pub fn teacher_rows(n: usize, seed: u64) -> Vec<Row> {
 
 /// Writes rows as a Parquet file with the shard columns the trainer reads (and the text ones).
 pub fn write_shard(path: &Path, rows: &[Row]) {
+    write_shard_in_groups(path, rows, rows.len().max(1));
+}
+
+/// [`write_shard`] with a row group every `group_rows` rows.
+pub fn write_shard_in_groups(path: &Path, rows: &[Row], group_rows: usize) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut w: Option<parquet::arrow::ArrowWriter<std::fs::File>> = None;
+    let mut file = Some(file);
+    for chunk in rows.chunks(group_rows) {
+        let batch = record_batch(chunk);
+        let writer = w.get_or_insert_with(|| parquet::arrow::ArrowWriter::try_new(file.take().unwrap(), batch.schema(), None).unwrap());
+        writer.write(&batch).unwrap();
+        writer.flush().unwrap();
+    }
+    w.unwrap().close().unwrap();
+}
+
+fn record_batch(rows: &[Row]) -> RecordBatch {
     let mut row_id = StringBuilder::new();
     let mut prompt_id = StringBuilder::new();
     let mut text = StringBuilder::new();
@@ -139,11 +157,7 @@ pub fn write_shard(path: &Path, rows: &[Row]) {
         (col::HARD_LABEL_ONLY, Arc::new(hard.finish())),
         (col::SPLIT, Arc::new(split.finish())),
     ];
-    let batch = RecordBatch::try_from_iter(cols).unwrap();
-    let file = std::fs::File::create(path).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    RecordBatch::try_from_iter(cols).unwrap()
 }
 
 /// A work dir with `shards/` (two files + manifest) and `tokenizer/tokenizer.json`.
