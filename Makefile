@@ -12,7 +12,7 @@ DISTILL := $(BIN) --config $(CONFIG) $(ARGS)
 
 STAGES := tokenizer teacher-bootstrap prompts teacher filter shards train eval report
 
-.PHONY: distill build status test bench bench-gpu cuda clean-work $(STAGES)
+.PHONY: distill build status test bench bench-gpu bench-scale cuda clean-work $(STAGES)
 
 distill: build
 	$(DISTILL) run
@@ -37,6 +37,12 @@ test:
 # torch.compile, same student, batch and loss; prints the table of benches/gpu/RESULTS.md.
 bench-gpu:
 	bash benches/gpu/run.sh
+
+# The data path at 5,000 / 20,000 / 50,000 prompts x n=2 with top-20 log-probs (issue #15):
+# wall time, peak RSS, bytes per teacher token, per stage and size (benches/scale/run.py).
+bench-scale:
+	$(CARGO) build --profile $(PROFILE) --bin distill --bin distill-teacher-testserver
+	python3 benches/scale/run.py
 
 bench:
 	bash scripts/system-deps.sh

@@ -184,6 +184,100 @@ pub fn unpack(packed: &[u8]) -> Result<Vec<TokenLogprob>, Corrupt> {
     decode(&decompress(packed)?)
 }
 
+/// A sample's tokens decoded for readers that need only each entry's bytes and log-prob (the
+/// shards stage): every distinct byte string once in one buffer, no `String` or `Vec` per
+/// entry. The bytes of an entry are its `bytes` when the server sent them, else its text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlatTokens {
+    buf: Vec<u8>,
+    /// Per entry: (start, length) of its bytes in `buf`, and its log-prob.
+    entries: Vec<(u32, u32, f32)>,
+    /// Per position: the index of its sampled-token entry; its alternatives are the entries
+    /// after it, up to the next position's.
+    positions: Vec<u32>,
+}
+
+impl FlatTokens {
+    /// Positions (sampled tokens).
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+
+    fn entry(&self, e: usize) -> (&[u8], f32) {
+        let (start, len, lp) = self.entries[e];
+        (&self.buf[start as usize..(start + len) as usize], lp)
+    }
+
+    /// The sampled token at position `p`: its bytes and log-prob.
+    pub fn sampled(&self, p: usize) -> (&[u8], f32) {
+        self.entry(self.positions[p] as usize)
+    }
+
+    /// The alternatives at position `p`, in the server's order.
+    pub fn top(&self, p: usize) -> impl Iterator<Item = (&[u8], f32)> + '_ {
+        let first = self.positions[p] as usize + 1;
+        let end = self.positions.get(p + 1).map_or(self.entries.len(), |&e| e as usize);
+        (first..end).map(move |e| self.entry(e))
+    }
+
+    /// The same tokens, through the binary form (for callers holding [`TokenLogprob`]s).
+    pub fn from_tokens(tokens: &[TokenLogprob]) -> Self {
+        decode_flat(&encode(tokens)).expect("what encode wrote decodes")
+    }
+}
+
+/// Decodes what [`encode_into`] wrote into a [`FlatTokens`].
+pub fn decode_flat(data: &[u8]) -> Result<FlatTokens, Corrupt> {
+    let mut r = Reader::new(data);
+    if r.get_u8()? != VERSION {
+        return Err(Corrupt { at: 0, what: "unknown log-prob format version" });
+    }
+    let n = r.get()? as usize;
+    let mut flat = FlatTokens { buf: Vec::with_capacity(data.len()), entries: Vec::with_capacity(n.min(data.len()) * 8), positions: Vec::with_capacity(n.min(data.len())) };
+    // Per interned string: its (start, length) in `buf`.
+    let mut table: Vec<(u32, u32)> = Vec::new();
+    let mut entry = |r: &mut Reader, flat: &mut FlatTokens, q_base: i64| -> Result<i64, Corrupt> {
+        let head = r.get()?;
+        let (reference, kind) = (head >> 2, head & 3);
+        let text = if reference == 0 {
+            let s = r.get_bytes()?;
+            let span = (flat.buf.len() as u32, s.len() as u32);
+            flat.buf.extend_from_slice(s);
+            table.push(span);
+            span
+        } else {
+            *table.get((reference - 1) as usize).ok_or(Corrupt { at: 0, what: "string reference past the table" })?
+        };
+        let span = match kind {
+            0 | 1 => text,
+            2 => {
+                let b = r.get_bytes()?;
+                let span = (flat.buf.len() as u32, b.len() as u32);
+                flat.buf.extend_from_slice(b);
+                span
+            }
+            _ => return Err(Corrupt { at: 0, what: "unknown bytes kind" }),
+        };
+        let q = q_base + r.get_signed()?;
+        flat.entries.push((span.0, span.1, dequantize(q)));
+        Ok(q)
+    };
+    for _ in 0..n {
+        flat.positions.push(flat.entries.len() as u32);
+        let q = entry(&mut r, &mut flat, 0)?;
+        let k = r.get()? as usize;
+        let mut prev = q;
+        for _ in 0..k {
+            prev = entry(&mut r, &mut flat, prev)?;
+        }
+    }
+    Ok(flat)
+}
+
 /// The payload of a `teacher/logprobs.frames` frame: the tokens of each sample of one teacher
 /// record, each [`pack`]ed on its own so that a reader unpacks only the samples it needs:
 /// `varint #samples ‖ per sample: u8 (0 = no log-probs, 1) [‖ length-prefixed packed tokens]`.
@@ -214,6 +308,22 @@ pub fn unpack_sample(payload: &[u8], index: usize) -> Result<Option<Vec<TokenLog
         };
         if i == index {
             return packed.map(unpack).transpose();
+        }
+    }
+    Ok(None)
+}
+
+/// [`unpack_sample`] as [`FlatTokens`].
+pub fn unpack_sample_flat(payload: &[u8], index: usize) -> Result<Option<FlatTokens>, Corrupt> {
+    let mut r = Reader::new(payload);
+    let n = r.get()? as usize;
+    for i in 0..n {
+        let packed = match r.get_u8()? {
+            0 => None,
+            _ => Some(r.get_bytes()?),
+        };
+        if i == index {
+            return packed.map(|p| decode_flat(&decompress(p)?)).transpose();
         }
     }
     Ok(None)
@@ -268,6 +378,15 @@ mod tests {
         canonicalize(&mut canon);
         assert_eq!(unpack(&pack(&canon)).unwrap(), canon);
         assert_eq!(canon, back);
+        // The flat view holds the same bytes (the server's, else the text) and log-probs.
+        let flat = FlatTokens::from_tokens(&tokens);
+        assert_eq!(flat.len(), back.len());
+        for (p, t) in back.iter().enumerate() {
+            let identity = |b: &Option<Vec<u8>>, s: &str| b.clone().unwrap_or(s.as_bytes().to_vec());
+            assert_eq!(flat.sampled(p), (identity(&t.bytes, &t.token).as_slice(), t.logprob));
+            let top: Vec<(Vec<u8>, f32)> = flat.top(p).map(|(b, l)| (b.to_vec(), l)).collect();
+            assert_eq!(top, t.top.iter().map(|a| (identity(&a.bytes, &a.token), a.logprob)).collect::<Vec<_>>());
+        }
         // Differences never accumulate rounding: -12.3456 after two deltas is still exact to 1/2048.
         assert!((back[0].top[2].logprob + 12.3456).abs() <= 0.5 / SCALE);
     }

@@ -76,7 +76,7 @@ fn samples(tok: &StudentTokenizer, corpus: &[String], n: usize) -> Vec<Sample> {
         let completion = text[pos..end].to_string();
         pos = if end + 1500 >= text.len() { 0 } else { end };
         let ids = tok.encode(&completion).unwrap();
-        let tokens = ids
+        let tokens: Vec<TokenLogprob> = ids
             .iter()
             .map(|&id| {
                 let bytes = tok.bytes(id).to_vec();
@@ -101,7 +101,7 @@ fn samples(tok: &StudentTokenizer, corpus: &[String], n: usize) -> Vec<Sample> {
             code: completion,
             scores: [("pass_rate".to_string(), 1.0), ("agreement".to_string(), 0.5)].into(),
             pass_vector: vec![true, true, false],
-        }, Some(tokens)));
+        }, Some(distill_core::logprobs::FlatTokens::from_tokens(&tokens))));
     }
     out
 }
@@ -137,7 +137,7 @@ fn main() {
 
     // 2. Writing alone, from prebuilt rows, into one file.
     let (t, c) = (Instant::now(), cpu_secs());
-    let rows: Vec<_> = kept.iter().map(|(k, t)| build_row(k, t.as_deref(), &tok, &settings, "train").unwrap().unwrap()).collect();
+    let rows: Vec<_> = kept.iter().map(|(k, t)| build_row(k, t.as_ref(), &tok, &settings, "train").unwrap().unwrap()).collect();
     let (build_secs, build_cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
     let rows: Vec<&distill_shards::Row> = rows.iter().collect();
     let schema = distill_shards::schema::schema(&scores);

@@ -24,7 +24,8 @@
 
 use std::collections::BTreeMap;
 
-use distill_core::records::{KeptSample, TokenLogprob};
+use distill_core::logprobs::FlatTokens;
+use distill_core::records::KeptSample;
 
 use crate::config::Settings;
 use crate::error::Result;
@@ -84,7 +85,7 @@ struct Labels {
 
 /// Builds the row for `s`, whose teacher tokens are `tokens` (`split` already decided by
 /// prompt id).
-pub fn build_row(s: &KeptSample, tokens: Option<&[TokenLogprob]>, tok: &StudentTokenizer, settings: &Settings, split: &'static str) -> Result<Result<Row, Skip>> {
+pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentTokenizer, settings: &Settings, split: &'static str) -> Result<Result<Row, Skip>> {
     if s.completion.is_empty() {
         return Ok(Err(Skip::EmptyCompletion));
     }
@@ -171,64 +172,56 @@ struct Aligned {
 }
 
 /// The module docs' steps 1-3; `Err` names why the labels cannot be used.
-fn align(
-    completion: &str,
-    canonical: &[u32],
-    teacher: Option<&[TokenLogprob]>,
-    tok: &StudentTokenizer,
-    max_topk: Option<usize>,
-) -> Result<Aligned, &'static str> {
+fn align(completion: &str, canonical: &[u32], teacher: Option<&FlatTokens>, tok: &StudentTokenizer, max_topk: Option<usize>) -> Result<Aligned, &'static str> {
     let teacher = teacher.filter(|t| !t.is_empty()).ok_or("no_teacher_logprobs")?;
-    let teacher_bytes: Vec<&[u8]> = teacher.iter().map(|t| t.bytes.as_deref().unwrap_or(t.token.as_bytes())).collect();
-    let spelled: usize = teacher_bytes.iter().map(|b| b.len()).sum();
+    let n = teacher.len();
     let mut rest = completion.as_bytes();
-    let spells_completion = spelled == rest.len()
-        && teacher_bytes.iter().all(|b| match rest.strip_prefix(*b) {
-            Some(r) => {
-                rest = r;
-                true
-            }
-            None => false,
-        });
+    let spells_completion = (0..n).all(|p| match rest.strip_prefix(teacher.sampled(p).0) {
+        Some(r) => {
+            rest = r;
+            true
+        }
+        None => false,
+    }) && rest.is_empty();
     if !spells_completion {
         return Err("teacher_bytes_mismatch");
     }
-    let same_boundaries = teacher.len() == canonical.len() && canonical.iter().zip(&teacher_bytes).all(|(&id, b)| tok.bytes(id) == *b);
+    let same_boundaries = n == canonical.len() && canonical.iter().enumerate().all(|(p, &id)| tok.bytes(id) == teacher.sampled(p).0);
     let (student, how) = if same_boundaries {
         (canonical.to_vec(), "exact")
     } else {
-        match teacher_bytes.iter().map(|b| tok.id(b)).collect::<Option<Vec<u32>>>() {
+        match (0..n).map(|p| tok.id(teacher.sampled(p).0)).collect::<Option<Vec<u32>>>() {
             Some(ids) => (ids, "exact_teacher_tokens"),
             None => return Err("boundaries_differ"),
         }
     };
     let mut out = Vec::with_capacity(student.len());
-    for (t, &sampled) in teacher.iter().zip(&student) {
-        if !t.logprob.is_finite() {
+    for (p, &sampled) in student.iter().enumerate() {
+        let token_logprob = teacher.sampled(p).1;
+        if !token_logprob.is_finite() {
             return Err("bad_teacher_logprob");
         }
-        let mut pairs: Vec<(u32, f32)> = Vec::with_capacity(t.top.len() + 1);
-        for alt in &t.top {
+        let mut pairs: Vec<(u32, f32)> = Vec::with_capacity(21);
+        for (b, lp) in teacher.top(p) {
             // -inf carries no mass and NaN no information: both belong to the tail.
-            if !alt.logprob.is_finite() {
+            if !lp.is_finite() {
                 continue;
             }
-            let b = alt.bytes.as_deref().unwrap_or(alt.token.as_bytes());
             if let Some(id) = tok.id(b) {
                 if !pairs.iter().any(|(i, _)| *i == id) {
-                    pairs.push((id, alt.logprob.min(0.0)));
+                    pairs.push((id, lp.min(0.0)));
                 }
             }
         }
         if !pairs.iter().any(|(i, _)| *i == sampled) {
-            pairs.push((sampled, t.logprob.min(0.0)));
+            pairs.push((sampled, token_logprob.min(0.0)));
         }
         // Most probable first; ties keep the teacher's order (stable sort).
         pairs.sort_by(|a, b| b.1.total_cmp(&a.1));
         if let Some(k) = max_topk {
             pairs.truncate(k);
         }
-        out.push(Labels { pairs, token_logprob: t.logprob.min(0.0) });
+        out.push(Labels { pairs, token_logprob: token_logprob.min(0.0) });
     }
     Ok(Aligned { ids: student, labels: out, how })
 }

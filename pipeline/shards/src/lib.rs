@@ -31,7 +31,8 @@ use std::path::{Path, PathBuf};
 
 use arrow_schema::SchemaRef;
 use distill_core::frames::{Frame, FrameReader};
-use distill_core::records::{KeptSample, TokenLogprob};
+use distill_core::logprobs::FlatTokens;
+use distill_core::records::KeptSample;
 use distill_core::StageContext;
 use rayon::prelude::*;
 
@@ -46,7 +47,7 @@ pub use writer::{FileInfo, ShardFile, WriteOptions};
 const BATCH_SAMPLES: usize = 512;
 
 /// A kept sample with its teacher tokens (log-probs and top-k), when the teacher sent them.
-pub type Sample = (KeptSample, Option<Vec<TokenLogprob>>);
+pub type Sample = (KeptSample, Option<FlatTokens>);
 
 /// What [`write_shards`] did.
 #[derive(Debug, Clone)]
@@ -143,7 +144,7 @@ impl Frames {
     }
 
     /// Sample `index` of the prompt's tokens; prompts must be asked for in id order.
-    fn tokens(&mut self, prompt_id: &str, index: Option<usize>) -> distill_core::Result<Option<Vec<TokenLogprob>>> {
+    fn tokens(&mut self, prompt_id: &str, index: Option<usize>) -> distill_core::Result<Option<FlatTokens>> {
         let Some(reader) = self.reader.as_mut() else { return Ok(None) };
         while self.current.as_ref().is_none_or(|f| f.id.as_str() < prompt_id) {
             match reader.next_frame()? {
@@ -155,7 +156,7 @@ impl Frames {
             }
         }
         match (&self.current, index) {
-            (Some(f), Some(i)) if f.id == prompt_id => distill_core::logprobs::unpack_sample(&f.payload, i)
+            (Some(f), Some(i)) if f.id == prompt_id => distill_core::logprobs::unpack_sample_flat(&f.payload, i)
                 .map_err(|e| distill_core::Error::Other(format!("{}: prompt '{prompt_id}': {e}; re-run the teacher stage (--force)", self.path.display()))),
             _ => Ok(None),
         }
@@ -207,7 +208,7 @@ pub fn write_shards(samples: impl Iterator<Item = distill_core::Result<Sample>>,
             batch.push(sample);
         }
         let built: Vec<Result<std::result::Result<Row, Skip>>> =
-            batch.par_iter().map(|(k, tokens)| build_row(k, tokens.as_deref(), tok, s, split_of(&k.prompt_id, s.split_seed, s.validation_fraction))).collect();
+            batch.par_iter().map(|(k, tokens)| build_row(k, tokens.as_ref(), tok, s, split_of(&k.prompt_id, s.split_seed, s.validation_fraction))).collect();
         for ((k, _), r) in batch.iter().zip(built) {
             match r? {
                 Ok(row) => {

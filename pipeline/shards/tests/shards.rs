@@ -7,7 +7,7 @@ use std::process::Command;
 
 use distill_core::records::{KeptSample, PromptRecord, TokenLogprob, TopLogprob};
 use distill_core::StageContext;
-use distill_shards::{run, Sample, ShardManifest, ShardsConfig, StudentTokenizer};
+use distill_shards::{run, ShardManifest, ShardsConfig, StudentTokenizer};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
@@ -58,6 +58,9 @@ fn teacher_tokens(teacher_tok: &StudentTokenizer, text: &str) -> Vec<TokenLogpro
         })
         .collect()
 }
+
+/// A kept sample and the teacher tokens its frame holds.
+type Sample = (KeptSample, Option<Vec<TokenLogprob>>);
 
 fn sample(prompt_id: &str, k: usize, completion: &str, tokens: Option<Vec<TokenLogprob>>) -> Sample {
     let mut scores = BTreeMap::new();

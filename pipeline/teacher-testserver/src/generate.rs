@@ -74,7 +74,7 @@ pub struct Choice {
     pub tokens: Vec<Tok>,
 }
 
-fn seed_for(ask: &Ask, choice: u32) -> u64 {
+pub(crate) fn seed_for(ask: &Ask, choice: u32) -> u64 {
     let mut h = Sha256::new();
     for part in [ask.model.as_bytes(), ask.prompt.as_bytes()] {
         h.update((part.len() as u64).to_le_bytes());

@@ -19,6 +19,7 @@
 //! [`app`] gives the axum `Router`; [`spawn`] runs it on a thread of its own bound to
 //! `127.0.0.1:0` (the client under test is blocking and owns its own runtime).
 
+pub mod code;
 pub mod generate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -58,7 +59,7 @@ impl Fault {
         [Fault::Status500, Fault::Status502, Fault::Status503, Fault::Slow, Fault::Drop, Fault::Malformed, Fault::Truncated, Fault::NoChoices];
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Requests per minute allowed (0 = no quota).
     pub quota_rpm: u32,
@@ -75,6 +76,8 @@ pub struct ServerConfig {
     pub seed: u64,
     /// When set, requests without `Authorization: Bearer <key>` get 401.
     pub require_key: Option<String>,
+    /// When set, chat requests get realistic code answers in these tokens ([`code`]).
+    pub code: Option<Arc<code::CodeAnswers>>,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +91,7 @@ impl Default for ServerConfig {
             latency: Duration::ZERO,
             seed: 0,
             require_key: None,
+            code: None,
         }
     }
 }
@@ -377,8 +381,10 @@ async fn respond(shared: &Shared, config: &ServerConfig, headers: &HeaderMap, bo
         },
     };
     let id = format!("cmpl-{}", &digest[..24]);
-    let answer = if chat { generate::chat_body(&ask, &id) } else { generate::completion_body(&ask, &id) };
-    let bytes = serde_json::to_vec(&answer).expect("answer serialises");
+    let bytes = match (&config.code, chat) {
+        (Some(code), true) => code.chat_body(&ask, &id),
+        _ => serde_json::to_vec(&if chat { generate::chat_body(&ask, &id) } else { generate::completion_body(&ask, &id) }).expect("answer serialises"),
+    };
     if let Some(f) = fault {
         shared.counters.faults.fetch_add(1, Relaxed);
         *shared.counters.faults_by_kind.lock().expect("counters lock").entry(format!("{f:?}")).or_default() += 1;

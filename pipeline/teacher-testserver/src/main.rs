@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! distill-teacher-testserver [--rpm N] [--burst B] [--fault-rate F] [--latency-ms L] [--threads T]
+//!     [--seed S] [--code-tokenizer tokenizer.json]
 //! ```
 //! Prints `listening on http://127.0.0.1:P/v1` on stdout, then serves until killed.
 
@@ -27,6 +28,10 @@ fn main() {
             "--latency-ms" => cfg.latency = Duration::from_secs_f64(num(value) / 1000.0),
             "--threads" => threads = num(value) as usize,
             "--seed" => cfg.seed = num(value) as u64,
+            "--code-tokenizer" => {
+                let answers = distill_teacher_testserver::code::CodeAnswers::load(std::path::Path::new(value)).unwrap_or_else(|e| usage(&format!("--code-tokenizer {value}: {e}")));
+                cfg.code = Some(std::sync::Arc::new(answers));
+            }
             other => usage(&format!("unknown flag {other}")),
         }
     }
@@ -41,6 +46,6 @@ fn main() {
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("{msg}\nusage: distill-teacher-testserver [--rpm N] [--burst B] [--fault-rate F] [--latency-ms L] [--threads T] [--seed S]");
+    eprintln!("{msg}\nusage: distill-teacher-testserver [--rpm N] [--burst B] [--fault-rate F] [--latency-ms L] [--threads T] [--seed S] [--code-tokenizer tokenizer.json]");
     std::process::exit(2)
 }
