@@ -17,7 +17,8 @@ pub struct StudentTokenizer {
     tokenizer: Tokenizer,
     /// Bytes of each id (index = id); empty for ids the vocabulary skips.
     bytes_of: Vec<Vec<u8>>,
-    id_of: HashMap<Vec<u8>, u32>,
+    /// aHash rather than SipHash: this map is looked up ~20 times per teacher token.
+    id_of: HashMap<Vec<u8>, u32, ahash::RandomState>,
     /// sha256 of the tokenizer.json file.
     pub sha256: String,
     pub path: std::path::PathBuf,
@@ -72,7 +73,7 @@ impl StudentTokenizer {
             };
             bytes_of[*id as usize] = as_bytes.unwrap_or_else(|| text.as_bytes().to_vec());
         }
-        let mut id_of = HashMap::with_capacity(size);
+        let mut id_of = HashMap::with_capacity_and_hasher(size, ahash::RandomState::new());
         for (id, b) in bytes_of.iter().enumerate() {
             if !b.is_empty() {
                 // Lowest id wins where two entries spell the same bytes.

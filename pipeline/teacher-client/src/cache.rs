@@ -34,6 +34,9 @@ pub const TREE: &str = "teacher-responses-v2";
 /// The tree of the first release (JSON bodies), read when [`TREE`] lacks a key.
 pub const LEGACY_TREE: &str = "teacher-responses-v1";
 
+/// sled's page cache, in bytes.
+const CACHE_CAPACITY: u64 = 64 << 20;
+
 /// What the client needs from a key-value store.
 pub trait Store: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -70,7 +73,9 @@ impl SledStore {
         let db = match dbs.get(&canonical).and_then(Weak::upgrade) {
             Some(db) => db,
             None => {
-                let db = sled::Config::new().path(&canonical).open().map_err(|e| {
+                // sled caches pages up to 1 GiB by default, which grows the RSS of a stage that
+                // reads a large cache once; answers are read once per run, so keep it small.
+                let db = sled::Config::new().path(&canonical).cache_capacity(CACHE_CAPACITY).open().map_err(|e| {
                     err(format!("cannot open ({e}); is another `distill` process using it? Wait for it or set [teacher] cache_dir"))
                 })?;
                 let db = Arc::new(db);
