@@ -4,6 +4,7 @@ training steps at several sizes, each stage in a process of its own, measured fr
     make bench-scale                              # 5,000, 20,000 and 50,000 prompts x n=2
     SCALE_SIZES=1000,5000 make bench-scale        # other sizes
     SCALE_BASELINE=/path/to/old/distill make bench-scale   # the same runs with another binary
+    SCALE_KILL=20000 make bench-scale             # kill -9 each stage midway, re-run, compare
 
 The teacher is `distill-teacher-testserver --code-tokenizer` in its own process: realistic
 answers (Python functions with passing assert tests, ~400 real BPE tokens of the student's
@@ -143,6 +144,62 @@ def bench_size(distill: Path, label: str, n: int, tokenizer: Path) -> list:
     return rows
 
 
+def digests(stage_dir: Path) -> dict:
+    """sha256 of every output file of a stage but its run records (timings)."""
+    import hashlib
+    out = {}
+    for f in sorted(stage_dir.rglob("*")):
+        if f.is_file() and f.name not in ("stats.json", "manifest.json"):
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            out[str(f.relative_to(stage_dir))] = h.hexdigest()
+    return out
+
+
+def kill_check(n: int, tokenizer: Path):
+    """Every stage killed with SIGKILL halfway through, then run again: the outputs must equal
+    an uninterrupted run's byte for byte, and the teacher must request exactly the prompts
+    whose answers were not in the cache at the kill."""
+    ref, killed = WORK / f"kill-ref-{n}", WORK / f"kill-{n}"
+    for w in (ref, killed):
+        shutil.rmtree(w, ignore_errors=True)
+        w.mkdir(parents=True)
+    prompts = ref / "prompts.jsonl"
+    write_prompts(prompts, n)
+    server = subprocess.Popen([str(SERVER), "--threads", "2", "--code-tokenizer", str(tokenizer)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    url = server.stdout.readline().split()[-1]
+    stages = [("teacher", ["teacher", "--prompts", prompts]), ("filter", ["filter"]), ("shards", ["shards"]), ("train", ["train"])]
+    try:
+        walls = {}
+        for w in (ref, killed):
+            (w / "scale.toml").write_text(CONFIG.format(url=url, work=w, tokenizer=tokenizer, steps=TRAIN_STEPS))
+        for name, args in stages:
+            walls[name], _ = run([DISTILL, "--config", ref / "scale.toml", "--work-dir", ref, "--quiet", "--only"] + args, ref / "log.txt")
+        base = [DISTILL, "--config", killed / "scale.toml", "--work-dir", killed, "--quiet", "--only"]
+        for name, args in stages:
+            with open(killed / "log.txt", "ab") as log:
+                p = subprocess.Popen([str(c) for c in base + args], stdout=log, stderr=log)
+                time.sleep(walls[name] / 2)
+                p.kill()
+                p.wait()
+            note = ""
+            if name == "teacher":
+                plan = subprocess.run([str(c) for c in base + ["teacher", "--prompts", prompts, "--dry-run"]], capture_output=True, text=True).stdout
+                cached = int(next(l.split()[1] for l in plan.splitlines() if l.startswith("cached ")))
+            run(base + args, killed / "log.txt")
+            if name == "teacher":
+                requested = stage_stats(killed, "teacher")["requested"]
+                ok_requests = requested == n - cached
+                note = f"; {cached:,} answers cached at the kill, re-run requested {requested:,} (expected {n - cached:,}): {'ok' if ok_requests else 'WRONG'}"
+            same = digests(ref / name) == digests(killed / name)
+            print(f"  kill -9 at {walls[name] / 2:.0f} s of {name} ({n:,} prompts): outputs {'identical' if same else 'DIFFER'} to the uninterrupted run{note}", flush=True)
+    finally:
+        server.kill()
+        server.wait()
+
+
 def main():
     WORK.mkdir(parents=True, exist_ok=True)
     tok_work = WORK / "tokenizer-work"
@@ -151,6 +208,9 @@ def main():
     cfg.write_text(CONFIG.format(url="http://127.0.0.1:9/v1", work=tok_work, tokenizer="", steps=TRAIN_STEPS))
     run([DISTILL, "--config", cfg, "--work-dir", tok_work, "--quiet", "tokenizer"], tok_work / "log.txt")
     tokenizer = tok_work / "tokenizer" / "tokenizer.json"
+    if os.environ.get("SCALE_KILL"):
+        kill_check(int(os.environ["SCALE_KILL"]), tokenizer)
+        return
     binaries = [("new", DISTILL)] + ([("baseline", Path(BASELINE))] if BASELINE else [])
     rows = []
     for n in SIZES:

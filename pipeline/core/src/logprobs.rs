@@ -296,9 +296,9 @@ pub fn pack_samples<'a>(samples: impl ExactSizeIterator<Item = Option<&'a [Token
     out
 }
 
-/// Sample `index` of a [`pack_samples`] payload: `Ok(None)` when that sample has no log-probs
-/// or the record has no such sample.
-pub fn unpack_sample(payload: &[u8], index: usize) -> Result<Option<Vec<TokenLogprob>>, Corrupt> {
+/// The packed tokens of sample `index` of a [`pack_samples`] payload: `None` when that sample
+/// has no log-probs or the record has no such sample.
+fn packed_sample(payload: &[u8], index: usize) -> Result<Option<&[u8]>, Corrupt> {
     let mut r = Reader::new(payload);
     let n = r.get()? as usize;
     for i in 0..n {
@@ -307,26 +307,21 @@ pub fn unpack_sample(payload: &[u8], index: usize) -> Result<Option<Vec<TokenLog
             _ => Some(r.get_bytes()?),
         };
         if i == index {
-            return packed.map(unpack).transpose();
+            return Ok(packed);
         }
     }
     Ok(None)
 }
 
+/// Sample `index` of a [`pack_samples`] payload: `Ok(None)` when that sample has no log-probs
+/// or the record has no such sample.
+pub fn unpack_sample(payload: &[u8], index: usize) -> Result<Option<Vec<TokenLogprob>>, Corrupt> {
+    packed_sample(payload, index)?.map(unpack).transpose()
+}
+
 /// [`unpack_sample`] as [`FlatTokens`].
 pub fn unpack_sample_flat(payload: &[u8], index: usize) -> Result<Option<FlatTokens>, Corrupt> {
-    let mut r = Reader::new(payload);
-    let n = r.get()? as usize;
-    for i in 0..n {
-        let packed = match r.get_u8()? {
-            0 => None,
-            _ => Some(r.get_bytes()?),
-        };
-        if i == index {
-            return packed.map(|p| decode_flat(&decompress(p)?)).transpose();
-        }
-    }
-    Ok(None)
+    packed_sample(payload, index)?.map(|p| decode_flat(&decompress(p)?)).transpose()
 }
 
 /// zstd at the level every compact format here uses.

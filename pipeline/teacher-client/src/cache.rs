@@ -9,7 +9,9 @@
 //!   `teacher-responses-v1` tree ([`LEGACY_TREE`], the server's JSON body, 1.5-4 KB per token)
 //!   are still read, never rewritten or deleted: every answer ever paid for stays usable.
 //! - [`Entry`] is the value: the parsed answer with usage, latency and time, or a negative
-//!   entry (a non-retriable failure with its reason).
+//!   entry (a non-retriable failure with its reason). Values over 2 KB (answers) are kept in
+//!   append-only files beside sled's, which holds a checksummed pointer ([`crate::valuelog`]):
+//!   sled keeps every page it reads in memory, which a large cache cannot afford.
 //! - [`Writer`] is the group commit: one thread takes entries from every request in flight,
 //!   inserts all it has, flushes once (sled `flush` = write + fsync), then acknowledges them
 //!   all. A response counts as done only after its acknowledgement, so a `kill -9` at any
@@ -28,6 +30,7 @@ use distill_core::records::Usage;
 use crate::compact;
 use crate::error::{Error, Result};
 use crate::response::{self, Parsed};
+use crate::valuelog::{Pointer, ValueLog, INLINE_MAX};
 
 /// The sled tree new entries go to.
 pub const TREE: &str = "teacher-responses-v2";
@@ -55,14 +58,21 @@ pub struct SledStore {
     path: PathBuf,
     db: Arc<sled::Db>,
     tree: sled::Tree,
+    /// Values over `valuelog::INLINE_MAX` bytes; sled holds `P ‖ pointer` for them.
+    values: Arc<ValueLog>,
     /// The v1 tree, when this cache has one.
     legacy: Option<sled::Tree>,
 }
 
-fn open_dbs() -> &'static Mutex<HashMap<PathBuf, Weak<sled::Db>>> {
-    static DBS: OnceLock<Mutex<HashMap<PathBuf, Weak<sled::Db>>>> = OnceLock::new();
+type Opened = (Weak<sled::Db>, Weak<ValueLog>);
+
+fn open_dbs() -> &'static Mutex<HashMap<PathBuf, Opened>> {
+    static DBS: OnceLock<Mutex<HashMap<PathBuf, Opened>>> = OnceLock::new();
     DBS.get_or_init(Default::default)
 }
+
+/// The first byte of a sled value that points into the value log (entry tags are R, Z, F).
+const POINTER_TAG: u8 = b'P';
 
 impl SledStore {
     pub fn open(path: &Path) -> Result<Self> {
@@ -70,8 +80,9 @@ impl SledStore {
         std::fs::create_dir_all(path).map_err(|e| err(format!("cannot create the folder: {e}")))?;
         let canonical = path.canonicalize().map_err(|e| err(e.to_string()))?;
         let mut dbs = open_dbs().lock().expect("cache registry lock");
-        let db = match dbs.get(&canonical).and_then(Weak::upgrade) {
-            Some(db) => db,
+        let shared = dbs.get(&canonical).and_then(|(db, log)| Some((db.upgrade()?, log.upgrade()?)));
+        let (db, values) = match shared {
+            Some(both) => both,
             None => {
                 // sled caches pages up to 1 GiB by default, which grows the RSS of a stage that
                 // reads a large cache once; answers are read once per run, so keep it small.
@@ -79,8 +90,9 @@ impl SledStore {
                     err(format!("cannot open ({e}); is another `distill` process using it? Wait for it or set [teacher] cache_dir"))
                 })?;
                 let db = Arc::new(db);
-                dbs.insert(canonical.clone(), Arc::downgrade(&db));
-                db
+                let values = Arc::new(ValueLog::open(&canonical.join("values")).map_err(|e| err(format!("values: {e}")))?);
+                dbs.insert(canonical.clone(), (Arc::downgrade(&db), Arc::downgrade(&values)));
+                (db, values)
             }
         };
         let tree = db.open_tree(TREE).map_err(|e| err(e.to_string()))?;
@@ -89,7 +101,7 @@ impl SledStore {
             true => Some(db.open_tree(LEGACY_TREE).map_err(|e| err(e.to_string()))?),
             false => None,
         };
-        Ok(SledStore { path: path.to_path_buf(), db, tree, legacy })
+        Ok(SledStore { path: path.to_path_buf(), db, tree, values, legacy })
     }
 
     fn err(&self, e: sled::Error) -> Error {
@@ -100,7 +112,15 @@ impl SledStore {
 impl Store for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(v) = self.tree.get(key).map_err(|e| self.err(e))? {
-            return Ok(Some(v.to_vec()));
+            if v.first() != Some(&POINTER_TAG) {
+                return Ok(Some(v.to_vec()));
+            }
+            let Some(p) = Pointer::decode(&v[1..]) else { return Ok(None) };
+            let value = self.values.read(&p).map_err(|e| Error::Cache { path: self.path.clone(), message: format!("values: {e}") })?;
+            if value.is_none() {
+                tracing::warn!("a cache value is missing or damaged in {}; its request will be sent again", self.path.display());
+            }
+            return Ok(value);
         }
         match &self.legacy {
             Some(t) => Ok(t.get(key).map_err(|e| self.err(e))?.map(|v| v.to_vec())),
@@ -109,8 +129,17 @@ impl Store for SledStore {
     }
 
     fn put_durable(&self, items: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        // Large values first, synced, so that no pointer ever names bytes not on disk.
+        let large: Vec<&[u8]> = items.iter().filter(|(_, v)| v.len() > INLINE_MAX).map(|(_, v)| v.as_slice()).collect();
+        let mut pointers = self.values.append(&large).map_err(|e| Error::Cache { path: self.path.clone(), message: format!("values: {e}") })?.into_iter();
         for (k, v) in items {
-            self.tree.insert(k.as_slice(), v.as_slice()).map_err(|e| self.err(e))?;
+            if v.len() > INLINE_MAX {
+                let mut pointer = vec![POINTER_TAG];
+                pointer.extend_from_slice(&pointers.next().expect("one pointer per large value").encode());
+                self.tree.insert(k.as_slice(), pointer).map_err(|e| self.err(e))?;
+            } else {
+                self.tree.insert(k.as_slice(), v.as_slice()).map_err(|e| self.err(e))?;
+            }
         }
         self.db.flush().map_err(|e| self.err(e))?;
         Ok(())

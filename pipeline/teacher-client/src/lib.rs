@@ -57,6 +57,7 @@ pub mod retry;
 pub mod send;
 pub mod stats;
 pub mod stream;
+pub mod valuelog;
 
 pub use client::{dry_run, BatchOptions, BatchOutcome, PromptOutcome, TeacherClient};
 pub use config::{Sampling, SamplingOverrides, Settings, TeacherConfig};

@@ -8,7 +8,8 @@
 //!                                   answers arriving in any order fill their slots
 //! ```
 //!
-//! The window holds at most `max(4 * max_concurrency, 64)` prompts; the sink receives the
+//! The window holds at most `max(4 * max_concurrency, 64)` prompts (cache hits stay in their
+//! compact form until they reach the front); the sink receives the
 //! front of the window as soon as it is answered, so an answer waits only for slower answers
 //! to earlier prompts, never for a whole batch. A prompt whose request repeats one outside the
 //! window finds it in the cache, which is where the earlier answer went before it was handed
@@ -35,13 +36,30 @@ use crate::stats::BatchStats;
 
 type Answer = Result<Parsed, (String, String)>;
 
+/// An answer in the window: decoded, or still the cache's compact bytes (decoded only when its
+/// prompt reaches the front, so a window of cache hits holds ~50 bytes a token, not ~2 KB).
+enum Slot {
+    Ready(Answer),
+    Cached(Vec<u8>),
+}
+
 /// One distinct request of the window and the prompts waiting for it.
 struct Active {
     req: Arc<Request>,
-    answer: Option<Answer>,
+    answer: Option<Slot>,
     from_cache: bool,
     /// Prompts of the window that still need this answer.
     waiting: usize,
+}
+
+impl Slot {
+    /// A copy of a decoded answer (for a prompt sharing the request with a later one).
+    fn clone_ready(&self) -> Slot {
+        match self {
+            Slot::Ready(a) => Slot::Ready(a.clone()),
+            Slot::Cached(v) => Slot::Cached(v.clone()),
+        }
+    }
 }
 
 pub(crate) struct Engine<'a> {
@@ -52,12 +70,13 @@ pub(crate) struct Engine<'a> {
 }
 
 impl Engine<'_> {
-    /// The cached outcome of a request, if there is one to use.
-    fn cached(&self, key: &[u8; 32]) -> distill_core::Result<Option<Answer>> {
-        Ok(match self.store.get(key)?.and_then(|v| Entry::decode(&v)) {
-            Some(Entry::Response { parsed, .. }) => Some(Ok(parsed)),
-            Some(Entry::Failed { meta }) if !self.retry_failed => {
-                Some(Err((meta.reason.unwrap_or_else(|| "bad_request".into()), meta.message.unwrap_or_default())))
+    /// The cached outcome of a request, if there is one to use (answers left undecoded).
+    fn cached(&self, key: &[u8; 32]) -> distill_core::Result<Option<Slot>> {
+        let Some(value) = self.store.get(key)? else { return Ok(None) };
+        Ok(match Entry::decode_meta(&value) {
+            Some((false, _)) => Some(Slot::Cached(value)),
+            Some((true, meta)) if !self.retry_failed => {
+                Some(Slot::Ready(Err((meta.reason.unwrap_or_else(|| "bad_request".into()), meta.message.unwrap_or_default()))))
             }
             _ => None,
         })
@@ -115,7 +134,20 @@ impl Engine<'_> {
             // Hand on every answered prompt at the front.
             while let Some((_, slot)) = window.front() {
                 if let Ok(key) = slot {
-                    if active[key].answer.is_none() {
+                    let a = active.get_mut(key).expect("active while waited for");
+                    if let Some(Slot::Cached(value)) = &a.answer {
+                        match Entry::decode(value) {
+                            Some(Entry::Response { parsed, .. }) => a.answer = Some(Slot::Ready(Ok(parsed))),
+                            // Unreadable after all (decode logged why): ask the server.
+                            _ => {
+                                a.answer = None;
+                                a.from_cache = false;
+                                let (sh, r, k) = (shared.clone(), a.req.clone(), *key);
+                                tasks.spawn(async move { (k, send::send_one(sh, r).await) });
+                            }
+                        }
+                    }
+                    if a.answer.is_none() {
                         break;
                     }
                 }
@@ -131,8 +163,9 @@ impl Engine<'_> {
                         let endpoint = a.req.endpoint.name();
                         // The last prompt waiting takes the answer instead of a copy (a copy of
                         // every token's top-k is most of the cost of an answer with logprobs).
-                        let answer = if a.waiting == 0 { active.remove(&key).and_then(|a| a.answer) } else { a.answer.clone() };
-                        self.outcome(prompt, endpoint, answer.expect("checked above"), &mut stats)
+                        let slot = if a.waiting == 0 { active.remove(&key).and_then(|a| a.answer) } else { a.answer.as_ref().map(Slot::clone_ready) };
+                        let Some(Slot::Ready(answer)) = slot else { unreachable!("decoded above") };
+                        self.outcome(prompt, endpoint, answer, &mut stats)
                     }
                 };
                 match &outcome {
@@ -164,7 +197,7 @@ impl Engine<'_> {
                             return Err(Error::Fatal { status, message }.into());
                         }
                     };
-                    active.get_mut(&key).expect("a task answers an active request").answer = Some(answer);
+                    active.get_mut(&key).expect("a task answers an active request").answer = Some(Slot::Ready(answer));
                 }
                 _ = tick.tick() => {
                     let secs = t0.elapsed().as_secs_f64().max(1e-3);
