@@ -130,6 +130,57 @@ pub fn read_batch(batch: &RecordBatch) -> std::result::Result<Vec<std::result::R
     Ok(out)
 }
 
+/// What the check before training keeps of a row: its id (for messages), length and split.
+pub struct Checked {
+    pub len: usize,
+    pub split: Split,
+}
+
+/// The rows of a record batch checked as [`read_batch`] and the vocabulary would check them,
+/// on the Arrow arrays themselves (offsets and values; no example is built): each row's length
+/// and split, or why it is left out.
+pub fn check_batch(batch: &RecordBatch, vocab: usize) -> std::result::Result<Vec<std::result::Result<Checked, String>>, String> {
+    let ids = column(batch, col::ROW_ID)?.as_string_opt::<i32>().ok_or("row_id is not a string column")?;
+    let split = column(batch, col::SPLIT)?.as_string_opt::<i32>().ok_or("split is not a string column")?;
+    let input_ids = list(batch, col::INPUT_IDS)?;
+    let loss_mask = list(batch, col::LOSS_MASK)?;
+    let topk_ids = list(batch, col::TEACHER_TOPK_IDS)?;
+    let topk_lps = list(batch, col::TEACHER_TOPK_LOGPROBS)?;
+    let tokens = input_ids.values().as_primitive_opt::<UInt32Type>().ok_or("input_ids is not list<u32>")?.values();
+    let inner_ids = topk_ids.values().as_list_opt::<i32>().ok_or("teacher_topk_ids is not list<list<u32>>")?;
+    let inner_lps = topk_lps.values().as_list_opt::<i32>().ok_or("teacher_topk_logprobs is not list<list<f32>>")?;
+    let listed = inner_ids.values().as_primitive_opt::<UInt32Type>().ok_or("teacher_topk_ids items are not u32")?.values();
+    let (id_offsets, lp_offsets) = (inner_ids.value_offsets(), inner_lps.value_offsets());
+    let span = |l: &ListArray, r: usize| (l.value_offsets()[r] as usize, l.value_offsets()[r + 1] as usize);
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for r in 0..batch.num_rows() {
+        let id = ids.value(r);
+        let (a, b) = span(input_ids, r);
+        let n = b - a;
+        let lens = [span(loss_mask, r), span(topk_ids, r), span(topk_lps, r)].map(|(x, y)| y - x);
+        let (pa, pb) = span(topk_ids, r);
+        let (qa, _) = span(topk_lps, r);
+        let why = if n < 2 {
+            Some("fewer than 2 tokens".to_string())
+        } else if lens.iter().any(|&l| l != n) {
+            Some(format!("per-position lists differ in length (input_ids {n}, loss_mask {}, topk_ids {}, topk_logprobs {})", lens[0], lens[1], lens[2]))
+        } else if let Some(p) = (0..n).find(|&p| id_offsets[pa + p + 1] - id_offsets[pa + p] != lp_offsets[qa + p + 1] - lp_offsets[qa + p]) {
+            let k = |o: &[i32]| o[p + 1] - o[p];
+            Some(format!("position {p}: {} top-k ids but {} log-probs", k(&id_offsets[pa..]), k(&lp_offsets[qa..])))
+        } else {
+            let listed = &listed[id_offsets[pa] as usize..id_offsets[pb] as usize];
+            tokens[a..b].iter().chain(listed).find(|&&t| t as usize >= vocab).map(|bad| format!("token id {bad} >= vocabulary size {vocab}"))
+        };
+        out.push(match (why, split.value(r)) {
+            (Some(why), _) => Err(format!("{id}: {why}")),
+            (None, "train") => Ok(Checked { len: n, split: Split::Train }),
+            (None, "validation") => Ok(Checked { len: n, split: Split::Validation }),
+            (None, other) => Err(format!("{id}: unknown split '{other}'")),
+        });
+    }
+    Ok(out)
+}
+
 /// A row's per-position lists must line up.
 fn check(ex: &Example) -> std::result::Result<(), String> {
     let n = ex.input_ids.len();

@@ -12,8 +12,8 @@
 //! the order an in-memory set would.
 //!
 //! [`ShardData::open`] reads every row once before training (streaming, a row group at a
-//! time) to check it and keep its place and length (12 bytes a row): bad rows are counted and
-//! left out, as before.
+//! time, on the Arrow arrays: [`data::check_batch`]) to check it and keep its place (8 bytes a
+//! row): bad rows are counted and left out, as before.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -124,23 +124,19 @@ impl ShardData {
                 let (train_first, val_first) = (d.train.rows.len() as u32, d.validation.rows.len() as u32);
                 let mut row_in_group = 0u32;
                 for batch in read_group(path, &meta, g)? {
-                    let rows = data::read_batch(&batch).map_err(|m| Error::Shard { path: path.clone(), message: m })?;
+                    let rows = data::check_batch(&batch, vocab).map_err(|m| Error::Shard { path: path.clone(), message: m })?;
                     for row in rows {
                         let r = row_in_group;
                         row_in_group += 1;
-                        let (ex, split) = match row {
-                            Ok(x) => x,
+                        let checked = match row {
+                            Ok(c) => c,
                             Err(why) => {
                                 d.skipped.push(why);
                                 continue;
                             }
                         };
-                        if let Some(bad) = ex.input_ids.iter().chain(ex.topk_ids.iter().flatten()).find(|&&t| t as usize >= vocab) {
-                            d.skipped.push(format!("{}: token id {bad} >= vocabulary size {vocab}", ex.id));
-                            continue;
-                        }
-                        d.truncated += usize::from(ex.len() > max_len);
-                        let target = match split {
+                        d.truncated += usize::from(checked.len > max_len);
+                        let target = match checked.split {
                             data::Split::Train => &mut d.train,
                             data::Split::Validation => &mut d.validation,
                         };
