@@ -181,7 +181,7 @@ impl CodeAnswers {
             return (-(rng.unit().powi(3) * 2.0) as f32, Vec::new());
         }
         let margin = rng.unit() * 9.0;
-        let mut logits: Vec<f64> = (0..k).map(|j| if j == 0 { margin } else { -(j as f64) * 0.35 - rng.unit() }).collect();
+        let logits: Vec<f64> = (0..k).map(|j| if j == 0 { margin } else { -(j as f64) * 0.35 - rng.unit() }).collect();
         let tail = 1.5 - rng.unit();
         let max = logits[0].max(tail);
         let lse = max + (logits.iter().map(|l| (l - max).exp()).sum::<f64>() + (tail - max).exp()).ln();
@@ -196,7 +196,6 @@ impl CodeAnswers {
         let rank = if rng.unit() < 0.1 { 1 + (rng.next_u64() % 2) as usize } else { 0 };
         ids.swap(0, rank.min(k - 1));
         let top: Vec<(u32, f32)> = ids.into_iter().zip(&logits).map(|(id, l)| (id, (l - lse) as f32)).collect();
-        logits.clear();
         let lp = top.iter().find(|(id, _)| *id == sampled).map_or(-20.0, |x| x.1);
         (lp, top)
     }

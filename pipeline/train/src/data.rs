@@ -130,7 +130,7 @@ pub fn read_batch(batch: &RecordBatch) -> std::result::Result<Vec<std::result::R
     Ok(out)
 }
 
-/// What the check before training keeps of a row: its id (for messages), length and split.
+/// What the check before training keeps of a row: its length and split.
 pub struct Checked {
     pub len: usize,
     pub split: Split,
