@@ -134,7 +134,7 @@ impl<'a> Decoder<'a> {
             self.table.push(s);
             s
         } else {
-            *self.table.get((reference - 1) as usize).ok_or(Corrupt { at: 0, what: "string reference past the table" })?
+            self.table.get((reference - 1) as usize).ok_or(Corrupt { at: 0, what: "string reference past the table" })?
         };
         let bytes = match kind {
             0 => None,

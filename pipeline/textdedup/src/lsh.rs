@@ -35,7 +35,7 @@ impl Signatures {
     /// Signatures computed one at a time elsewhere ([`MinHasher::signature_into`]), `num_perm`
     /// values each, concatenated.
     pub fn from_flat(num_perm: usize, data: Vec<u32>) -> Self {
-        assert!(num_perm > 0 && data.len() % num_perm == 0, "signatures of {num_perm} values");
+        assert!(num_perm > 0 && data.len().is_multiple_of(num_perm), "signatures of {num_perm} values");
         let empty = data.chunks(num_perm).map(|s| s.iter().all(|&v| v == u32::MAX)).collect();
         Signatures { num_perm, data, empty }
     }

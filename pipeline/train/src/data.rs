@@ -92,9 +92,12 @@ fn list<'a>(batch: &'a RecordBatch, name: &str) -> std::result::Result<&'a ListA
     column(batch, name)?.as_list_opt::<i32>().ok_or_else(|| format!("column '{name}' is not a list"))
 }
 
+/// A shard row read back: the example and its split, or why it is left out.
+pub type RowRead = std::result::Result<(Example, Split), String>;
+
 /// The rows of a record batch: each an example and its split, or why it is left out (a
 /// malformed row never stops training). `Err`: the batch itself is not a shard.
-pub fn read_batch(batch: &RecordBatch) -> std::result::Result<Vec<std::result::Result<(Example, Split), String>>, String> {
+pub fn read_batch(batch: &RecordBatch) -> std::result::Result<Vec<RowRead>, String> {
     let ids = column(batch, col::ROW_ID)?.as_string_opt::<i32>().ok_or("row_id is not a string column")?;
     let split = column(batch, col::SPLIT)?.as_string_opt::<i32>().ok_or("split is not a string column")?;
     let hard = column(batch, col::HARD_LABEL_ONLY)?.as_boolean_opt().ok_or("hard_label_only is not a bool column")?;
