@@ -196,11 +196,17 @@ impl Entry {
         out
     }
 
-    /// Whether the value is a failure, and its metadata, without decoding the answer.
-    pub fn decode_meta(bytes: &[u8]) -> Option<(bool, Meta)> {
+    /// A value's tag, metadata and payload (see the layout above).
+    fn split(bytes: &[u8]) -> Option<(u8, Meta, &[u8])> {
         let (&tag, rest) = bytes.split_first()?;
         let nl = rest.iter().position(|&b| b == b'\n')?;
         let meta: Meta = serde_json::from_slice(&rest[..nl]).ok()?;
+        Some((tag, meta, &rest[nl + 1..]))
+    }
+
+    /// Whether the value is a failure, and its metadata, without decoding the answer.
+    pub fn decode_meta(bytes: &[u8]) -> Option<(bool, Meta)> {
+        let (tag, meta, _) = Self::split(bytes)?;
         match tag {
             b'Z' | b'R' => Some((false, meta)),
             b'F' => Some((true, meta)),
@@ -211,10 +217,7 @@ impl Entry {
     /// `None` for a value this version cannot read (it is then treated as missing, and the
     /// request is sent again).
     pub fn decode(bytes: &[u8]) -> Option<Entry> {
-        let (&tag, rest) = bytes.split_first()?;
-        let nl = rest.iter().position(|&b| b == b'\n')?;
-        let meta: Meta = serde_json::from_slice(&rest[..nl]).ok()?;
-        let payload = &rest[nl + 1..];
+        let (tag, meta, payload) = Self::split(bytes)?;
         let parsed = match tag {
             b'Z' => compact::decode(payload).map_err(|e| e.to_string()),
             b'R' => response::parse(payload).map(canonical).map_err(|e| format!("{e:?}")),
