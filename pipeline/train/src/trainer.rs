@@ -443,13 +443,16 @@ fn accumulate(model: &CausalLm, params: &[(String, Var)], batches: &[Batch], s: 
         clock.mark("backward")?;
         for (name, var) in params {
             if let Some(g) = store.get(var.as_tensor()) {
+                // Detached: a weight's gradient still refers to its micro-batch's backward graph,
+                // which would keep every micro-batch's activations alive until the step.
                 let g = match grads.remove(name) {
-                    Some(acc) => (acc + g)?,
-                    None => g.clone(),
+                    Some(acc) => (acc + g)?.detach(),
+                    None => g.detach(),
                 };
                 grads.insert(name.clone(), g);
             }
         }
+        drop(store);
         out.total += parts.total.to_scalar::<f32>()? as f64;
         out.forward_kl += parts.forward_kl;
         out.reverse_kl += parts.reverse_kl;
