@@ -77,12 +77,6 @@ pub enum Skip {
     EmptyCompletion,
 }
 
-/// Soft labels of one completion position.
-struct Labels {
-    pairs: Vec<(u32, f32)>,
-    token_logprob: f32,
-}
-
 /// Builds the row for `s`, whose teacher tokens are `tokens` (`split` already decided by
 /// prompt id).
 pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentTokenizer, settings: &Settings, split: &'static str) -> Result<Result<Row, Skip>> {
@@ -99,8 +93,8 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
         (Some(t), Some("stop")) => tok.token_to_id(t),
         _ => None,
     };
-    let (completion_ids, labels, alignment) = match align(&s.completion, &canonical_ids, tokens, tok, settings.max_topk) {
-        Ok(a) => (a.ids, Some(a.labels), a.how),
+    let (completion_ids, labels, alignment) = match align(&s.completion, &canonical_ids, tokens, tok) {
+        Ok(a) => (a.ids, Some((a.teacher, a.string_ids)), a.how),
         Err(reason) => (canonical_ids, None, reason),
     };
     let total = prompt_ids.len() + completion_ids.len() + usize::from(eos.is_some());
@@ -141,17 +135,18 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
         push_empty(&mut row, id, 0);
     }
     match labels {
-        Some(labels) => {
-            for (&id, l) in completion_ids.iter().zip(labels) {
-                let mass: f32 = l.pairs.iter().map(|(_, lp)| lp.exp()).sum();
+        Some((teacher, string_ids)) => {
+            let mut pairs: Vec<(u32, f32)> = Vec::with_capacity(32);
+            for (p, &id) in completion_ids.iter().enumerate() {
+                let token_logprob = teacher.sampled_entry(p).1.min(0.0);
+                soft_labels(teacher.top_entries(p), &string_ids, id, token_logprob, settings.max_topk, &mut pairs);
+                let mass: f32 = pairs.iter().map(|(_, lp)| lp.exp()).sum();
                 row.input_ids.push(id);
                 row.loss_mask.push(1);
-                row.token_logprob.push(l.token_logprob);
+                row.token_logprob.push(token_logprob);
                 row.tail_mass.push((1.0 - mass).max(0.0));
-                for (i, lp) in l.pairs {
-                    row.topk_ids.push(i);
-                    row.topk_logprobs.push(lp);
-                }
+                row.topk_ids.extend(pairs.iter().map(|&(i, _)| i));
+                row.topk_logprobs.extend(pairs.iter().map(|&(_, lp)| lp));
                 row.topk_offsets.push(row.topk_ids.len() as u32);
             }
         }
@@ -163,16 +158,18 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
     Ok(Ok(row))
 }
 
-/// Aligned soft labels: the completion's student ids, one `Labels` per id, and how they were
-/// aligned (`exact` or `exact_teacher_tokens`).
-struct Aligned {
+/// A completion whose teacher tokens can label it: the completion's student ids (one per
+/// teacher position), the teacher's tokens, the student id of each of their strings, and how
+/// they were aligned (`exact` or `exact_teacher_tokens`).
+struct Aligned<'t> {
     ids: Vec<u32>,
-    labels: Vec<Labels>,
+    teacher: &'t FlatTokens,
+    string_ids: Vec<Option<u32>>,
     how: &'static str,
 }
 
-/// The module docs' steps 1-3; `Err` names why the labels cannot be used.
-fn align(completion: &str, canonical: &[u32], teacher: Option<&FlatTokens>, tok: &StudentTokenizer, max_topk: Option<usize>) -> Result<Aligned, &'static str> {
+/// The module docs' steps 1-2; `Err` names why the labels cannot be used.
+fn align<'t>(completion: &str, canonical: &[u32], teacher: Option<&'t FlatTokens>, tok: &StudentTokenizer) -> Result<Aligned<'t>, &'static str> {
     let teacher = teacher.filter(|t| !t.is_empty()).ok_or("no_teacher_logprobs")?;
     let n = teacher.len();
     let mut rest = completion.as_bytes();
@@ -186,42 +183,45 @@ fn align(completion: &str, canonical: &[u32], teacher: Option<&FlatTokens>, tok:
     if !spells_completion {
         return Err("teacher_bytes_mismatch");
     }
+    // One vocabulary lookup per distinct string of the sample, not per entry.
+    let string_ids: Vec<Option<u32>> = (0..teacher.string_count() as u32).map(|s| tok.id(teacher.string(s))).collect();
     let same_boundaries = n == canonical.len() && canonical.iter().enumerate().all(|(p, &id)| tok.bytes(id) == teacher.sampled(p).0);
-    let (student, how) = if same_boundaries {
+    let (ids, how) = if same_boundaries {
         (canonical.to_vec(), "exact")
     } else {
-        match (0..n).map(|p| tok.id(teacher.sampled(p).0)).collect::<Option<Vec<u32>>>() {
+        match (0..n).map(|p| string_ids[teacher.sampled_entry(p).0 as usize]).collect::<Option<Vec<u32>>>() {
             Some(ids) => (ids, "exact_teacher_tokens"),
             None => return Err("boundaries_differ"),
         }
     };
-    let mut out = Vec::with_capacity(student.len());
-    for (p, &sampled) in student.iter().enumerate() {
-        let token_logprob = teacher.sampled(p).1;
-        if !token_logprob.is_finite() {
-            return Err("bad_teacher_logprob");
-        }
-        let mut pairs: Vec<(u32, f32)> = Vec::with_capacity(21);
-        for (b, lp) in teacher.top(p) {
-            // -inf carries no mass and NaN no information: both belong to the tail.
-            if !lp.is_finite() {
-                continue;
-            }
-            if let Some(id) = tok.id(b) {
-                if !pairs.iter().any(|(i, _)| *i == id) {
-                    pairs.push((id, lp.min(0.0)));
-                }
-            }
-        }
-        if !pairs.iter().any(|(i, _)| *i == sampled) {
-            pairs.push((sampled, token_logprob.min(0.0)));
-        }
-        // Most probable first; ties keep the teacher's order (stable sort).
-        pairs.sort_by(|a, b| b.1.total_cmp(&a.1));
-        if let Some(k) = max_topk {
-            pairs.truncate(k);
-        }
-        out.push(Labels { pairs, token_logprob: token_logprob.min(0.0) });
+    if !(0..n).all(|p| teacher.sampled_entry(p).1.is_finite()) {
+        return Err("bad_teacher_logprob");
     }
-    Ok(Aligned { ids: student, labels: out, how })
+    Ok(Aligned { ids, teacher, string_ids, how })
+}
+
+/// Step 3 at one position into `pairs`: every alternative that is exactly one student token as
+/// `(student id, log-prob)`, the sampled token `sampled` always among them, most probable
+/// first, at most `max_topk`.
+fn soft_labels(top: &[(u32, f32)], string_ids: &[Option<u32>], sampled: u32, token_logprob: f32, max_topk: Option<usize>, pairs: &mut Vec<(u32, f32)>) {
+    pairs.clear();
+    for &(string, lp) in top {
+        // -inf carries no mass and NaN no information: both belong to the tail.
+        if !lp.is_finite() {
+            continue;
+        }
+        if let Some(id) = string_ids[string as usize] {
+            if !pairs.iter().any(|(i, _)| *i == id) {
+                pairs.push((id, lp.min(0.0)));
+            }
+        }
+    }
+    if !pairs.iter().any(|(i, _)| *i == sampled) {
+        pairs.push((sampled, token_logprob));
+    }
+    // Most probable first; ties keep the teacher's order (stable sort).
+    pairs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if let Some(k) = max_topk {
+        pairs.truncate(k);
+    }
 }

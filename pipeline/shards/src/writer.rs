@@ -17,8 +17,8 @@ use arrow_array::builder::BooleanBufferBuilder;
 use arrow_array::types::ArrowPrimitiveType;
 use arrow_array::PrimitiveArray;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
@@ -52,19 +52,36 @@ fn props(o: &WriteOptions) -> Result<WriterProperties> {
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(o.row_group_rows))
         .set_created_by(format!("distill-shards {}", env!("CARGO_PKG_VERSION")));
+    let path = |c: &str| ColumnPath::new(c.split('.').map(String::from).collect());
     // Log-probs and masses are high-cardinality floats: a dictionary only costs time there.
-    for c in [
-        "teacher_topk_logprobs.list.element.list.element",
-        "teacher_token_logprob.list.element",
-        "tail_mass.list.element",
-        "completion_text",
-        "row_id",
-    ] {
-        // ColumnPath::from("a.b") would be one part named "a.b": split it into its parts.
-        b = b.set_column_dictionary_enabled(ColumnPath::new(c.split('.').map(String::from).collect()), false);
+    // Byte-stream-split puts the floats' exponent bytes together, which zstd compresses better
+    // and faster (measured on the scale benchmark: -11% bytes, -12% stage CPU time).
+    for c in FLOAT_COLUMNS {
+        b = b.set_column_dictionary_enabled(path(c), false).set_column_encoding(path(c), Encoding::BYTE_STREAM_SPLIT);
+    }
+    for c in ["completion_text", "row_id"] {
+        b = b.set_column_dictionary_enabled(path(c), false);
+    }
+    // Min/max of per-position values select nothing a reader would skip; computing them cost
+    // ~5% of the stage.
+    for c in PER_POSITION_COLUMNS {
+        b = b.set_column_statistics_enabled(path(c), EnabledStatistics::None);
     }
     Ok(b.build())
 }
+
+/// Per-position float columns (leaf paths).
+const FLOAT_COLUMNS: [&str; 3] = ["teacher_topk_logprobs.list.element.list.element", "teacher_token_logprob.list.element", "tail_mass.list.element"];
+
+/// Every per-position column (leaf paths).
+const PER_POSITION_COLUMNS: [&str; 6] = [
+    "input_ids.list.element",
+    "loss_mask.list.element",
+    "teacher_topk_ids.list.element.list.element",
+    "teacher_topk_logprobs.list.element.list.element",
+    "teacher_token_logprob.list.element",
+    "tail_mass.list.element",
+];
 
 /// One Parquet file being written, row group by row group, under a temporary name; its final
 /// name (which carries the number of files of its split) is given at [`ShardFile::finish`].
@@ -160,7 +177,7 @@ fn prim_list<T: ArrowPrimitiveType>(rows: &[&Row], get: impl Fn(&Row) -> &[T::Na
     let offsets = offsets_of(rows.iter().map(|r| get(r).len()));
     let mut values = Vec::with_capacity(*offsets.last().unwrap_or(&0) as usize);
     rows.iter().for_each(|r| values.extend_from_slice(get(r)));
-    list(T::DATA_TYPE, offsets, Arc::new(PrimitiveArray::<T>::from_iter_values(values)))
+    list(T::DATA_TYPE, offsets, Arc::new(PrimitiveArray::<T>::new(values.into(), None)))
 }
 
 /// `list<list<T>>` from each row's flat values and per-position offsets.
@@ -168,13 +185,13 @@ fn nested_list<T: ArrowPrimitiveType>(rows: &[&Row], get: impl Fn(&Row) -> &[T::
     let outer = offsets_of(rows.iter().map(|r| r.positions()));
     let mut inner = Vec::with_capacity(*outer.last().unwrap_or(&0) as usize + 1);
     inner.push(0i32);
-    let mut values = Vec::new();
+    let mut values = Vec::with_capacity(rows.iter().map(|r| get(r).len()).sum());
     for r in rows {
         let base = values.len() as i32;
         inner.extend(r.topk_offsets[1..].iter().map(|&o| base + o as i32));
         values.extend_from_slice(get(r));
     }
-    let inner_list = list(T::DATA_TYPE, inner, Arc::new(PrimitiveArray::<T>::from_iter_values(values)));
+    let inner_list = list(T::DATA_TYPE, inner, Arc::new(PrimitiveArray::<T>::new(values.into(), None)));
     list(crate::schema::list_of(T::DATA_TYPE), outer, inner_list)
 }
 
