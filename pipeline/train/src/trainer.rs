@@ -257,6 +257,8 @@ pub fn train(lm: &TrainableLm, train: &dyn Source, validation: &dyn Source, run:
     std::fs::create_dir_all(run.scratch_dir).map_err(|e| Error::Other(format!("{}: {e}", run.scratch_dir.display())))?;
 
     let mut start = 0u64;
+    // Tokens trained on by the invocations before this one (from the checkpoint resumed).
+    let mut tokens_before = 0u64;
     let mut pos = DataPosition::default();
     let mut resumed_from = None;
     let resume_from = if run.resume { checkpoint::latest(run.scratch_dir) } else { None };
@@ -269,6 +271,7 @@ pub fn train(lm: &TrainableLm, train: &dyn Source, validation: &dyn Source, run:
             });
         }
         start = state.step;
+        tokens_before = state.tokens_seen;
         pos = state.data;
         resumed_from = Some(step);
         keep_metrics_up_to(&metrics_path, step)?;
@@ -326,7 +329,7 @@ pub fn train(lm: &TrainableLm, train: &dyn Source, validation: &dyn Source, run:
                 adam_t: opt.t,
                 data: feeder.position(),
                 rng: RngState { scheme: "derived(seed, step, micro)".into(), seed: s.seed, next_step: step },
-                tokens_seen: tokens,
+                tokens_seen: tokens_before + tokens,
                 train_config: run.train_config.clone(),
                 model_config: lm.model.config().to_json(),
             };

@@ -66,6 +66,13 @@ fn an_interrupted_and_resumed_run_gives_the_same_losses_and_weights() {
     let b = std::fs::read_to_string(parts.out_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(a, b, "every logged loss is identical");
     assert_eq!(a.lines().filter(|l| l.contains("\"train\"")).count(), 8);
+    // The checkpoint counts the tokens of the whole run, not those since the resume.
+    let tokens_seen = |c: &StageContext| -> u64 {
+        let state = std::fs::read_to_string(c.scratch_dir.join("checkpoints/step-00000008/state.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&state).unwrap()["tokens_seen"].as_u64().unwrap()
+    };
+    assert!(tokens_seen(&whole) > 0);
+    assert_eq!(tokens_seen(&parts), tokens_seen(&whole));
     let wa = std::fs::read(whole.out_dir.join("model.safetensors")).unwrap();
     let wb = std::fs::read(parts.out_dir.join("model.safetensors")).unwrap();
     assert!(wa == wb, "final weights are bit-identical");
