@@ -467,9 +467,8 @@ fn accumulate(model: &CausalLm, params: &[(String, Var)], batches: &[Batch], s: 
 }
 
 /// Whether `step` is a multiple of a positive `n` (0 = never).
-#[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` needs Rust 1.87; the workspace supports 1.85
 fn every(step: u64, n: u64) -> bool {
-    n > 0 && step % n == 0
+    n > 0 && step.is_multiple_of(n)
 }
 
 /// Drops metric lines written after `step` (a resumed run rewrites them).
