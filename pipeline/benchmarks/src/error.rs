@@ -7,29 +7,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{}: {source} (benchmark data lives in evals/data/ of the repository; pass another folder with --data-dir)", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     /// The file is not byte-for-byte the vendored one.
     #[error(
         "{}: sha256 is {actual}, expected {expected} (see evals/SOURCES.md): the file is not the vendored copy; restore it with `git checkout -- evals/data`",
         path.display()
     )]
-    Checksum {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    Checksum { path: PathBuf, expected: String, actual: String },
 
     /// A record could not be read; `line` is 1-based (0 for whole-file JSON).
     #[error("{}:{line}: {message}", path.display())]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Parse { path: PathBuf, line: usize, message: String },
 
     #[error("unknown benchmark '{0}' (known: humaneval, humaneval+, mbpp, mbpp-full, mbpp-sanitized, mbpp+)")]
     UnknownBenchmark(String),
@@ -39,15 +28,7 @@ impl From<Error> for distill_core::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::Io { path, source } => distill_core::Error::Io { path, source },
-            Error::Parse {
-                path,
-                line,
-                message,
-            } => distill_core::Error::Input {
-                path,
-                line,
-                message,
-            },
+            Error::Parse { path, line, message } => distill_core::Error::Input { path, line, message },
             e @ Error::UnknownBenchmark(_) => distill_core::Error::Usage(e.to_string()),
             e @ Error::Checksum { .. } => distill_core::Error::Other(e.to_string()),
         }

@@ -51,62 +51,33 @@ pub fn load_from(dir: &Path, benchmark: Benchmark) -> Result<Dataset> {
         Benchmark::MbppTest => parse_mbpp(&path, &text, benchmark, |id| (11..=510).contains(&id))?,
         Benchmark::MbppSanitized => parse_sanitized(&path, &text)?,
     };
-    Ok(Dataset {
-        benchmark,
-        file,
-        path,
-        sha256,
-        tasks,
-    })
+    Ok(Dataset { benchmark, file, path, sha256, tasks })
 }
 
 /// Reads a data file, checks its sha256 and returns its (decompressed) text and the hash.
 fn read_verified(path: &Path, file: DataFile) -> Result<(String, String)> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     let actual = distill_core::digest::sha256_hex(&bytes);
     if actual != file.sha256() {
-        return Err(Error::Checksum {
-            path: path.to_path_buf(),
-            expected: file.sha256().to_string(),
-            actual,
-        });
+        return Err(Error::Checksum { path: path.to_path_buf(), expected: file.sha256().to_string(), actual });
     }
     let text = if file.gzipped() {
         let mut s = String::new();
-        flate2::read::GzDecoder::new(bytes.as_slice())
-            .read_to_string(&mut s)
-            .map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        flate2::read::GzDecoder::new(bytes.as_slice()).read_to_string(&mut s).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
         s
     } else {
-        String::from_utf8(bytes).map_err(|e| Error::Parse {
-            path: path.to_path_buf(),
-            line: 0,
-            message: e.to_string(),
-        })?
+        String::from_utf8(bytes).map_err(|e| Error::Parse { path: path.to_path_buf(), line: 0, message: e.to_string() })?
     };
     Ok((text, actual))
 }
 
 fn parse_err(path: &Path, line: usize, message: impl ToString) -> Error {
-    Error::Parse {
-        path: path.to_path_buf(),
-        line,
-        message: message.to_string(),
-    }
+    Error::Parse { path: path.to_path_buf(), line, message: message.to_string() }
 }
 
 /// Non-blank lines with their 1-based numbers.
 fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| (i + 1, l))
+    text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l))
 }
 
 #[derive(Deserialize)]
@@ -121,8 +92,7 @@ struct HumanEvalRecord {
 fn parse_humaneval(path: &Path, text: &str, benchmark: Benchmark) -> Result<Vec<Task>> {
     lines(text)
         .map(|(n, line)| {
-            let r: HumanEvalRecord =
-                serde_json::from_str(line).map_err(|e| parse_err(path, n, e))?;
+            let r: HumanEvalRecord = serde_json::from_str(line).map_err(|e| parse_err(path, n, e))?;
             Ok(Task {
                 benchmark,
                 text: last_docstring(&r.prompt),
@@ -144,25 +114,12 @@ fn parse_plus(path: &Path, text: &str, benchmark: Benchmark) -> Result<Vec<Task>
     lines(text)
         .map(|(n, line)| {
             let fields = rawjson::object_fields(line).map_err(|e| parse_err(path, n, e))?;
-            let raw = |key: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| *v)
-                    .ok_or_else(|| parse_err(path, n, format!("missing field '{key}'")))
-            };
-            let string = |key: &str| -> Result<String> {
-                serde_json::from_str(raw(key)?)
-                    .map_err(|e| parse_err(path, n, format!("{key}: {e}")))
-            };
+            let raw = |key: &str| fields.iter().find(|(k, _)| k == key).map(|(_, v)| *v).ok_or_else(|| parse_err(path, n, format!("missing field '{key}'")));
+            let string = |key: &str| -> Result<String> { serde_json::from_str(raw(key)?).map_err(|e| parse_err(path, n, format!("{key}: {e}"))) };
             // One MBPP+ task has `"plus_input": {}`: no inputs.
             let inputs = |key: &str| -> Result<String> {
                 let r = raw(key)?;
-                Ok(if r.trim() == "{}" {
-                    "[]".to_string()
-                } else {
-                    r.to_string()
-                })
+                Ok(if r.trim() == "{}" { "[]".to_string() } else { r.to_string() })
             };
             let base_input_json = inputs("base_input")?;
             let plus_input_json = inputs("plus_input")?;
@@ -172,15 +129,10 @@ fn parse_plus(path: &Path, text: &str, benchmark: Benchmark) -> Result<Vec<Task>
                 plus_inputs: count(&plus_input_json)?,
                 base_input_json,
                 plus_input_json,
-                atol: serde_json::from_str(raw("atol")?)
-                    .map_err(|e| parse_err(path, n, format!("atol: {e}")))?,
+                atol: serde_json::from_str(raw("atol")?).map_err(|e| parse_err(path, n, format!("atol: {e}")))?,
             };
             let prompt = string("prompt")?;
-            let (text, tests) = if benchmark == Benchmark::HumanEvalPlus {
-                (last_docstring(&prompt), string("test")?)
-            } else {
-                (mbpp_plus_text(&prompt), string("assertion")?)
-            };
+            let (text, tests) = if benchmark == Benchmark::HumanEvalPlus { (last_docstring(&prompt), string("test")?) } else { (mbpp_plus_text(&prompt), string("assertion")?) };
             Ok(Task {
                 benchmark,
                 task_id: string("task_id")?,
@@ -206,26 +158,12 @@ struct MbppRecord {
     test_list: Vec<String>,
 }
 
-fn parse_mbpp(
-    path: &Path,
-    text: &str,
-    benchmark: Benchmark,
-    keep: impl Fn(u32) -> bool,
-) -> Result<Vec<Task>> {
+fn parse_mbpp(path: &Path, text: &str, benchmark: Benchmark, keep: impl Fn(u32) -> bool) -> Result<Vec<Task>> {
     let mut tasks = Vec::new();
     for (n, line) in lines(text) {
         let r: MbppRecord = serde_json::from_str(line).map_err(|e| parse_err(path, n, e))?;
         if keep(r.task_id) {
-            tasks.push(mbpp_task(
-                path,
-                n,
-                benchmark,
-                r.task_id,
-                r.text,
-                r.code,
-                r.test_setup_code,
-                r.test_list,
-            )?);
+            tasks.push(mbpp_task(path, n, benchmark, r.task_id, r.text, r.code, r.test_setup_code, r.test_list)?);
         }
     }
     Ok(tasks)
@@ -241,46 +179,14 @@ struct SanitizedRecord {
 }
 
 fn parse_sanitized(path: &Path, text: &str) -> Result<Vec<Task>> {
-    let records: Vec<SanitizedRecord> =
-        serde_json::from_str(text).map_err(|e| parse_err(path, e.line(), e))?;
-    records
-        .into_iter()
-        .map(|r| {
-            mbpp_task(
-                path,
-                0,
-                Benchmark::MbppSanitized,
-                r.task_id,
-                r.prompt,
-                r.code,
-                r.test_imports.join("\n"),
-                r.test_list,
-            )
-        })
-        .collect()
+    let records: Vec<SanitizedRecord> = serde_json::from_str(text).map_err(|e| parse_err(path, e.line(), e))?;
+    records.into_iter().map(|r| mbpp_task(path, 0, Benchmark::MbppSanitized, r.task_id, r.prompt, r.code, r.test_imports.join("\n"), r.test_list)).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
-fn mbpp_task(
-    path: &Path,
-    line: usize,
-    benchmark: Benchmark,
-    id: u32,
-    text: String,
-    code: String,
-    test_setup: String,
-    test_list: Vec<String>,
-) -> Result<Task> {
-    let first = test_list
-        .first()
-        .ok_or_else(|| parse_err(path, line, format!("task {id} has no tests")))?;
-    let entry_point = entry_point_of(&code, first).ok_or_else(|| {
-        parse_err(
-            path,
-            line,
-            format!("task {id}: no function call in '{first}'"),
-        )
-    })?;
+fn mbpp_task(path: &Path, line: usize, benchmark: Benchmark, id: u32, text: String, code: String, test_setup: String, test_list: Vec<String>) -> Result<Task> {
+    let first = test_list.first().ok_or_else(|| parse_err(path, line, format!("task {id} has no tests")))?;
+    let entry_point = entry_point_of(&code, first).ok_or_else(|| parse_err(path, line, format!("task {id}: no function call in '{first}'")))?;
     Ok(Task {
         benchmark,
         task_id: format!("Mbpp/{id}"),
@@ -302,29 +208,14 @@ fn entry_point_of(code: &str, assert_line: &str) -> Option<String> {
     let calls = calls_in(assert_line.trim_start().strip_prefix("assert")?);
     let defined = code.lines().filter_map(|l| {
         let rest = l.trim_start().strip_prefix("def ")?;
-        Some(
-            rest.split(|c: char| c == '(' || c.is_whitespace())
-                .next()?
-                .to_string(),
-        )
+        Some(rest.split(|c: char| c == '(' || c.is_whitespace()).next()?.to_string())
     });
     for name in defined {
         if calls.contains(&name) {
             return Some(name);
         }
     }
-    const WRAPPERS: [&str; 10] = [
-        "set",
-        "sorted",
-        "list",
-        "tuple",
-        "round",
-        "abs",
-        "str",
-        "isclose",
-        "frozenset",
-        "int",
-    ];
+    const WRAPPERS: [&str; 10] = ["set", "sorted", "list", "tuple", "round", "abs", "str", "isclose", "frozenset", "int"];
     calls.into_iter().find(|c| !WRAPPERS.contains(&c.as_str()))
 }
 
@@ -367,30 +258,10 @@ mod tests {
 
     #[test]
     fn entry_points_skip_wrappers() {
-        assert_eq!(
-            entry_point_of(
-                "",
-                "assert set(similar_elements((3, 4), (5,))) == set((4,))"
-            )
-            .as_deref(),
-            Some("similar_elements")
-        );
-        assert_eq!(
-            entry_point_of("", "assert math.isclose(area(2), 4.0, rel_tol=0.001)").as_deref(),
-            Some("area")
-        );
-        assert_eq!(
-            entry_point_of("", "assert remove_Occ(\"hello(\",\"l\") == \"heo\"").as_deref(),
-            Some("remove_Occ")
-        );
-        assert_eq!(
-            entry_point_of(
-                "def helper(x):\n  pass\ndef is_Diff(n):\n  return helper(n)\n",
-                "assert is_Diff (12345) == False"
-            )
-            .as_deref(),
-            Some("is_Diff")
-        );
+        assert_eq!(entry_point_of("", "assert set(similar_elements((3, 4), (5,))) == set((4,))").as_deref(), Some("similar_elements"));
+        assert_eq!(entry_point_of("", "assert math.isclose(area(2), 4.0, rel_tol=0.001)").as_deref(), Some("area"));
+        assert_eq!(entry_point_of("", "assert remove_Occ(\"hello(\",\"l\") == \"heo\"").as_deref(), Some("remove_Occ"));
+        assert_eq!(entry_point_of("def helper(x):\n  pass\ndef is_Diff(n):\n  return helper(n)\n", "assert is_Diff (12345) == False").as_deref(), Some("is_Diff"));
         assert_eq!(entry_point_of("", "assert x == 1"), None);
     }
 }

@@ -114,8 +114,7 @@ fn scan_value(b: &[u8], i: usize) -> Result<usize, String> {
         // A scalar: number, true/false/null, or Python's Infinity / -Infinity / NaN.
         Some(_) => {
             let mut j = i;
-            while j < b.len() && !matches!(b[j], b',' | b']' | b'}') && !b[j].is_ascii_whitespace()
-            {
+            while j < b.len() && !matches!(b[j], b',' | b']' | b'}') && !b[j].is_ascii_whitespace() {
                 j += 1;
             }
             if j == i {
@@ -136,10 +135,7 @@ mod tests {
         let line = r#"{"task_id": "Mbpp/1", "x": [[-Infinity, 123456789012345678901234567890], {"a": "],}\""}], "atol": 1e-06}"#;
         let f = object_fields(line).unwrap();
         assert_eq!(f[0], ("task_id".to_string(), r#""Mbpp/1""#));
-        assert_eq!(
-            f[1].1,
-            r#"[[-Infinity, 123456789012345678901234567890], {"a": "],}\""}]"#
-        );
+        assert_eq!(f[1].1, r#"[[-Infinity, 123456789012345678901234567890], {"a": "],}\""}]"#);
         assert_eq!(f[2], ("atol".to_string(), "1e-06"));
         assert_eq!(array_len(f[1].1).unwrap(), 2);
         assert_eq!(array_len(" [ ] ").unwrap(), 0);

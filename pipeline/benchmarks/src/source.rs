@@ -22,13 +22,7 @@ pub enum DataFile {
 }
 
 impl DataFile {
-    pub const ALL: [DataFile; 5] = [
-        DataFile::HumanEval,
-        DataFile::HumanEvalPlus,
-        DataFile::Mbpp,
-        DataFile::MbppSanitized,
-        DataFile::MbppPlus,
-    ];
+    pub const ALL: [DataFile; 5] = [DataFile::HumanEval, DataFile::HumanEvalPlus, DataFile::Mbpp, DataFile::MbppSanitized, DataFile::MbppPlus];
 
     /// The file name under the data folder.
     pub fn file_name(self) -> &'static str {
@@ -44,19 +38,11 @@ impl DataFile {
     /// The sha256 of the file as vendored (evals/SOURCES.md).
     pub fn sha256(self) -> &'static str {
         match self {
-            DataFile::HumanEval => {
-                "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef"
-            }
-            DataFile::HumanEvalPlus => {
-                "272720b90ac375502c8ed23cd791c2a93dfb22a911641a494da74a426c09f101"
-            }
+            DataFile::HumanEval => "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef",
+            DataFile::HumanEvalPlus => "272720b90ac375502c8ed23cd791c2a93dfb22a911641a494da74a426c09f101",
             DataFile::Mbpp => "ccf64ceae9c5403bf50a044cb6d505bfd2a2963ee58338ba268fd65beab92a9f",
-            DataFile::MbppSanitized => {
-                "ca95deaa9a01ef0a6f439f88bcf0dd3db3563d22f22aad6cae04ebb9a8d8c8e9"
-            }
-            DataFile::MbppPlus => {
-                "af43697e8791c4c149bdfd6b489d8b5412507551ac20e28a439f650b8225db63"
-            }
+            DataFile::MbppSanitized => "ca95deaa9a01ef0a6f439f88bcf0dd3db3563d22f22aad6cae04ebb9a8d8c8e9",
+            DataFile::MbppPlus => "af43697e8791c4c149bdfd6b489d8b5412507551ac20e28a439f650b8225db63",
         }
     }
 
@@ -98,14 +84,7 @@ pub enum Benchmark {
 }
 
 impl Benchmark {
-    pub const ALL: [Benchmark; 6] = [
-        Benchmark::HumanEval,
-        Benchmark::HumanEvalPlus,
-        Benchmark::MbppTest,
-        Benchmark::MbppFull,
-        Benchmark::MbppSanitized,
-        Benchmark::MbppPlus,
-    ];
+    pub const ALL: [Benchmark; 6] = [Benchmark::HumanEval, Benchmark::HumanEvalPlus, Benchmark::MbppTest, Benchmark::MbppFull, Benchmark::MbppSanitized, Benchmark::MbppPlus];
 
     /// The name used on the command line, in configs and as the output folder name.
     pub fn name(self) -> &'static str {
@@ -149,10 +128,7 @@ impl fmt::Display for Benchmark {
 impl FromStr for Benchmark {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        Benchmark::ALL
-            .into_iter()
-            .find(|b| b.name() == s)
-            .ok_or_else(|| Error::UnknownBenchmark(s.to_string()))
+        Benchmark::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| Error::UnknownBenchmark(s.to_string()))
     }
 }
 
@@ -164,15 +140,9 @@ mod tests {
     fn names_round_trip_through_from_str_and_serde() {
         for b in Benchmark::ALL {
             assert_eq!(b.name().parse::<Benchmark>().unwrap(), b);
-            assert_eq!(
-                serde_json::to_string(&b).unwrap(),
-                format!("\"{}\"", b.name())
-            );
+            assert_eq!(serde_json::to_string(&b).unwrap(), format!("\"{}\"", b.name()));
         }
         let err = "mbpp++".parse::<Benchmark>().unwrap_err().to_string();
-        assert!(
-            err.contains("unknown benchmark 'mbpp++'") && err.contains("humaneval+"),
-            "{err}"
-        );
+        assert!(err.contains("unknown benchmark 'mbpp++'") && err.contains("humaneval+"), "{err}");
     }
 }

@@ -79,11 +79,7 @@ impl Task {
 
     /// The numeric part of the task id (`HumanEval/7` -> 7, `Mbpp/11` -> 11).
     pub fn number(&self) -> u32 {
-        self.task_id
-            .rsplit('/')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        self.task_id.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0)
     }
 }
 
@@ -115,20 +111,9 @@ fn dedent(text: &str) -> String {
     let mut lines = text.lines();
     let first = lines.next().unwrap_or("").trim();
     let rest: Vec<&str> = lines.collect();
-    let indent = rest
-        .iter()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.len() - l.trim_start().len())
-        .min()
-        .unwrap_or(0);
+    let indent = rest.iter().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
     let mut out = vec![first];
-    out.extend(rest.iter().map(|l| {
-        if l.len() >= indent {
-            &l[indent..]
-        } else {
-            l.trim_start()
-        }
-    }));
+    out.extend(rest.iter().map(|l| if l.len() >= indent { &l[indent..] } else { l.trim_start() }));
     out.join("\n").trim().to_string()
 }
 
@@ -136,10 +121,7 @@ fn dedent(text: &str) -> String {
 pub(crate) fn mbpp_plus_text(prompt: &str) -> String {
     let doc = last_docstring(prompt);
     let lines: Vec<&str> = doc.lines().collect();
-    let keep = lines
-        .iter()
-        .rposition(|l| !l.trim_start().starts_with("assert") && !l.trim().is_empty())
-        .map_or(0, |i| i + 1);
+    let keep = lines.iter().rposition(|l| !l.trim_start().starts_with("assert") && !l.trim().is_empty()).map_or(0, |i| i + 1);
     lines[..keep].join("\n").trim().to_string()
 }
 
@@ -151,22 +133,13 @@ mod tests {
     fn the_last_docstring_is_the_description() {
         let prompt = "def helper():\n    \"\"\"not this\"\"\"\n\ndef f(x):\n    \"\"\" Add one.\n    >>> f(1)\n    2\n    \"\"\"\n";
         assert_eq!(last_docstring(prompt), "Add one.\n>>> f(1)\n2");
-        assert_eq!(
-            last_docstring("def g():\n    '''Single quotes.'''\n"),
-            "Single quotes."
-        );
+        assert_eq!(last_docstring("def g():\n    '''Single quotes.'''\n"), "Single quotes.");
         assert_eq!(last_docstring("def g(): pass\n"), "");
     }
 
     #[test]
     fn mbpp_prompt_follows_the_bigcode_template() {
-        assert_eq!(
-            mbpp_prompt("Add.", "assert add(1, 2) == 3"),
-            "\"\"\"\nAdd.\nassert add(1, 2) == 3\n\"\"\"\n"
-        );
-        assert_eq!(
-            mbpp_plus_text("\"\"\"\nWrite a function.\nassert f(1) == 2\n\"\"\"\n"),
-            "Write a function."
-        );
+        assert_eq!(mbpp_prompt("Add.", "assert add(1, 2) == 3"), "\"\"\"\nAdd.\nassert add(1, 2) == 3\n\"\"\"\n");
+        assert_eq!(mbpp_plus_text("\"\"\"\nWrite a function.\nassert f(1) == 2\n\"\"\"\n"), "Write a function.");
     }
 }

@@ -12,12 +12,7 @@ fn data_dir() -> PathBuf {
 fn every_benchmark_loads_with_the_documented_counts() {
     let expect = [
         (Benchmark::HumanEval, 164, "HumanEval/0", "HumanEval/163"),
-        (
-            Benchmark::HumanEvalPlus,
-            164,
-            "HumanEval/0",
-            "HumanEval/163",
-        ),
+        (Benchmark::HumanEvalPlus, 164, "HumanEval/0", "HumanEval/163"),
         (Benchmark::MbppTest, 500, "Mbpp/11", "Mbpp/510"),
         (Benchmark::MbppFull, 974, "Mbpp/1", "Mbpp/974"),
         (Benchmark::MbppSanitized, 427, "Mbpp/2", "Mbpp/809"),
@@ -30,16 +25,8 @@ fn every_benchmark_loads_with_the_documented_counts() {
         assert_eq!(ds.tasks.last().unwrap().task_id, last, "{b}");
         assert_eq!(ds.sha256, b.data_file().sha256());
         for t in &ds.tasks {
-            assert!(
-                !t.prompt.is_empty() && !t.text.is_empty() && !t.entry_point.is_empty(),
-                "{}",
-                t.task_id
-            );
-            assert!(
-                !t.canonical_solution.is_empty() && !t.tests.is_empty(),
-                "{}",
-                t.task_id
-            );
+            assert!(!t.prompt.is_empty() && !t.text.is_empty() && !t.entry_point.is_empty(), "{}", t.task_id);
+            assert!(!t.canonical_solution.is_empty() && !t.tests.is_empty(), "{}", t.task_id);
             assert_eq!(t.plus.is_some(), b.is_plus(), "{}", t.task_id);
         }
     }
@@ -48,36 +35,17 @@ fn every_benchmark_loads_with_the_documented_counts() {
 #[test]
 fn plus_inputs_are_kept_verbatim_and_counted() {
     let he = load_from(&data_dir(), Benchmark::HumanEvalPlus).unwrap();
-    let base: usize = he
-        .tasks
-        .iter()
-        .map(|t| t.plus.as_ref().unwrap().base_inputs)
-        .sum();
-    let plus: usize = he
-        .tasks
-        .iter()
-        .map(|t| t.plus.as_ref().unwrap().plus_inputs)
-        .sum();
+    let base: usize = he.tasks.iter().map(|t| t.plus.as_ref().unwrap().base_inputs).sum();
+    let plus: usize = he.tasks.iter().map(|t| t.plus.as_ref().unwrap().plus_inputs).sum();
     // The totals evals/SOURCES.md gives for HumanEval+ v0.1.10.
     assert_eq!((base, plus), (1570, 122_683));
     let mbpp = load_from(&data_dir(), Benchmark::MbppPlus).unwrap();
-    let plus: usize = mbpp
-        .tasks
-        .iter()
-        .map(|t| t.plus.as_ref().unwrap().plus_inputs)
-        .sum();
+    let plus: usize = mbpp.tasks.iter().map(|t| t.plus.as_ref().unwrap().plus_inputs).sum();
     assert_eq!(plus, 39_841);
     // Python-style infinities survive (strict JSON cannot hold them).
-    assert!(mbpp.tasks.iter().any(|t| t
-        .plus
-        .as_ref()
-        .unwrap()
-        .plus_input_json
-        .contains("-Infinity")));
+    assert!(mbpp.tasks.iter().any(|t| t.plus.as_ref().unwrap().plus_input_json.contains("-Infinity")));
     let t120 = mbpp.task("Mbpp/120").unwrap();
-    assert!(
-        t120.tests.contains("math.isclose") && !t120.canonical_solution.contains("import math")
-    );
+    assert!(t120.tests.contains("math.isclose") && !t120.canonical_solution.contains("import math"));
 }
 
 #[test]
@@ -90,37 +58,15 @@ fn prompts_follow_the_bigcode_conventions() {
     );
     assert_eq!(t.entry_point, "remove_Occ");
     assert_eq!(t.test_list.len(), 3);
-    assert!(mbpp
-        .task("Mbpp/367")
-        .unwrap()
-        .test_setup
-        .contains("root = Node(1)"));
+    assert!(mbpp.task("Mbpp/367").unwrap().test_setup.contains("root = Node(1)"));
     let he = load_from(&data_dir(), Benchmark::HumanEval).unwrap();
     let t = &he.tasks[0];
-    assert!(t
-        .prompt
-        .starts_with("from typing import List\n\n\ndef has_close_elements"));
-    assert!(
-        t.text
-            .starts_with("Check if in given list of numbers, are any two numbers closer"),
-        "{}",
-        t.text
-    );
+    assert!(t.prompt.starts_with("from typing import List\n\n\ndef has_close_elements"));
+    assert!(t.text.starts_with("Check if in given list of numbers, are any two numbers closer"), "{}", t.text);
     let kinds: Vec<TextKind> = t.contamination_texts().iter().map(|(k, _)| *k).collect();
-    assert_eq!(
-        kinds,
-        vec![
-            TextKind::Prompt,
-            TextKind::Text,
-            TextKind::Solution,
-            TextKind::Tests
-        ]
-    );
+    assert_eq!(kinds, vec![TextKind::Prompt, TextKind::Text, TextKind::Solution, TextKind::Tests]);
     let plus = load_from(&data_dir(), Benchmark::MbppPlus).unwrap();
-    assert_eq!(
-        plus.tasks[0].text,
-        "Write a function to find the shared elements from the given two lists."
-    );
+    assert_eq!(plus.tasks[0].text, "Write a function to find the shared elements from the given two lists.");
 }
 
 #[test]
@@ -132,16 +78,8 @@ fn a_changed_file_is_refused_with_both_hashes() {
     let err = load_from(dir.path(), Benchmark::MbppTest).unwrap_err();
     assert!(matches!(err, Error::Checksum { .. }));
     let msg = err.to_string();
-    assert!(
-        msg.contains("mbpp.jsonl") && msg.contains(Benchmark::MbppTest.data_file().sha256()),
-        "{msg}"
-    );
-    assert!(
-        msg.contains(&distill_core::digest::sha256_hex(&bytes)),
-        "{msg}"
-    );
-    let missing = load_from(dir.path(), Benchmark::HumanEval)
-        .unwrap_err()
-        .to_string();
+    assert!(msg.contains("mbpp.jsonl") && msg.contains(Benchmark::MbppTest.data_file().sha256()), "{msg}");
+    assert!(msg.contains(&distill_core::digest::sha256_hex(&bytes)), "{msg}");
+    let missing = load_from(dir.path(), Benchmark::HumanEval).unwrap_err().to_string();
     assert!(missing.contains("HumanEval.jsonl.gz"), "{missing}");
 }

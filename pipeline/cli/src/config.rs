@@ -35,10 +35,7 @@ impl Config {
     /// Loads `path`; the file name in messages is the path as the user gave it.
     pub fn load(path: &Path) -> distill_core::Result<Config> {
         if !path.is_file() {
-            return Err(distill_core::Error::Usage(format!(
-                "{}: no such config file (give one with --config FILE; the offline default is configs/default.toml)",
-                path.display()
-            )));
+            return Err(distill_core::Error::Usage(format!("{}: no such config file (give one with --config FILE; the offline default is configs/default.toml)", path.display())));
         }
         let mut cfg: Config = distill_core::config::load(path)?;
         if cfg.name.is_empty() {
@@ -49,9 +46,7 @@ impl Config {
 
     /// `--work-dir`, else the config's `work_dir`, else `datasets/<name>`.
     pub fn work_dir(&self, flag: Option<&Path>) -> PathBuf {
-        flag.map(Path::to_path_buf)
-            .or_else(|| self.work_dir.clone())
-            .unwrap_or_else(|| PathBuf::from("datasets").join(&self.name))
+        flag.map(Path::to_path_buf).or_else(|| self.work_dir.clone()).unwrap_or_else(|| PathBuf::from("datasets").join(&self.name))
     }
 
     /// Whether the teacher is the offline default's local model.

@@ -15,9 +15,8 @@ use crate::config::Config;
 /// The model name the local teacher is served under (from its stage manifest).
 pub fn model_name(work_dir: &Path) -> distill_core::Result<String> {
     let dir = work_dir.join("teacher-bootstrap");
-    let manifest = Manifest::read(&dir)?.ok_or_else(|| {
-        distill_core::Error::Other(format!("{}: the local teacher has not been trained; run `distill teacher-bootstrap`", dir.display()))
-    })?;
+    let manifest =
+        Manifest::read(&dir)?.ok_or_else(|| distill_core::Error::Other(format!("{}: the local teacher has not been trained; run `distill teacher-bootstrap`", dir.display())))?;
     Ok(format!("local-teacher-{}", &manifest.fingerprint[..12]))
 }
 

@@ -94,11 +94,7 @@ fn teacher_deps(cfg: &Config) -> Vec<&'static str> {
 fn prompts(cfg: &Config) -> distill_core::Result<StageDef> {
     let c = cfg.prompts.clone();
     let uses_teacher = c.self_instruct.enabled || c.evol_instruct.enabled || c.oss_instruct.enabled;
-    let (config, deps) = if uses_teacher {
-        (json!({"prompts": section(&c), "teacher": teacher_fingerprint(&cfg.teacher)}), teacher_deps(cfg))
-    } else {
-        (section(&c), vec![])
-    };
+    let (config, deps) = if uses_teacher { (json!({"prompts": section(&c), "teacher": teacher_fingerprint(&cfg.teacher)}), teacher_deps(cfg)) } else { (section(&c), vec![]) };
     let whole = cfg.clone();
     Ok(StageDef {
         name: "prompts",
@@ -124,8 +120,18 @@ fn teacher_fingerprint(c: &distill_teacher::TeacherConfig) -> Value {
     let mut v = section(c);
     if let Value::Object(map) = &mut v {
         for key in [
-            "requests_per_minute", "tokens_per_minute", "burst", "max_concurrency", "timeout_secs", "max_retries",
-            "backoff_base_ms", "backoff_max_secs", "cache_dir", "api_key_env", "price_input_per_mtok", "price_output_per_mtok",
+            "requests_per_minute",
+            "tokens_per_minute",
+            "burst",
+            "max_concurrency",
+            "timeout_secs",
+            "max_retries",
+            "backoff_base_ms",
+            "backoff_max_secs",
+            "cache_dir",
+            "api_key_env",
+            "price_input_per_mtok",
+            "price_output_per_mtok",
         ] {
             map.remove(key);
         }

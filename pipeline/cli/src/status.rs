@@ -11,10 +11,7 @@ pub fn table(statuses: &[StageStatus]) -> String {
     let _ = writeln!(out, "{:<width$}  {:<11}  details", "stage", "state");
     for s in statuses {
         let (state, details) = match &s.state {
-            StageState::UpToDate => (
-                "up to date",
-                s.last_elapsed_secs.map(|t| format!("last run took {t:.1} s")).unwrap_or_default(),
-            ),
+            StageState::UpToDate => ("up to date", s.last_elapsed_secs.map(|t| format!("last run took {t:.1} s")).unwrap_or_default()),
             StageState::NeverRun => ("never run", String::new()),
             StageState::Stale(why) => ("stale", why.join("; ")),
         };
@@ -31,12 +28,7 @@ mod tests {
     fn the_table_says_why_a_stage_is_stale() {
         let rows = vec![
             StageStatus { name: "prompts", state: StageState::UpToDate, fingerprint: "a".into(), last_elapsed_secs: Some(1.25) },
-            StageStatus {
-                name: "teacher",
-                state: StageState::Stale(vec!["config temperature: 0.7 -> 0.2".into()]),
-                fingerprint: "b".into(),
-                last_elapsed_secs: Some(3.0),
-            },
+            StageStatus { name: "teacher", state: StageState::Stale(vec!["config temperature: 0.7 -> 0.2".into()]), fingerprint: "b".into(), last_elapsed_secs: Some(3.0) },
             StageStatus { name: "filter", state: StageState::NeverRun, fingerprint: "c".into(), last_elapsed_secs: None },
         ];
         assert_eq!(

@@ -4,12 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn distill(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_distill"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the distill binary runs")
+    Command::new(env!("CARGO_BIN_EXE_distill")).args(args).current_dir(dir).env_remove("RUST_LOG").output().expect("the distill binary runs")
 }
 
 fn repo_root() -> std::path::PathBuf {

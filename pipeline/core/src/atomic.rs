@@ -42,11 +42,7 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
 /// the old output is moved aside, the new one renamed in, the old one removed. Between the two
 /// renames `dest` does not exist, which readers (and `status`) treat as "never run".
 pub fn publish_dir(staged: &Path, dest: &Path) -> Result<()> {
-    let aside = dest.with_file_name(format!(
-        ".{}.old-{}",
-        dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        std::process::id()
-    ));
+    let aside = dest.with_file_name(format!(".{}.old-{}", dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), std::process::id()));
     if dest.exists() {
         fs::rename(dest, &aside).at(dest)?;
     }

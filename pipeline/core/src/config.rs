@@ -71,22 +71,11 @@ pub fn parse<C: DeserializeOwned>(text: &str, file: &str) -> Result<C> {
         return Err(Error::Config { problems });
     }
     toml::from_str::<C>(text).map_err(|e| Error::Config {
-        problems: vec![ConfigProblem {
-            file: file.to_string(),
-            line: e.span().map(|s| line_of(s.start)),
-            key: String::new(),
-            message: e.message().trim().to_string(),
-        }],
+        problems: vec![ConfigProblem { file: file.to_string(), line: e.span().map(|s| line_of(s.start)), key: String::new(), message: e.message().trim().to_string() }],
     })
 }
 
-fn check_table<C: DeserializeOwned>(
-    table: &DeTable<'_>,
-    path: &mut Vec<String>,
-    file: &str,
-    line_of: &dyn Fn(usize) -> usize,
-    problems: &mut Vec<ConfigProblem>,
-) {
+fn check_table<C: DeserializeOwned>(table: &DeTable<'_>, path: &mut Vec<String>, file: &str, line_of: &dyn Fn(usize) -> usize, problems: &mut Vec<ConfigProblem>) {
     for (key, value) in table.iter() {
         let name = key.get_ref().to_string();
         path.push(name.clone());
@@ -120,19 +109,12 @@ fn nest(path: &[String], leaf: toml::Value) -> toml::Value {
 fn to_value(v: &DeValue<'_>) -> toml::Value {
     match v {
         DeValue::String(s) => toml::Value::String(s.to_string()),
-        DeValue::Integer(i) => i
-            .to_string()
-            .replace('_', "")
-            .parse::<i64>()
-            .map(toml::Value::Integer)
-            .unwrap_or_else(|_| toml::Value::String(i.to_string())),
+        DeValue::Integer(i) => i.to_string().replace('_', "").parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(i.to_string())),
         DeValue::Float(f) => toml::Value::Float(f.as_str().replace('_', "").parse().unwrap_or(f64::NAN)),
         DeValue::Boolean(b) => toml::Value::Boolean(*b),
         DeValue::Datetime(d) => toml::Value::Datetime(*d),
         DeValue::Array(a) => toml::Value::Array(a.iter().map(|x| to_value(x.get_ref())).collect()),
-        DeValue::Table(t) => {
-            toml::Value::Table(t.iter().map(|(k, v)| (k.get_ref().to_string(), to_value(v.get_ref()))).collect())
-        }
+        DeValue::Table(t) => toml::Value::Table(t.iter().map(|(k, v)| (k.get_ref().to_string(), to_value(v.get_ref()))).collect()),
     }
 }
 
@@ -142,9 +124,7 @@ fn describe(message: &str, path: &[String], line: usize, file: &str) -> ConfigPr
     let message = message.trim();
     let text = if let Some(expected) = message.strip_prefix("unknown field `").and_then(|m| m.split_once("`, expected ")) {
         let candidates: Vec<&str> = expected.1.split('`').skip(1).step_by(2).collect();
-        let hint = suggestion(&key, &candidates)
-            .map(|s| format!(" (did you mean '{s}'?)"))
-            .unwrap_or_else(|| format!(" (known keys: {})", candidates.join(", ")));
+        let hint = suggestion(&key, &candidates).map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_else(|| format!(" (known keys: {})", candidates.join(", ")));
         format!("unknown key '{key}' in {section}{hint}")
     } else if message.starts_with("unknown field `") {
         format!("unknown key '{key}' in {section} (this section takes no keys)")
@@ -155,12 +135,7 @@ fn describe(message: &str, path: &[String], line: usize, file: &str) -> ConfigPr
 }
 
 fn suggestion<'a>(key: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| (strsim::damerau_levenshtein(key, c), *c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
-        .min()
-        .map(|(_, c)| c)
+    candidates.iter().map(|c| (strsim::damerau_levenshtein(key, c), *c)).filter(|(d, c)| *d <= 2.max(c.len() / 4)).min().map(|(_, c)| c)
 }
 
 #[cfg(test)]

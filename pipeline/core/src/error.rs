@@ -61,9 +61,7 @@ impl Error {
     /// A config problem found after parsing (a value out of range, say), reported like the
     /// parser's problems: file, line when known, key and the fix.
     pub fn config_value(file: &str, line: Option<usize>, key: &str, message: impl Into<String>) -> Self {
-        Error::Config {
-            problems: vec![ConfigProblem { file: file.to_string(), line, key: key.to_string(), message: message.into() }],
-        }
+        Error::Config { problems: vec![ConfigProblem { file: file.to_string(), line, key: key.to_string(), message: message.into() }] }
     }
 }
 

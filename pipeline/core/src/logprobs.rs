@@ -261,7 +261,12 @@ pub fn decode_flat(data: &[u8]) -> Result<FlatTokens, Corrupt> {
         return Err(Corrupt { at: 0, what: "unknown log-prob format version" });
     }
     let n = r.get()? as usize;
-    let mut flat = FlatTokens { buf: Vec::with_capacity(data.len()), strings: Vec::new(), entries: Vec::with_capacity(n.min(data.len()) * 8), positions: Vec::with_capacity(n.min(data.len())) };
+    let mut flat = FlatTokens {
+        buf: Vec::with_capacity(data.len()),
+        strings: Vec::new(),
+        entries: Vec::with_capacity(n.min(data.len()) * 8),
+        positions: Vec::with_capacity(n.min(data.len())),
+    };
     // Per interned text: its string index.
     let mut table: Vec<u32> = Vec::new();
     let add_string = |flat: &mut FlatTokens, bytes: &[u8]| {

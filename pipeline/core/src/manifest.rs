@@ -71,11 +71,7 @@ impl Manifest {
     /// Output files whose size no longer matches the manifest (a cheap check; sha256 is kept
     /// for users and for `verify`-style tools).
     pub fn missing_outputs(&self, stage_dir: &Path) -> Vec<String> {
-        self.outputs
-            .iter()
-            .filter(|o| std::fs::metadata(stage_dir.join(&o.path)).map(|m| m.len() != o.bytes).unwrap_or(true))
-            .map(|o| o.path.clone())
-            .collect()
+        self.outputs.iter().filter(|o| std::fs::metadata(stage_dir.join(&o.path)).map(|m| m.len() != o.bytes).unwrap_or(true)).map(|o| o.path.clone()).collect()
     }
 }
 
@@ -117,11 +113,7 @@ pub fn config_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<S
     keys.into_iter()
         .filter_map(|k| match (a.get(k), b.get(k)) {
             (Some(x), Some(y)) if x == y => None,
-            (x, y) => Some(format!(
-                "{k}: {} -> {}",
-                x.map(|v| v.to_string()).unwrap_or_else(|| "(unset)".into()),
-                y.map(|v| v.to_string()).unwrap_or_else(|| "(unset)".into())
-            )),
+            (x, y) => Some(format!("{k}: {} -> {}", x.map(|v| v.to_string()).unwrap_or_else(|| "(unset)".into()), y.map(|v| v.to_string()).unwrap_or_else(|| "(unset)".into()))),
         })
         .collect()
 }

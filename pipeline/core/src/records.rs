@@ -203,15 +203,13 @@ mod tests {
 
     #[test]
     fn prompt_records_need_exactly_one_form() {
-        let chat: PromptRecord =
-            serde_json::from_str(r#"{"id":"a","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        let chat: PromptRecord = serde_json::from_str(r#"{"id":"a","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         assert!(chat.validate().is_ok());
         let completion: PromptRecord = serde_json::from_str(r#"{"id":"b","prompt":"def f():"}"#).unwrap();
         assert!(completion.validate().is_ok());
         let neither: PromptRecord = serde_json::from_str(r#"{"id":"c"}"#).unwrap();
         assert!(neither.validate().unwrap_err().contains("messages"));
-        let both: PromptRecord =
-            serde_json::from_str(r#"{"id":"d","prompt":"x","messages":[{"role":"user","content":"y"}]}"#).unwrap();
+        let both: PromptRecord = serde_json::from_str(r#"{"id":"d","prompt":"x","messages":[{"role":"user","content":"y"}]}"#).unwrap();
         assert!(both.validate().unwrap_err().contains("both"));
     }
 }

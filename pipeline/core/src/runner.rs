@@ -127,9 +127,7 @@ impl Runner {
     }
 
     fn def(&self, name: &str) -> Result<&StageDef> {
-        self.defs.iter().find(|d| d.name == name).ok_or_else(|| {
-            Error::Usage(format!("unknown stage '{name}' (stages: {})", self.stage_names().join(", ")))
-        })
+        self.defs.iter().find(|d| d.name == name).ok_or_else(|| Error::Usage(format!("unknown stage '{name}' (stages: {})", self.stage_names().join(", "))))
     }
 
     /// Fingerprints of every stage as the config and inputs stand now, with the input keys
@@ -141,14 +139,7 @@ impl Runner {
             for dep in &d.deps {
                 inputs.insert(dep.to_string(), self.input_key(dep, &plan[dep].0)?);
             }
-            let fp = FingerprintInputs {
-                stage: d.name,
-                schema_version: d.schema_version,
-                config: &d.config,
-                inputs: &inputs,
-                external: &d.external,
-            }
-            .fingerprint();
+            let fp = FingerprintInputs { stage: d.name, schema_version: d.schema_version, config: &d.config, inputs: &inputs, external: &d.external }.fingerprint();
             plan.insert(d.name, (fp, inputs));
         }
         Ok(plan)
@@ -163,8 +154,7 @@ impl Runner {
         let dir = self.work_dir.join(dep);
         Ok(match Manifest::read(&dir)? {
             Some(m) if m.fingerprint == dep_fingerprint && m.missing_outputs(&dir).is_empty() => {
-                let files: Vec<(&str, &str)> =
-                    m.outputs.iter().filter(|o| o.path != "stats.json").map(|o| (o.path.as_str(), o.sha256.as_str())).collect();
+                let files: Vec<(&str, &str)> = m.outputs.iter().filter(|o| o.path != "stats.json").map(|o| (o.path.as_str(), o.sha256.as_str())).collect();
                 format!("out:{}", crate::digest::digest_json(&files))
             }
             _ => format!("pending:{dep_fingerprint}"),
@@ -444,10 +434,8 @@ fn merge_jsonl(sources: &[PathBuf], dest: &Path) -> Result<()> {
         Ok(None)
     }
     use std::io::BufRead;
-    let mut open: Vec<Source> = sources
-        .iter()
-        .map(|p| Ok(Source { lines: std::io::BufReader::new(std::fs::File::open(p).at(p)?).lines(), path: p.clone(), number: 0 }))
-        .collect::<Result<_>>()?;
+    let mut open: Vec<Source> =
+        sources.iter().map(|p| Ok(Source { lines: std::io::BufReader::new(std::fs::File::open(p).at(p)?).lines(), path: p.clone(), number: 0 })).collect::<Result<_>>()?;
     let mut heads: Vec<Option<(String, String)>> = open.iter_mut().map(next_line).collect::<Result<_>>()?;
     let mut out = crate::jsonl::Writer::create(dest)?;
     while let Some(i) = (0..heads.len()).filter(|&i| heads[i].is_some()).min_by(|&a, &b| heads[a].as_ref().map(|h| &h.0).cmp(&heads[b].as_ref().map(|h| &h.0))) {

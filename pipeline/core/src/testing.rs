@@ -12,11 +12,7 @@ pub fn reference_python() -> PathBuf {
         return PathBuf::from(p);
     }
     let venv = repo_root().join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "reference Python not found at {}: run `make test` (or `bash scripts/python-env.sh`) to create it",
-        venv.display()
-    );
+    assert!(venv.exists(), "reference Python not found at {}: run `make test` (or `bash scripts/python-env.sh`) to create it", venv.display());
     venv
 }
 

@@ -56,11 +56,7 @@ fn a_killed_stage_leaves_no_complete_looking_output() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let half_written = loop {
-        let found = std::fs::read_dir(work.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path().join("rows.jsonl"))
-            .find(|p| p.exists());
+        let found = std::fs::read_dir(work.path()).unwrap().flatten().map(|e| e.path().join("rows.jsonl")).find(|p| p.exists());
         if let Some(p) = found {
             break p;
         }

@@ -27,8 +27,7 @@ fn dag(count: u64, exponent: u32, runs: &Arc<[AtomicUsize; 3]>) -> Vec<StageDef>
             shardable: true,
             run: Box::new(move |ctx: &StageContext| {
                 r0[0].fetch_add(1, Ordering::SeqCst);
-                let lines: Vec<_> =
-                    (0..count).map(|i| json!({"id": format!("n{i:04}"), "x": i})).filter(|v| ctx.owns(v["id"].as_str().unwrap())).collect();
+                let lines: Vec<_> = (0..count).map(|i| json!({"id": format!("n{i:04}"), "x": i})).filter(|v| ctx.owns(v["id"].as_str().unwrap())).collect();
                 distill_core::jsonl::write(&ctx.out_dir.join("numbers.jsonl"), &lines)?;
                 Ok(json!({"written": lines.len()}))
             }),
@@ -43,8 +42,7 @@ fn dag(count: u64, exponent: u32, runs: &Arc<[AtomicUsize; 3]>) -> Vec<StageDef>
             run: Box::new(move |ctx: &StageContext| {
                 r1[1].fetch_add(1, Ordering::SeqCst);
                 let input: Vec<serde_json::Value> = distill_core::jsonl::read_strict(&ctx.input_dir("numbers").join("numbers.jsonl"))?;
-                let out: Vec<_> =
-                    input.iter().map(|v| json!({"id": v["id"], "y": v["x"].as_u64().unwrap().pow(exponent)})).collect();
+                let out: Vec<_> = input.iter().map(|v| json!({"id": v["id"], "y": v["x"].as_u64().unwrap().pow(exponent)})).collect();
                 distill_core::jsonl::write(&ctx.out_dir.join("squares.jsonl"), &out)?;
                 Ok(json!({"rows": out.len()}))
             }),

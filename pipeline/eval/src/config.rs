@@ -123,22 +123,14 @@ pub struct EvalSettings {
 
 /// Benchmarks that can be scored (`mbpp-full` mixes the few-shot, train and validation
 /// splits into the test split, so it is loaded for decontamination only).
-pub const SCORABLE: [Benchmark; 5] = [
-    Benchmark::HumanEval,
-    Benchmark::HumanEvalPlus,
-    Benchmark::MbppTest,
-    Benchmark::MbppPlus,
-    Benchmark::MbppSanitized,
-];
+pub const SCORABLE: [Benchmark; 5] = [Benchmark::HumanEval, Benchmark::HumanEvalPlus, Benchmark::MbppTest, Benchmark::MbppPlus, Benchmark::MbppSanitized];
 
 impl EvalConfig {
     /// Checks the section and converts it; `file` names the config in messages.
     pub fn settings(&self, file: &str) -> distill_core::Result<EvalSettings> {
         let mut problems = Vec::new();
         let mut bad = |key: &str, msg: String| {
-            if let distill_core::Error::Config { problems: p } =
-                distill_core::Error::config_value(file, None, key, msg)
-            {
+            if let distill_core::Error::Config { problems: p } = distill_core::Error::config_value(file, None, key, msg) {
                 problems.extend(p);
             }
         };
@@ -150,44 +142,23 @@ impl EvalConfig {
                         benchmarks.push(b)
                     }
                 }
-                _ => bad(
-                    "eval.benchmarks",
-                    format!("key 'benchmarks' in [eval]: unknown benchmark '{name}' (use humaneval, humaneval+, mbpp, mbpp+ or mbpp-sanitized)"),
-                ),
+                _ => bad("eval.benchmarks", format!("key 'benchmarks' in [eval]: unknown benchmark '{name}' (use humaneval, humaneval+, mbpp, mbpp+ or mbpp-sanitized)")),
             }
         }
         if self.n == 0 {
-            bad(
-                "eval.n",
-                "key 'n' in [eval]: must be at least 1 sample per task".into(),
-            );
+            bad("eval.n", "key 'n' in [eval]: must be at least 1 sample per task".into());
         }
         if self.k.is_empty() || self.k.contains(&0) {
-            bad(
-                "eval.k",
-                "key 'k' in [eval]: give one or more k >= 1, e.g. [1, 10]".into(),
-            );
+            bad("eval.k", "key 'k' in [eval]: give one or more k >= 1, e.g. [1, 10]".into());
         }
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            bad(
-                "eval.temperature",
-                format!(
-                    "key 'temperature' in [eval]: {} is not >= 0",
-                    self.temperature
-                ),
-            );
+            bad("eval.temperature", format!("key 'temperature' in [eval]: {} is not >= 0", self.temperature));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            bad(
-                "eval.top_p",
-                format!("key 'top_p' in [eval]: {} is not in (0, 1]", self.top_p),
-            );
+            bad("eval.top_p", format!("key 'top_p' in [eval]: {} is not in (0, 1]", self.top_p));
         }
         if self.max_new_tokens == 0 {
-            bad(
-                "eval.max_new_tokens",
-                "key 'max_new_tokens' in [eval]: must be at least 1".into(),
-            );
+            bad("eval.max_new_tokens", "key 'max_new_tokens' in [eval]: must be at least 1".into());
         }
         for (key, v) in [
             ("timeout_secs", self.timeout_secs),
@@ -196,35 +167,20 @@ impl EvalConfig {
             ("plus_task_timeout_secs", self.plus_task_timeout_secs),
         ] {
             if !(v > 0.0 && v.is_finite()) {
-                bad(
-                    &format!("eval.{key}"),
-                    format!("key '{key}' in [eval]: {v} is not a positive number of seconds"),
-                );
+                bad(&format!("eval.{key}"), format!("key '{key}' in [eval]: {v} is not a positive number of seconds"));
             }
         }
         if !matches!(self.model.as_str(), "student" | "teacher") {
-            bad(
-                "eval.model",
-                format!(
-                    "key 'model' in [eval]: '{}' is neither \"student\" nor \"teacher\"",
-                    self.model
-                ),
-            );
+            bad("eval.model", format!("key 'model' in [eval]: '{}' is neither \"student\" nor \"teacher\"", self.model));
         }
         if self.generation_batch == 0 {
-            bad(
-                "eval.generation_batch",
-                "key 'generation_batch' in [eval]: must be at least 1".into(),
-            );
+            bad("eval.generation_batch", "key 'generation_batch' in [eval]: must be at least 1".into());
         }
         if !problems.is_empty() {
             return Err(distill_core::Error::Config { problems });
         }
         if self.temperature == 0.0 && self.n > 1 {
-            tracing::warn!(
-                n = self.n,
-                "[eval] temperature 0 (greedy) with n > 1: the samples of a task will be identical"
-            );
+            tracing::warn!(n = self.n, "[eval] temperature 0 (greedy) with n > 1: the samples of a task will be identical");
         }
         let mut ks: Vec<u64> = self.k.iter().map(|&k| u64::from(k)).collect();
         ks.sort_unstable();
@@ -237,22 +193,11 @@ impl EvalConfig {
             benchmarks,
             data_dir: self.data_dir.clone(),
             model: self.model.clone(),
-            sampling: Sampling {
-                n: self.n,
-                temperature: self.temperature,
-                top_p: self.top_p,
-                top_k: self.top_k,
-                max_new_tokens: self.max_new_tokens,
-                seed: self.seed,
-            },
+            sampling: Sampling { n: self.n, temperature: self.temperature, top_p: self.top_p, top_k: self.top_k, max_new_tokens: self.max_new_tokens, seed: self.seed },
             ks,
             strip_prompt: self.strip_prompt,
             timeout_secs: self.timeout_secs,
-            plus: PlusLimits {
-                min_time_limit_secs: self.plus_min_time_limit_secs,
-                time_limit_factor: self.plus_time_limit_factor,
-                task_timeout_secs: self.plus_task_timeout_secs,
-            },
+            plus: PlusLimits { min_time_limit_secs: self.plus_min_time_limit_secs, time_limit_factor: self.plus_time_limit_factor, task_timeout_secs: self.plus_task_timeout_secs },
             bootstrap_resamples: self.bootstrap_resamples,
             generation_batch: self.generation_batch,
             sandbox,
@@ -275,23 +220,14 @@ mod tests {
         let text = "[eval]\nbenchmarks = [\"humaneval+\", \"mbpp\"]\nn = 20\nk = [10, 1]\ntemperature = 0.8\n[eval.sandbox]\nisolation = \"direct\"\n";
         let f: File = distill_core::config::parse(text, "c.toml").unwrap_or_else(|e| panic!("{e}"));
         let s = f.eval.settings("c.toml").unwrap();
-        assert_eq!(
-            s.benchmarks,
-            vec![Benchmark::HumanEvalPlus, Benchmark::MbppTest]
-        );
+        assert_eq!(s.benchmarks, vec![Benchmark::HumanEvalPlus, Benchmark::MbppTest]);
         assert_eq!(s.ks, vec![1, 10]);
         assert_eq!(s.sampling.n, 20);
     }
 
     #[test]
     fn every_bad_value_is_reported_with_its_key() {
-        let cfg = EvalConfig {
-            benchmarks: vec!["mbpp-full".into()],
-            n: 0,
-            k: vec![0],
-            timeout_secs: -1.0,
-            ..EvalConfig::default()
-        };
+        let cfg = EvalConfig { benchmarks: vec!["mbpp-full".into()], n: 0, k: vec![0], timeout_secs: -1.0, ..EvalConfig::default() };
         let err = cfg.settings("c.toml").unwrap_err();
         assert_eq!(err.exit_code(), 2);
         let msg = err.to_string();

@@ -30,11 +30,7 @@ impl EndpointGenerator {
 
 impl Generator for EndpointGenerator {
     fn name(&self) -> String {
-        format!(
-            "{} ({})",
-            self.client.settings().model,
-            self.client.settings().base_url
-        )
+        format!("{} ({})", self.client.settings().model, self.client.settings().base_url)
     }
 
     fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Vec<String>>> {
@@ -42,19 +38,8 @@ impl Generator for EndpointGenerator {
             return Ok(Vec::new());
         };
         // The client takes one sampling per batch; the evaluator's requests share theirs.
-        if requests.iter().any(|r| {
-            (r.n, r.temperature, r.top_p, r.max_new_tokens, &r.stop)
-                != (
-                    first.n,
-                    first.temperature,
-                    first.top_p,
-                    first.max_new_tokens,
-                    &first.stop,
-                )
-        }) {
-            return Err(Error::Generation(
-                "requests of one batch must share their sampling parameters".into(),
-            ));
+        if requests.iter().any(|r| (r.n, r.temperature, r.top_p, r.max_new_tokens, &r.stop) != (first.n, first.temperature, first.top_p, first.max_new_tokens, &first.stop)) {
+            return Err(Error::Generation("requests of one batch must share their sampling parameters".into()));
         }
         let overrides = SamplingOverrides {
             n: Some(first.n),
@@ -66,30 +51,15 @@ impl Generator for EndpointGenerator {
             logprobs: Some(false),
             top_logprobs: Some(0),
         };
-        let prompts: Vec<PromptRecord> = requests
-            .iter()
-            .map(|r| PromptRecord {
-                id: format!("eval:{}", r.task_id),
-                messages: None,
-                prompt: Some(r.prompt.clone()),
-                meta: Default::default(),
-            })
-            .collect();
-        let batch = self
-            .client
-            .run_batch(&prompts, &overrides, self.progress)
-            .map_err(|e| Error::Generation(e.to_string()))?;
+        let prompts: Vec<PromptRecord> =
+            requests.iter().map(|r| PromptRecord { id: format!("eval:{}", r.task_id), messages: None, prompt: Some(r.prompt.clone()), meta: Default::default() }).collect();
+        let batch = self.client.run_batch(&prompts, &overrides, self.progress).map_err(|e| Error::Generation(e.to_string()))?;
         requests
             .iter()
             .zip(batch.results)
             .map(|(r, outcome)| match outcome {
-                PromptOutcome::Answered(rec) => {
-                    Ok(rec.samples.into_iter().map(|s| s.text).collect())
-                }
-                PromptOutcome::Failed(f) => Err(Error::Generation(format!(
-                    "{}: {} ({}); run again once fixed: the answers so far are cached",
-                    r.task_id, f.reason, f.message
-                ))),
+                PromptOutcome::Answered(rec) => Ok(rec.samples.into_iter().map(|s| s.text).collect()),
+                PromptOutcome::Failed(f) => Err(Error::Generation(format!("{}: {} ({}); run again once fixed: the answers so far are cached", r.task_id, f.reason, f.message))),
             })
             .collect()
     }

@@ -9,12 +9,7 @@ use std::sync::Mutex;
 use distill_sandbox::{Outcome, Program, Sandbox};
 
 /// Runs programs `0..count` (built by `build`) and returns their outcomes in order.
-pub(crate) fn run_indexed(
-    sandbox: &Sandbox,
-    count: usize,
-    build: &(dyn Fn(usize) -> Program + Sync),
-    bar: &indicatif::ProgressBar,
-) -> Vec<Outcome> {
+pub(crate) fn run_indexed(sandbox: &Sandbox, count: usize, build: &(dyn Fn(usize) -> Program + Sync), bar: &indicatif::ProgressBar) -> Vec<Outcome> {
     let next = AtomicUsize::new(0);
     let slots: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; count]);
     let workers = sandbox.workers().max(1).min(count.max(1));
@@ -26,17 +21,10 @@ pub(crate) fn run_indexed(
                     break;
                 }
                 let outcome = sandbox.run(&build(i));
-                slots
-                    .lock()
-                    .expect("no worker panics while holding the lock")[i] = Some(outcome);
+                slots.lock().expect("no worker panics while holding the lock")[i] = Some(outcome);
                 bar.inc(1);
             });
         }
     });
-    slots
-        .into_inner()
-        .expect("workers are done")
-        .into_iter()
-        .map(|o| o.expect("every index ran"))
-        .collect()
+    slots.into_inner().expect("workers are done").into_iter().map(|o| o.expect("every index ran")).collect()
 }

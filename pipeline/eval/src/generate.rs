@@ -49,30 +49,15 @@ pub trait Generator: Send + Sync {
 /// The bigcode harness's stop sequences for a benchmark ("+" sets use their base set's).
 pub fn stop_sequences(b: Benchmark) -> &'static [&'static str] {
     if b.is_humaneval_family() {
-        &[
-            "\nclass",
-            "\ndef",
-            "\n#",
-            "\n@",
-            "\nprint",
-            "\nif",
-            "\n```",
-            "<file_sep>",
-        ]
+        &["\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "<file_sep>"]
     } else {
-        &[
-            "\nclass", "\nassert", "\n\"\"\"", "\nprint", "\nif", "\n<|/", "\n```",
-        ]
+        &["\nclass", "\nassert", "\n\"\"\"", "\nprint", "\nif", "\n<|/", "\n```"]
     }
 }
 
 /// The continuation up to the earliest stop sequence.
 pub fn truncate_at_stop<'a>(text: &'a str, stops: &[&str]) -> &'a str {
-    let end = stops
-        .iter()
-        .filter_map(|s| text.find(s))
-        .min()
-        .unwrap_or(text.len());
+    let end = stops.iter().filter_map(|s| text.find(s)).min().unwrap_or(text.len());
     &text[..end]
 }
 
@@ -86,10 +71,7 @@ pub fn requests(tasks: &[Task], settings: &EvalSettings) -> Vec<GenRequest> {
                 task_id: t.task_id.clone(),
                 prompt: model_prompt(t, settings.strip_prompt),
                 n: s.n,
-                stop: stop_sequences(t.benchmark)
-                    .iter()
-                    .map(|x| x.to_string())
-                    .collect(),
+                stop: stop_sequences(t.benchmark).iter().map(|x| x.to_string()).collect(),
                 max_new_tokens: s.max_new_tokens,
                 temperature: s.temperature,
                 top_p: s.top_p,
@@ -103,9 +85,7 @@ pub fn requests(tasks: &[Task], settings: &EvalSettings) -> Vec<GenRequest> {
 
 /// FNV-1a of the task id, mixed into the seed.
 fn task_seed(seed: u64, task_id: &str) -> u64 {
-    let h = task_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let h = task_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
     seed ^ h
 }
 
@@ -116,20 +96,11 @@ mod tests {
     #[test]
     fn truncation_stops_at_the_earliest_stop_sequence() {
         let he = stop_sequences(Benchmark::HumanEval);
-        assert_eq!(
-            truncate_at_stop("    return x\n\ndef other():\n    pass\n", he),
-            "    return x\n"
-        );
-        assert_eq!(
-            truncate_at_stop("    return x\nprint(1)\nclass A: pass", he),
-            "    return x"
-        );
+        assert_eq!(truncate_at_stop("    return x\n\ndef other():\n    pass\n", he), "    return x\n");
+        assert_eq!(truncate_at_stop("    return x\nprint(1)\nclass A: pass", he), "    return x");
         assert_eq!(truncate_at_stop("    return x\n", he), "    return x\n");
         let mbpp = stop_sequences(Benchmark::MbppPlus);
-        assert_eq!(
-            truncate_at_stop("def f(x):\n    return x\nassert f(1) == 1\n", mbpp),
-            "def f(x):\n    return x"
-        );
+        assert_eq!(truncate_at_stop("def f(x):\n    return x\nassert f(1) == 1\n", mbpp), "def f(x):\n    return x");
         assert_ne!(task_seed(1, "HumanEval/1"), task_seed(1, "HumanEval/2"));
     }
 }

@@ -38,25 +38,8 @@ pub struct GroundTruth {
 }
 
 /// Loads the ground truth from `cache_dir` or computes (and stores) it.
-pub fn ground_truth(
-    ds: &Dataset,
-    sandbox: &Sandbox,
-    python: &str,
-    cache_dir: Option<&Path>,
-    quiet: bool,
-) -> Result<GroundTruth> {
-    let key = distill_core::digest::sha256_hex(
-        format!(
-            "{}\n{}\n{}",
-            ds.sha256,
-            python,
-            ds.tasks
-                .first()
-                .map(|t| ground_truth_program(t).source)
-                .unwrap_or_default()
-        )
-        .as_bytes(),
-    );
+pub fn ground_truth(ds: &Dataset, sandbox: &Sandbox, python: &str, cache_dir: Option<&Path>, quiet: bool) -> Result<GroundTruth> {
+    let key = distill_core::digest::sha256_hex(format!("{}\n{}\n{}", ds.sha256, python, ds.tasks.first().map(|t| ground_truth_program(t).source).unwrap_or_default()).as_bytes());
     let cache = cache_dir.map(|d| d.join(format!("{}-{}.json", ds.benchmark.name(), &key[..16])));
     if let Some(path) = &cache {
         if let Ok(text) = std::fs::read_to_string(path) {
@@ -70,39 +53,19 @@ pub fn ground_truth(
     }
     tracing::info!(benchmark = %ds.benchmark, tasks = ds.tasks.len(), "computing expected outputs of the canonical solutions");
     let bar = distill_core::progress::bar(ds.tasks.len() as u64, "truth", quiet);
-    let outcomes = run_indexed(
-        sandbox,
-        ds.tasks.len(),
-        &|i| ground_truth_program(&ds.tasks[i]),
-        &bar,
-    );
+    let outcomes = run_indexed(sandbox, ds.tasks.len(), &|i| ground_truth_program(&ds.tasks[i]), &bar);
     bar.finish_and_clear();
     let mut gt = GroundTruth::default();
     for (task, out) in ds.tasks.iter().zip(outcomes) {
-        let fail = |message: String| Error::GroundTruth {
-            task_id: task.task_id.clone(),
-            message,
-        };
+        let fail = |message: String| Error::GroundTruth { task_id: task.task_id.clone(), message };
         if out.status != Status::Passed {
-            return Err(fail(format!(
-                "the canonical solution did not run: {:?} {} {}",
-                out.status,
-                out.exception.unwrap_or_default(),
-                out.message.unwrap_or_default()
-            )));
+            return Err(fail(format!("the canonical solution did not run: {:?} {} {}", out.status, out.exception.unwrap_or_default(), out.message.unwrap_or_default())));
         }
-        let v = verdict(&out.stdout)
-            .ok_or_else(|| fail("no result line in the program's output".into()))?;
+        let v = verdict(&out.stdout).ok_or_else(|| fail("no result line in the program's output".into()))?;
         let truth: TaskTruth = serde_json::from_value(v).map_err(|e| fail(e.to_string()))?;
-        let expected = task
-            .plus
-            .as_ref()
-            .map_or(0, |p| p.base_inputs + p.plus_inputs);
+        let expected = task.plus.as_ref().map_or(0, |p| p.base_inputs + p.plus_inputs);
         if truth.times.len() != expected {
-            return Err(fail(format!(
-                "{} outputs for {expected} inputs",
-                truth.times.len()
-            )));
+            return Err(fail(format!("{} outputs for {expected} inputs", truth.times.len())));
         }
         gt.tasks.insert(task.task_id.clone(), truth);
     }

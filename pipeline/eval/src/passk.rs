@@ -29,16 +29,11 @@ use rand::{Rng, SeedableRng};
 
 /// Unbiased pass@k of one task with `n` samples, `c` correct. Requires `k <= n`.
 pub fn pass_at_k(n: u64, c: u64, k: u64) -> f64 {
-    assert!(
-        k <= n && c <= n,
-        "pass@k needs c <= n and k <= n (n={n}, c={c}, k={k})"
-    );
+    assert!(k <= n && c <= n, "pass@k needs c <= n and k <= n (n={n}, c={c}, k={k})");
     if n - c < k {
         return 1.0;
     }
-    let prod: f64 = ((n - c + 1)..=n)
-        .map(|i| 1.0 - k as f64 / i as f64)
-        .product();
+    let prod: f64 = ((n - c + 1)..=n).map(|i| 1.0 - k as f64 / i as f64).product();
     1.0 - prod
 }
 
@@ -59,14 +54,7 @@ pub fn bootstrap_pass1_ci(counts: &[(u64, u64)], resamples: u32, seed: u64) -> O
     let per_task: Vec<f64> = counts.iter().map(|&(n, c)| c as f64 / n as f64).collect();
     let mut rng = StdRng::seed_from_u64(seed);
     let t = per_task.len();
-    let mut means: Vec<f64> = (0..resamples)
-        .map(|_| {
-            (0..t)
-                .map(|_| per_task[rng.random_range(0..t)])
-                .sum::<f64>()
-                / t as f64
-        })
-        .collect();
+    let mut means: Vec<f64> = (0..resamples).map(|_| (0..t).map(|_| per_task[rng.random_range(0..t)]).sum::<f64>() / t as f64).collect();
     means.sort_by(|a, b| a.total_cmp(b));
     Some((percentile(&means, 2.5), percentile(&means, 97.5)))
 }

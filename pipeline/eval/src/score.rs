@@ -51,10 +51,7 @@ pub fn score(
         }
     };
     if plus && truth.is_none() {
-        return Err(crate::error::Error::GroundTruth {
-            task_id: "*".into(),
-            message: "a + benchmark needs its ground truth".into(),
-        });
+        return Err(crate::error::Error::GroundTruth { task_id: "*".into(), message: "a + benchmark needs its ground truth".into() });
     }
     let bar = distill_core::progress::bar(samples.len() as u64, ds.benchmark.name(), quiet);
     let outcomes = run_indexed(sandbox, samples.len(), &build, &bar);
@@ -69,11 +66,7 @@ pub fn score(
                 completion: s.completion.clone(),
                 passed: result == "passed",
                 result,
-                base_passed: if plus {
-                    Some(base_passed.unwrap_or(false))
-                } else {
-                    None
-                },
+                base_passed: if plus { Some(base_passed.unwrap_or(false)) } else { None },
             }
         })
         .collect())
@@ -83,10 +76,7 @@ pub fn score(
 fn interpret(o: &Outcome) -> (String, Option<bool>) {
     if let Some(v) = verdict(&o.stdout) {
         if let Some(r) = v.get("result").and_then(|r| r.as_str()) {
-            return (
-                r.to_string(),
-                v.get("base_passed").and_then(|b| b.as_bool()),
-            );
+            return (r.to_string(), v.get("base_passed").and_then(|b| b.as_bool()));
         }
     }
     let why = match o.status {
@@ -98,10 +88,7 @@ fn interpret(o: &Outcome) -> (String, Option<bool>) {
         Status::Passed | Status::Failed => match (&o.exception, &o.message) {
             (Some(e), Some(m)) => format!("{e}: {m}"),
             (Some(e), None) => e.clone(),
-            _ => format!(
-                "exited with status {} without a result",
-                o.exit_code.unwrap_or(0)
-            ),
+            _ => format!("exited with status {} without a result", o.exit_code.unwrap_or(0)),
         },
     };
     (format!("failed: {why}"), None)

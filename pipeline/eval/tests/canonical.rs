@@ -15,25 +15,10 @@ fn score_canonical(b: Benchmark) -> (Vec<distill_eval::SampleResult>, serde_json
     let out = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let t0 = std::time::Instant::now();
-    let scored = distill_eval::Scorer {
-        settings: &s,
-        sandbox: &sb,
-        cache_dir: Some(cache.path()),
-        quiet: true,
-    }
-    .score_samples(
-        &ds,
-        &canonical(&ds),
-        "canonical".as_ref(),
-        &info(),
-        out.path(),
-    )
-    .unwrap();
-    eprintln!(
-        "{b}: {} programs in {:.1} s",
-        scored.results.len(),
-        t0.elapsed().as_secs_f64()
-    );
+    let scored = distill_eval::Scorer { settings: &s, sandbox: &sb, cache_dir: Some(cache.path()), quiet: true }
+        .score_samples(&ds, &canonical(&ds), "canonical".as_ref(), &info(), out.path())
+        .unwrap();
+    eprintln!("{b}: {} programs in {:.1} s", scored.results.len(), t0.elapsed().as_secs_f64());
     for r in scored.results.iter().filter(|r| !r.passed) {
         eprintln!("  {} {}", r.task_id, r.result);
     }
@@ -85,31 +70,11 @@ fn empty_completions_score_zero() {
             .tasks
             .iter()
             .enumerate()
-            .map(|(i, t)| Sample {
-                task_id: t.task_id.clone(),
-                completion: if i < 40 {
-                    String::new()
-                } else {
-                    t.canonical_solution.clone()
-                },
-            })
+            .map(|(i, t)| Sample { task_id: t.task_id.clone(), completion: if i < 40 { String::new() } else { t.canonical_solution.clone() } })
             .collect();
         let out = tempfile::tempdir().unwrap();
-        let scored = distill_eval::Scorer {
-            settings: &s,
-            sandbox: &sb,
-            cache_dir: None,
-            quiet: true,
-        }
-        .score_samples(&ds, &samples, "empty".as_ref(), &info(), out.path())
-        .unwrap();
-        assert!(
-            scored.results[..40]
-                .iter()
-                .all(|r| !r.passed && r.result.starts_with("failed: ")),
-            "{:?}",
-            &scored.results[..3]
-        );
+        let scored = distill_eval::Scorer { settings: &s, sandbox: &sb, cache_dir: None, quiet: true }.score_samples(&ds, &samples, "empty".as_ref(), &info(), out.path()).unwrap();
+        assert!(scored.results[..40].iter().all(|r| !r.passed && r.result.starts_with("failed: ")), "{:?}", &scored.results[..3]);
         let expect = (ds.tasks.len() - 40) as f64 / ds.tasks.len() as f64;
         assert!((scored.summary["pass@1"].as_f64().unwrap() - expect).abs() < 1e-12);
     }

@@ -104,9 +104,7 @@ impl FilterConfig {
     pub fn settings(&self, file: &str) -> distill_core::Result<Settings> {
         let mut problems = Vec::new();
         let mut bad = |key: &str, msg: String| {
-            if let distill_core::Error::Config { problems: p } =
-                distill_core::Error::config_value(file, None, &format!("filter.{key}"), format!("[filter] {key}: {msg}"))
-            {
+            if let distill_core::Error::Config { problems: p } = distill_core::Error::config_value(file, None, &format!("filter.{key}"), format!("[filter] {key}: {msg}")) {
                 problems.extend(p);
             }
         };

@@ -54,10 +54,7 @@ pub fn score(vectors: &[Vec<bool>], rule: KeepRule) -> Vec<(BTreeMap<String, f64
     }
     let passed = |v: &[bool]| v.iter().filter(|&&b| b).count();
     let f = |v: &[bool], members: &Vec<usize>| members.len() * passed(v);
-    let best = clusters
-        .iter()
-        .max_by(|a, b| (f(a.0, a.1), passed(a.0), std::cmp::Reverse(a.1[0])).cmp(&(f(b.0, b.1), passed(b.0), std::cmp::Reverse(b.1[0]))))
-        .map(|(v, _)| *v);
+    let best = clusters.iter().max_by(|a, b| (f(a.0, a.1), passed(a.0), std::cmp::Reverse(a.1[0])).cmp(&(f(b.0, b.1), passed(b.0), std::cmp::Reverse(b.1[0])))).map(|(v, _)| *v);
     vectors
         .iter()
         .map(|v| {

@@ -42,13 +42,7 @@ pub fn check_all(python: &str, items: &[Item<'_>]) -> Result<Vec<Checked>> {
     let input = serde_json::to_vec(items).map_err(|e| fail(e.to_string()))?;
     // -I: isolated (no user site, no PYTHON* variables, no cwd on sys.path); the script only
     // parses, but nothing of the environment should change how it parses.
-    let mut child = Command::new(python)
-        .args(["-I", "-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(e.to_string()))?;
+    let mut child = Command::new(python).args(["-I", "-c", SCRIPT]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| fail(e.to_string()))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     // Write from a thread: a large batch would otherwise fill the pipe while Python's output
     // fills the other one.

@@ -169,10 +169,12 @@ fn dedup_spans_batches_and_outputs_keep_candidate_order() {
     let (kept, exclusions, stats) = filter(&records, &config());
     assert_eq!(stats["samples"], 700 + 7 * 2 + 10);
     let dropped: Vec<(&str, &str)> = exclusions.iter().map(|e| (e.id.as_str(), e.reason.as_str())).collect();
-    let want: Vec<(String, &str)> = (0..7).flat_map(|h| {
-        let i = h * 100 + 99;
-        [(format!("r{i:04}#1"), "exact_duplicate"), (format!("r{i:04}#2"), "exact_duplicate")]
-    }).collect();
+    let want: Vec<(String, &str)> = (0..7)
+        .flat_map(|h| {
+            let i = h * 100 + 99;
+            [(format!("r{i:04}#1"), "exact_duplicate"), (format!("r{i:04}#2"), "exact_duplicate")]
+        })
+        .collect();
     assert_eq!(dropped, want.iter().map(|(a, b)| (a.as_str(), *b)).collect::<Vec<_>>());
     assert_eq!(exclusions[0].detail, "same as r0004#0");
     assert_eq!(kept.len(), 700 + 10);

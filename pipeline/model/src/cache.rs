@@ -17,11 +17,7 @@ impl KvCache {
 
     /// Cached positions (0 when empty).
     pub fn seq_len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .map(|(k, _)| k.dims().get(2).copied().unwrap_or(0))
-            .unwrap_or(0)
+        self.layers.first().and_then(|l| l.as_ref()).map(|(k, _)| k.dims().get(2).copied().unwrap_or(0)).unwrap_or(0)
     }
 
     /// Appends this step's k, v (B, Hkv, T, D) to layer `i` and returns all of them.

@@ -147,9 +147,7 @@ impl LlamaConfig {
     pub fn num_params(&self) -> usize {
         let (h, v, i, l) = (self.hidden_size, self.vocab_size, self.intermediate_size, self.num_hidden_layers);
         let (q, kv) = (self.num_attention_heads * self.head_size(), self.kv_heads() * self.head_size());
-        let attn = h * q + 2 * h * kv + q * h
-            + if self.qkv_bias() { q + 2 * kv } else { 0 }
-            + if self.o_bias() { h } else { 0 };
+        let attn = h * q + 2 * h * kv + q * h + if self.qkv_bias() { q + 2 * kv } else { 0 } + if self.o_bias() { h } else { 0 };
         let mlp = 3 * h * i;
         let norms = 2 * h;
         let head = if self.tie_word_embeddings { 0 } else { v * h };
@@ -282,12 +280,7 @@ impl ModelConfig {
         let parsed = match model_type.as_str() {
             "llama" | "qwen2" => serde_json::from_value(rope_parameters_to_legacy_keys(v, file)?).map(ModelConfig::Llama),
             "gpt2" => serde_json::from_value(v).map(ModelConfig::Gpt2),
-            other => {
-                return Err(Error::config(
-                    file,
-                    format!("model_type '{other}' is not supported (use \"llama\", \"qwen2\" or \"gpt2\")"),
-                ))
-            }
+            other => return Err(Error::config(file, format!("model_type '{other}' is not supported (use \"llama\", \"qwen2\" or \"gpt2\")"))),
         };
         let cfg = parsed.map_err(|e| Error::config(file, e.to_string()))?;
         cfg.validate(file)?;
@@ -347,11 +340,7 @@ impl ModelConfig {
                     return bad(format!("hidden_act '{}' is not supported (Llama/Qwen2 students use \"silu\")", c.hidden_act));
                 }
                 if c.num_attention_heads == 0 || c.kv_heads() == 0 || c.num_attention_heads % c.kv_heads() != 0 {
-                    return bad(format!(
-                        "num_attention_heads ({}) must be a positive multiple of num_key_value_heads ({})",
-                        c.num_attention_heads,
-                        c.kv_heads()
-                    ));
+                    return bad(format!("num_attention_heads ({}) must be a positive multiple of num_key_value_heads ({})", c.num_attention_heads, c.kv_heads()));
                 }
                 if c.head_size() % 2 != 0 {
                     return bad(format!("head size {} must be even for rotary embeddings", c.head_size()));

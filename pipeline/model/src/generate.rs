@@ -43,16 +43,7 @@ pub struct GenerateParams {
 
 impl Default for GenerateParams {
     fn default() -> Self {
-        GenerateParams {
-            max_new_tokens: 128,
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: 0,
-            stop_token_ids: Vec::new(),
-            stop_sequences: Vec::new(),
-            top_logprobs: 0,
-        }
+        GenerateParams { max_new_tokens: 128, temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0, stop_token_ids: Vec::new(), stop_sequences: Vec::new(), top_logprobs: 0 }
     }
 }
 
@@ -92,22 +83,14 @@ pub fn generate(model: &CausalLm, prompts: &[Vec<u32>], params: &GenerateParams)
 
 /// Like [`generate`], with `stop(row, tokens_so_far)` consulted after every token (for text
 /// stop sequences that need the tokenizer; the tokens stay in the output).
-pub fn generate_with_stop(
-    model: &CausalLm,
-    prompts: &[Vec<u32>],
-    params: &GenerateParams,
-    stop: &mut dyn FnMut(usize, &[u32]) -> bool,
-) -> Result<Vec<Generated>> {
+pub fn generate_with_stop(model: &CausalLm, prompts: &[Vec<u32>], params: &GenerateParams, stop: &mut dyn FnMut(usize, &[u32]) -> bool) -> Result<Vec<Generated>> {
     if prompts.iter().any(Vec::is_empty) {
         return Err(Error::Invalid("generation needs at least one prompt token per row".into()));
     }
     if !(params.temperature >= 0.0 && params.top_p > 0.0 && params.top_p <= 1.0) {
         return Err(Error::Invalid("temperature must be >= 0 and top_p in (0, 1]".into()));
     }
-    let mut out: Vec<Generated> = prompts
-        .iter()
-        .map(|_| Generated { tokens: vec![], logprobs: vec![], top_logprobs: vec![], finish_reason: FinishReason::Length })
-        .collect();
+    let mut out: Vec<Generated> = prompts.iter().map(|_| Generated { tokens: vec![], logprobs: vec![], top_logprobs: vec![], finish_reason: FinishReason::Length }).collect();
     if prompts.is_empty() || params.max_new_tokens == 0 {
         return Ok(out);
     }
@@ -176,12 +159,7 @@ pub fn generate_with_stop(
             next_pos[r] += 1;
         }
         let mask = nn::attention_mask(&valid, past, 1, &device)?;
-        let logits = model.forward_cached(
-            &Tensor::from_vec(fed, (n, 1), &device)?,
-            &Tensor::from_vec(positions, (n, 1), &device)?,
-            &mask,
-            &mut cache,
-        )?;
+        let logits = model.forward_cached(&Tensor::from_vec(fed, (n, 1), &device)?, &Tensor::from_vec(positions, (n, 1), &device)?, &mask, &mut cache)?;
         last = logits.squeeze(1)?; // (n, V)
     }
     Ok(out)
@@ -212,12 +190,7 @@ pub fn prefill(model: &CausalLm, prompts: &[&[u32]]) -> Result<Prefilled> {
     }
     let mut cache = model.new_cache();
     let mask = nn::attention_mask(&valid, 0, max_len, &device)?;
-    let logits = model.forward_cached(
-        &Tensor::from_vec(ids, (b, max_len), &device)?,
-        &Tensor::from_vec(pos, (b, max_len), &device)?,
-        &mask,
-        &mut cache,
-    )?; // (B, L, V)
+    let logits = model.forward_cached(&Tensor::from_vec(ids, (b, max_len), &device)?, &Tensor::from_vec(pos, (b, max_len), &device)?, &mask, &mut cache)?; // (B, L, V)
     Ok(Prefilled { cache, last: logits.narrow(1, max_len - 1, 1)?.squeeze(1)?, valid })
 }
 

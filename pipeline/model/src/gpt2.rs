@@ -83,14 +83,7 @@ impl Gpt2 {
     }
 
     /// The transformer blocks: like [`forward`](Self::forward), up to the final LayerNorm: (B, T, C).
-    pub fn hidden(
-        &self,
-        ids: &Tensor,
-        positions: &Tensor,
-        mask: &Tensor,
-        mut cache: Option<&mut KvCache>,
-        mut dropout: Option<&mut Dropout>,
-    ) -> Result<Tensor> {
+    pub fn hidden(&self, ids: &Tensor, positions: &Tensor, mask: &Tensor, mut cache: Option<&mut KvCache>, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let training = dropout.is_some();
         let mut drop = |x: Tensor, p: f64| -> Result<Tensor> {
@@ -105,9 +98,7 @@ impl Gpt2 {
         let hd = c / self.n_head;
         for (i, blk) in self.blocks.iter().enumerate() {
             let qkv = blk.c_attn.forward(&blk.ln_1.forward(&x)?)?; // (B, T, 3C)
-            let heads = |j: usize| -> Result<Tensor> {
-                Ok(qkv.narrow(2, j * c, c)?.reshape((b, t, self.n_head, hd))?.transpose(1, 2)?.contiguous()?)
-            };
+            let heads = |j: usize| -> Result<Tensor> { Ok(qkv.narrow(2, j * c, c)?.reshape((b, t, self.n_head, hd))?.transpose(1, 2)?.contiguous()?) };
             let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?); // (B, H, T, D)
             let (k, v) = match cache.as_deref_mut() {
                 Some(cache) => cache.append(i, &k, &v)?,

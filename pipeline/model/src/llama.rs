@@ -89,7 +89,8 @@ impl Attention {
     fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<(&mut KvCache, usize)>, backward: AttentionBackward) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor, heads: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2)?.contiguous()?) // (B, H, T, D)
+            Ok(y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2)?.contiguous()?)
+            // (B, H, T, D)
         };
         let q = apply_rope(&split(self.q_proj.forward(x)?, self.heads)?, cos, sin)?;
         let k = apply_rope(&split(self.k_proj.forward(x)?, self.kv_heads)?, cos, sin)?;
@@ -160,11 +161,7 @@ impl Llama {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let lm_head = if cfg.tie_word_embeddings {
-            None
-        } else {
-            Some(nn::linear(cfg.hidden_size, cfg.vocab_size, false, std, vb.pp("lm_head"))?)
-        };
+        let lm_head = if cfg.tie_word_embeddings { None } else { Some(nn::linear(cfg.hidden_size, cfg.vocab_size, false, std, vb.pp("lm_head"))?) };
         let inv = inv_freq(cfg);
         Ok(Llama {
             embed_tokens: nn::embedding(cfg.vocab_size, cfg.hidden_size, std, m.pp("embed_tokens"))?,

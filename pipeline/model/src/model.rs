@@ -48,10 +48,7 @@ impl CausalLm {
 
     fn check_len(&self, t: usize) -> Result<()> {
         if t > self.config.max_positions() {
-            return Err(Error::Invalid(format!(
-                "sequence of {t} tokens is longer than the model's {} positions",
-                self.config.max_positions()
-            )));
+            return Err(Error::Invalid(format!("sequence of {t} tokens is longer than the model's {} positions", self.config.max_positions())));
         }
         Ok(())
     }

@@ -56,11 +56,7 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(LayerNorm {
-            weight: vb.get_with_hints(size, "weight", Init::Const(1.0))?,
-            bias: vb.get_with_hints(size, "bias", Init::Const(0.0))?,
-            eps,
-        })
+        Ok(LayerNorm { weight: vb.get_with_hints(size, "weight", Init::Const(1.0))?, bias: vb.get_with_hints(size, "bias", Init::Const(0.0))?, eps })
     }
 }
 
@@ -113,10 +109,7 @@ pub struct Conv1D {
 
 impl Conv1D {
     pub fn new(inp: usize, out: usize, std: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(Conv1D {
-            weight: vb.get_with_hints((inp, out), "weight", Init::Randn { mean: 0.0, stdev: std })?,
-            bias: vb.get_with_hints(out, "bias", Init::Const(0.0))?,
-        })
+        Ok(Conv1D { weight: vb.get_with_hints((inp, out), "weight", Init::Randn { mean: 0.0, stdev: std })?, bias: vb.get_with_hints(out, "bias", Init::Const(0.0))? })
     }
 }
 
@@ -214,17 +207,10 @@ pub fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
 /// mask broadcastable to (B, H, T, Tk); returns (B, H, T, D). `probs_hook` sees the attention
 /// probabilities (GPT-2's attention dropout). Without dropout use the equal and much leaner
 /// [`crate::recompute::attention`].
-pub fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: &Tensor,
-    mut probs_hook: impl FnMut(Tensor) -> Result<Tensor>,
-) -> Result<Tensor> {
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, mut probs_hook: impl FnMut(Tensor) -> Result<Tensor>) -> Result<Tensor> {
     let d = q.dim(D::Minus1)?;
     let scores = (q.matmul(&k.t()?.contiguous()?)? / (d as f64).sqrt())?; // (B, H, T, Tk)
     let scores = scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?;
     let probs = probs_hook(softmax_last(&scores)?)?;
     Ok(probs.matmul(v)?)
 }
-

@@ -92,24 +92,12 @@ impl TrainableLm {
         for (name, var) in self.vars() {
             match tensors.get(&name) {
                 Some(t) if t.dims() == var.dims() => var.set(&t.to_dtype(DType::F32)?)?,
-                Some(t) => {
-                    return Err(Error::Invalid(format!(
-                        "{}: tensor '{name}' has shape {:?}, the model config wants {:?}",
-                        path.display(),
-                        t.dims(),
-                        var.dims()
-                    )))
-                }
+                Some(t) => return Err(Error::Invalid(format!("{}: tensor '{name}' has shape {:?}, the model config wants {:?}", path.display(), t.dims(), var.dims()))),
                 None => missing.push(name),
             }
         }
         if !missing.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{}: {} tensors missing (first: {}); does config.json match this checkpoint?",
-                path.display(),
-                missing.len(),
-                missing[0]
-            )));
+            return Err(Error::Invalid(format!("{}: {} tensors missing (first: {}); does config.json match this checkpoint?", path.display(), missing.len(), missing[0])));
         }
         Ok(())
     }
@@ -136,10 +124,7 @@ impl TrainableLm {
 /// [`read_hf_weights`]).
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<CausalLm> {
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
-    let tensors = read_hf_weights(dir, device)?
-        .into_iter()
-        .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
-        .collect::<Result<HashMap<_, _>>>()?;
+    let tensors = read_hf_weights(dir, device)?.into_iter().map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?))).collect::<Result<HashMap<_, _>>>()?;
     CausalLm::new(&config, VarBuilder::from_tensors(tensors, DType::F32, device))
 }
 
@@ -166,8 +151,7 @@ pub fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 fn shard_map(index: &Path) -> Result<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(index).at(index)?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| Error::Json { path: index.to_path_buf(), source })?;
-    serde_json::from_value(v["weight_map"].clone())
-        .map_err(|e| Error::Invalid(format!("{}: \"weight_map\" is not an object of tensor name -> shard file ({e})", index.display())))
+    serde_json::from_value(v["weight_map"].clone()).map_err(|e| Error::Invalid(format!("{}: \"weight_map\" is not an object of tensor name -> shard file ({e})", index.display())))
 }
 
 /// The weights of an HF model folder ([`hf_weight_files`]) by HF name, in their stored dtypes.
@@ -233,10 +217,8 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>, metada
 /// Reads every tensor (f32, f16, bf16, f64, u32, i64 kept in their dtype) and the metadata.
 pub fn read_safetensors(path: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, BTreeMap<String, String>)> {
     let bytes = std::fs::read(path).at(path)?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::Invalid(format!("{}: not a safetensors file: {e}", path.display())))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Invalid(format!("{}: not a safetensors file: {e}", path.display())))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
     let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {

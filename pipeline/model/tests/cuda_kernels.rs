@@ -116,9 +116,7 @@ fn grouped_query_attention_kernels_match_the_cpu_path() {
         for (mask_name, mask) in [("causal", &causal as &dyn Fn(&Device) -> Tensor), ("padded", &padded)] {
             let shapes: [(&[usize], f64); 3] = [(&[b, h, t, d], 1.0), (&[b, g, t, d], 1.0), (&[b, g, t, d], 1.0)];
             for backward in [AttentionBackward::KeepProbs, AttentionBackward::Recompute] {
-                check(&format!("attention ({mask_name}, {backward:?})"), dtype, &shapes, |x| {
-                    recompute::attention(&x[0], &x[1], &x[2], &mask(x[0].device()), backward).unwrap()
-                });
+                check(&format!("attention ({mask_name}, {backward:?})"), dtype, &shapes, |x| recompute::attention(&x[0], &x[1], &x[2], &mask(x[0].device()), backward).unwrap());
             }
         }
     }

@@ -142,11 +142,9 @@ fn kl_and_jsd_are_never_negative() {
         for &(t, tc) in &[(1.0, 1.0), (2.0, 0.7), (0.5, 1.0)] {
             let logp = loss::teacher_log_probs(&lps, None, tc, t).unwrap();
             let logq = loss::student_log_probs(&logits, &ids, None, t).unwrap();
-            for (name, x) in [
-                ("forward", loss::forward_kl(&logp, &logq).unwrap()),
-                ("reverse", loss::reverse_kl(&logp, &logq).unwrap()),
-                ("jsd", loss::jsd(&logp, &logq, 0.3).unwrap()),
-            ] {
+            for (name, x) in
+                [("forward", loss::forward_kl(&logp, &logq).unwrap()), ("reverse", loss::reverse_kl(&logp, &logq).unwrap()), ("jsd", loss::jsd(&logp, &logq, 0.3).unwrap())]
+            {
                 let min = x.to_vec1::<f32>().unwrap().into_iter().fold(f32::INFINITY, f32::min);
                 // Only float rounding may take an exact zero below it.
                 assert!(min >= -1e-6, "{name} KL {min} < 0 (seed {seed}, scale {scale}, T {t})");
@@ -264,7 +262,14 @@ fn absent_top_k_entries_change_nothing() {
     let w = LossWeights { kd: 1.0, reverse_kl: 1.0, jsd: 1.0, jsd_beta: 0.3, ce: 0.0, temperature: 1.3, capture_temperature: 0.9 };
     let run = |ids: &Tensor, lp: &Tensor, mask: Option<Tensor>| {
         let var = Var::from_tensor(&logits).unwrap();
-        let tg = KdTargets { topk_ids: ids.clone(), topk_logprobs: lp.clone(), topk_mask: mask, sampled: Tensor::new(&[0u32], &dev).unwrap(), kd_mask: one.clone(), ce_mask: one.clone() };
+        let tg = KdTargets {
+            topk_ids: ids.clone(),
+            topk_logprobs: lp.clone(),
+            topk_mask: mask,
+            sampled: Tensor::new(&[0u32], &dev).unwrap(),
+            kd_mask: one.clone(),
+            ce_mask: one.clone(),
+        };
         let parts = loss::distill_loss(var.as_tensor(), &tg, &w, true).unwrap();
         let g = parts.total.backward().unwrap().get(var.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
         (parts.forward_kl, parts.reverse_kl, parts.jsd, g)

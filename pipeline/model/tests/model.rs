@@ -147,11 +147,7 @@ fn openai_era_gpt2_names_without_prefix_load() {
     let cfg = ModelConfig::preset("nano").unwrap();
     let lm = TrainableLm::init(&cfg, &Device::Cpu, 5).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut old: BTreeMap<String, Tensor> = lm
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k.trim_start_matches("transformer.").to_string(), v.as_tensor().clone()))
-        .collect();
+    let mut old: BTreeMap<String, Tensor> = lm.vars().into_iter().map(|(k, v)| (k.trim_start_matches("transformer.").to_string(), v.as_tensor().clone())).collect();
     // The causal-mask buffers old files carry are not parameters.
     old.insert("h.0.attn.bias".into(), Tensor::ones((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap());
     write_safetensors(&dir.path().join("model.safetensors"), &old, &BTreeMap::new()).unwrap();

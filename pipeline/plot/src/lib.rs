@@ -22,8 +22,7 @@ static REGISTER: Once = Once::new();
 
 fn register_font() {
     REGISTER.call_once(|| {
-        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
-            .unwrap_or_else(|_| panic!("embedded DejaVuSans.ttf is a valid font"));
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).unwrap_or_else(|_| panic!("embedded DejaVuSans.ttf is a valid font"));
     });
 }
 
@@ -76,12 +75,7 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
     if !series.is_empty() {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| draw_err(path, e))?;
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| draw_err(path, e))?;
     }
     root.present().map_err(|e| draw_err(path, e))
 }

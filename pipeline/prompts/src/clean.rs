@@ -68,8 +68,7 @@ impl Cleaner<'_> {
     /// Cleans `candidates`; `predropped` are records a generator already dropped (counted and
     /// reported with the rest).
     pub fn clean(&self, candidates: Vec<PromptRecord>, predropped: Vec<(PromptRecord, Drop)>) -> distill_core::Result<Cleaned> {
-        let mut all: Vec<(PromptRecord, Option<Drop>)> =
-            candidates.into_iter().map(|c| (c, None)).chain(predropped.into_iter().map(|(r, d)| (r, Some(d)))).collect();
+        let mut all: Vec<(PromptRecord, Option<Drop>)> = candidates.into_iter().map(|c| (c, None)).chain(predropped.into_iter().map(|(r, d)| (r, Some(d)))).collect();
         // Stable: of two records with one id, the one generated first comes first.
         all.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         let (candidates, mut dropped): (Vec<PromptRecord>, Vec<Option<Drop>>) = all.into_iter().unzip();
@@ -140,7 +139,6 @@ impl Cleaner<'_> {
     }
 }
 
-
 /// `{candidates, kept, dropped, dropped_by_reason, by_generator, by_task_type, by_language}`,
 /// each breakdown `{name: {kept, dropped, dropped_by_reason}}`.
 fn stats(candidates: &[PromptRecord], dropped: &[Option<Drop>]) -> serde_json::Value {
@@ -202,7 +200,7 @@ mod tests {
         invalid.id = "0000invalid".into();
         let candidates = vec![
             rec("template", "python", base),
-            rec("user", "python", base),                         // same content, same id
+            rec("user", "python", base),                          // same content, same id
             rec("self_instruct", "python", &base.to_uppercase()), // equal after normalisation
             rec("evol_instruct", "python", &near),
             rec("template", "python", other),

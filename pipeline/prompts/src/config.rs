@@ -100,9 +100,7 @@ impl Default for CorpusConfig {
             python: "python3".into(),
             min_lines: 1,
             max_lines: 15,
-            exclude: ["test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "turtledemo", "ensurepip", "__pycache__"]
-                .map(String::from)
-                .to_vec(),
+            exclude: ["test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "turtledemo", "ensurepip", "__pycache__"].map(String::from).to_vec(),
         }
     }
 }
@@ -126,15 +124,7 @@ pub struct SelfInstructConfig {
 
 impl Default for SelfInstructConfig {
     fn default() -> Self {
-        SelfInstructConfig {
-            enabled: false,
-            rounds: 2,
-            requests_per_round: 10,
-            examples_per_request: 3,
-            tasks_per_request: 5,
-            temperature: 0.7,
-            max_tokens: 1024,
-        }
+        SelfInstructConfig { enabled: false, rounds: 2, requests_per_round: 10, examples_per_request: 3, tasks_per_request: 5, temperature: 0.7, max_tokens: 1024 }
     }
 }
 
@@ -190,15 +180,8 @@ pub enum EvolOp {
 }
 
 impl EvolOp {
-    pub const ALL: [EvolOp; 7] = [
-        EvolOp::AddConstraints,
-        EvolOp::Deepen,
-        EvolOp::Concretize,
-        EvolOp::IncreaseReasoning,
-        EvolOp::ComplexityRequirement,
-        EvolOp::Misdirection,
-        EvolOp::Breadth,
-    ];
+    pub const ALL: [EvolOp; 7] =
+        [EvolOp::AddConstraints, EvolOp::Deepen, EvolOp::Concretize, EvolOp::IncreaseReasoning, EvolOp::ComplexityRequirement, EvolOp::Misdirection, EvolOp::Breadth];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -248,7 +231,11 @@ impl PromptsConfig {
         if si.enabled && (si.examples_per_request == 0 || si.tasks_per_request == 0 || si.tasks_per_request > 50) {
             bad("self_instruct", "examples_per_request must be >= 1 and tasks_per_request in 1..=50".into());
         }
-        for (key, t) in [("self_instruct.temperature", si.temperature), ("evol_instruct.temperature", self.evol_instruct.temperature), ("oss_instruct.temperature", self.oss_instruct.temperature)] {
+        for (key, t) in [
+            ("self_instruct.temperature", si.temperature),
+            ("evol_instruct.temperature", self.evol_instruct.temperature),
+            ("oss_instruct.temperature", self.oss_instruct.temperature),
+        ] {
             if !(0.0..=2.0).contains(&t) {
                 bad(key, format!("{t} is out of range 0..=2"));
             }
@@ -257,10 +244,7 @@ impl PromptsConfig {
         for name in &self.evol_instruct.operators {
             match EvolOp::ALL.iter().find(|o| o.name() == name) {
                 Some(o) => evol_ops.push(*o),
-                None => bad(
-                    "evol_instruct.operators",
-                    format!("unknown operator '{name}' (known: {})", EvolOp::ALL.map(EvolOp::name).join(", ")),
-                ),
+                None => bad("evol_instruct.operators", format!("unknown operator '{name}' (known: {})", EvolOp::ALL.map(EvolOp::name).join(", "))),
             }
         }
         if evol_ops.is_empty() {

@@ -88,13 +88,10 @@ pub fn root(cfg: &CorpusConfig) -> Result<PathBuf> {
     if !cfg.path.is_empty() {
         return Ok(PathBuf::from(&cfg.path));
     }
-    let out = Command::new(&cfg.python)
-        .args(["-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"])
-        .output()
-        .map_err(|e| PromptsError::Corpus {
-            path: PathBuf::from(&cfg.python),
-            message: format!("cannot run '{}' to find the standard library: {e}; set [prompts.corpus] python or path", cfg.python),
-        })?;
+    let out = Command::new(&cfg.python).args(["-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"]).output().map_err(|e| PromptsError::Corpus {
+        path: PathBuf::from(&cfg.python),
+        message: format!("cannot run '{}' to find the standard library: {e}; set [prompts.corpus] python or path", cfg.python),
+    })?;
     if !out.status.success() {
         return Err(PromptsError::Corpus { path: PathBuf::from(&cfg.python), message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
     }
@@ -117,10 +114,7 @@ pub fn load(cfg: &CorpusConfig) -> Result<Corpus> {
         .output()
         .map_err(|e| PromptsError::Corpus { path: root.clone(), message: format!("cannot run '{}': {e}", cfg.python) })?;
     if !out.status.success() {
-        return Err(PromptsError::Corpus {
-            path: root.clone(),
-            message: format!("the seed extractor failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
-        });
+        return Err(PromptsError::Corpus { path: root.clone(), message: format!("the seed extractor failed: {}", String::from_utf8_lossy(&out.stderr).trim()) });
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let mut corpus = Corpus { root: root.clone(), ..Default::default() };
@@ -137,8 +131,7 @@ pub fn load(cfg: &CorpusConfig) -> Result<Corpus> {
             corpus.skipped_files = s.skipped_files;
             continue;
         }
-        let seed: Seed = serde_json::from_str(line)
-            .map_err(|e| PromptsError::Corpus { path: root.clone(), message: format!("bad seed from the extractor: {e}") })?;
+        let seed: Seed = serde_json::from_str(line).map_err(|e| PromptsError::Corpus { path: root.clone(), message: format!("bad seed from the extractor: {e}") })?;
         if seen.insert(seed.code.clone()) {
             corpus.seeds.push(seed);
         }
@@ -151,10 +144,8 @@ pub fn load(cfg: &CorpusConfig) -> Result<Corpus> {
 }
 
 fn check_readable(root: &Path) -> Result<()> {
-    let meta = std::fs::metadata(root).map_err(|e| PromptsError::Corpus {
-        path: root.to_path_buf(),
-        message: format!("cannot read it ({e}); set [prompts.corpus] path to a folder of Python sources"),
-    })?;
+    let meta = std::fs::metadata(root)
+        .map_err(|e| PromptsError::Corpus { path: root.to_path_buf(), message: format!("cannot read it ({e}); set [prompts.corpus] path to a folder of Python sources") })?;
     if !meta.is_dir() {
         return Err(PromptsError::Corpus { path: root.to_path_buf(), message: "is not a folder; [prompts.corpus] path must name a folder".into() });
     }

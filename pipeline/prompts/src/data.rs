@@ -74,9 +74,7 @@ fn bad(path: &Path, line: usize, message: String) -> PromptsError {
 pub fn load_specs(path: &Path) -> Result<Vec<Spec>> {
     let mut out = Vec::new();
     for (n, l) in lines(path)? {
-        let s: Spec = serde_json::from_str(&l).map_err(|e| {
-            bad(path, n, format!("{e}; a spec line is {{\"name\", \"signature\", \"description\", \"difficulty\"}}"))
-        })?;
+        let s: Spec = serde_json::from_str(&l).map_err(|e| bad(path, n, format!("{e}; a spec line is {{\"name\", \"signature\", \"description\", \"difficulty\"}}")))?;
         if !["easy", "medium", "hard"].contains(&s.difficulty.as_str()) {
             return Err(bad(path, n, format!("difficulty '{}' must be easy, medium or hard", s.difficulty)));
         }

@@ -39,9 +39,7 @@ impl PromptsError {
 impl From<PromptsError> for distill_core::Error {
     fn from(e: PromptsError) -> Self {
         match e {
-            PromptsError::Template { path, line, message } | PromptsError::DataLine { path, line, message } => {
-                distill_core::Error::Input { path, line, message }
-            }
+            PromptsError::Template { path, line, message } | PromptsError::DataLine { path, line, message } => distill_core::Error::Input { path, line, message },
             PromptsError::Io { path, source } => distill_core::Error::Io { path, source },
             PromptsError::Core(e) => e,
             other => distill_core::Error::Other(other.to_string()),

@@ -51,14 +51,18 @@ mod tests {
 
     #[test]
     fn streams_are_fixed_and_independent_per_label() {
-        let a: Vec<u64> = (0..3).map({
-            let mut r = Rng::derive(1, "x");
-            move |_| r.next_u64()
-        }).collect();
-        let b: Vec<u64> = (0..3).map({
-            let mut r = Rng::derive(1, "x");
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..3)
+            .map({
+                let mut r = Rng::derive(1, "x");
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..3)
+            .map({
+                let mut r = Rng::derive(1, "x");
+                move |_| r.next_u64()
+            })
+            .collect();
         assert_eq!(a, b);
         assert_ne!(Rng::derive(1, "x").next_u64(), Rng::derive(1, "y").next_u64());
         assert_ne!(Rng::derive(1, "x").next_u64(), Rng::derive(2, "x").next_u64());

@@ -51,8 +51,7 @@ pub fn run(ctx: &StageContext, cfg: &PromptsConfig, teacher: Option<&TeacherConf
     let (decontaminator, benchmark_digests) = if cfg.decontamination.enabled {
         let (refs, digests) = distill_textdedup::benchmark_refs::load(Path::new(&cfg.decontamination.data_dir), &s.benchmarks)
             .map_err(|e| distill_core::Error::Other(format!("decontamination: {e}")))?;
-        let d = Decontaminator::new(refs, &cfg.decontamination.matching)
-            .map_err(|e| Error::config_value("config", None, "prompts.decontamination.matching", e.to_string()))?;
+        let d = Decontaminator::new(refs, &cfg.decontamination.matching).map_err(|e| Error::config_value("config", None, "prompts.decontamination.matching", e.to_string()))?;
         (Some(d), digests)
     } else {
         (None, Vec::new())

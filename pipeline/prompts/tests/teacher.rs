@@ -142,7 +142,11 @@ fn spawn_scripted() -> Scripted {
                 }),
             );
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let _ = axum::serve(listener, app).with_graceful_shutdown(async { let _ = rx.await; }).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
         });
     });
     Scripted { base_url: format!("http://{addr}/v1"), requests, _shutdown: tx }

@@ -14,13 +14,8 @@ pub struct Chart {
 }
 
 /// Metric names in the trainer's `metrics.jsonl` (`kind` "train" and "eval" lines), with labels.
-const LOSS_KEYS: [(&str, &str); 5] = [
-    ("loss", "train loss (weighted)"),
-    ("forward_kl", "train KD (forward KL)"),
-    ("ce", "train CE"),
-    ("val_kd", "validation KD"),
-    ("val_ce", "validation CE"),
-];
+const LOSS_KEYS: [(&str, &str); 5] =
+    [("loss", "train loss (weighted)"), ("forward_kl", "train KD (forward KL)"), ("ce", "train CE"), ("val_kd", "validation KD"), ("val_ce", "validation CE")];
 
 pub fn draw(s: &RunSummary, out_dir: &Path, bins: usize) -> distill_core::Result<Vec<Chart>> {
     let mut charts = Vec::new();
@@ -29,10 +24,7 @@ pub fn draw(s: &RunSummary, out_dir: &Path, bins: usize) -> distill_core::Result
         let series: Vec<Series> = LOSS_KEYS
             .iter()
             .filter_map(|(key, label)| {
-                let points: Vec<(f64, f64)> = lines
-                    .iter()
-                    .filter_map(|m| Some((m.get("step")?.as_f64()?, m.get(*key)?.as_f64()?)))
-                    .collect();
+                let points: Vec<(f64, f64)> = lines.iter().filter_map(|m| Some((m.get("step")?.as_f64()?, m.get(*key)?.as_f64()?))).collect();
                 (!points.is_empty()).then(|| Series { name: label.to_string(), points })
             })
             .collect();
@@ -48,8 +40,7 @@ pub fn draw(s: &RunSummary, out_dir: &Path, bins: usize) -> distill_core::Result
             .iter()
             .flat_map(|(_, lines, label)| {
                 ["val_kd", "val_ce"].iter().filter_map(move |key| {
-                    let points: Vec<(f64, f64)> =
-                        lines.iter().filter_map(|m| Some((m.get("step")?.as_f64()?, m.get(*key)?.as_f64()?))).collect();
+                    let points: Vec<(f64, f64)> = lines.iter().filter_map(|m| Some((m.get("step")?.as_f64()?, m.get(*key)?.as_f64()?))).collect();
                     (!points.is_empty()).then(|| Series { name: format!("{label}: {key}"), points })
                 })
             })
@@ -60,10 +51,7 @@ pub fn draw(s: &RunSummary, out_dir: &Path, bins: usize) -> distill_core::Result
             charts.push(Chart { file, caption: "Does distillation help? Held-out KL to the teacher (val_kd) and NLL (val_ce), KD run vs CE-only run".into() });
         }
     }
-    for (values, file, what) in [
-        (&s.prompt_lengths, "prompt-tokens.png", "prompt"),
-        (&s.completion_lengths, "completion-tokens.png", "completion"),
-    ] {
+    for (values, file, what) in [(&s.prompt_lengths, "prompt-tokens.png", "prompt"), (&s.completion_lengths, "completion-tokens.png", "completion")] {
         if values.is_empty() {
             continue;
         }

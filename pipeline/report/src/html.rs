@@ -11,7 +11,13 @@ pub fn escape(s: &str) -> String {
 
 fn number(v: &serde_json::Value) -> Option<String> {
     let x = v.as_f64()?;
-    Some(if v.is_u64() || v.is_i64() { format!("{}", v) } else if x.abs() >= 100.0 { format!("{x:.1}") } else { format!("{x:.4}") })
+    Some(if v.is_u64() || v.is_i64() {
+        format!("{}", v)
+    } else if x.abs() >= 100.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.4}")
+    })
 }
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}\
@@ -53,9 +59,7 @@ fn funnel(h: &mut String, s: &RunSummary) {
         let mut first = true;
         for (key, value) in map {
             let rows: Vec<(String, String)> = match value {
-                serde_json::Value::Object(inner) => {
-                    inner.iter().filter_map(|(k, v)| Some((format!("{key}.{k}"), number(v)?))).collect()
-                }
+                serde_json::Value::Object(inner) => inner.iter().filter_map(|(k, v)| Some((format!("{key}.{k}"), number(v)?))).collect(),
                 v => number(v).map(|n| vec![(key.clone(), n)]).unwrap_or_default(),
             };
             for (k, v) in rows {
@@ -85,12 +89,7 @@ fn evals(h: &mut String, s: &RunSummary) {
         let _ = writeln!(h, "<p class=\"muted\">No evaluation yet.</p>");
         return;
     }
-    let mut ks: Vec<String> = s
-        .evals
-        .values()
-        .filter_map(|v| v.as_object())
-        .flat_map(|m| m.keys().filter(|k| k.starts_with("pass@")).cloned().collect::<Vec<_>>())
-        .collect();
+    let mut ks: Vec<String> = s.evals.values().filter_map(|v| v.as_object()).flat_map(|m| m.keys().filter(|k| k.starts_with("pass@")).cloned().collect::<Vec<_>>()).collect();
     ks.sort_by_key(|k| k[5..].parse::<u32>().unwrap_or(u32::MAX));
     ks.dedup();
     let _ = write!(h, "<table><tr><th>model : benchmark</th>");

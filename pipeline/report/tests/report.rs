@@ -64,7 +64,10 @@ fn run_report(work: &Path) {
 }
 
 fn make_run(work: &Path) {
-    write(&work.join("teacher/stats.json"), r#"{"prompts": 120, "completed": 118, "from_cache": 20, "requested": 98, "failed": 2, "failed_by_reason": {"bad_request": 2}, "prompt_tokens": 4321, "completion_tokens": 9876, "cost_usd": 0.0, "rate_limited": 3}"#);
+    write(
+        &work.join("teacher/stats.json"),
+        r#"{"prompts": 120, "completed": 118, "from_cache": 20, "requested": 98, "failed": 2, "failed_by_reason": {"bad_request": 2}, "prompt_tokens": 4321, "completion_tokens": 9876, "cost_usd": 0.0, "rate_limited": 3}"#,
+    );
     write(&work.join("filter/stats.json"), r#"{"input": 236, "kept": 150, "dropped": {"no_code": 40, "syntax_error": 46}}"#);
     write(&work.join("train/metrics.jsonl"), &metrics(50, 1.0));
     write(&work.join("train-baseline/metrics.jsonl"), &metrics(50, 1.2));
@@ -78,7 +81,20 @@ fn the_report_shows_every_section() {
     make_run(work.path());
     run_report(work.path());
     let page = std::fs::read_to_string(work.path().join("report/index.html")).unwrap();
-    for needle in ["<h2>Funnel</h2>", "dropped.syntax_error", "9876", "student:humaneval", "12.5%", "30.0%", "8.0% – 17.0%", "loss-main.png", "loss-baseline.png", "kd-vs-ce.png", "completion-tokens.png", "href=\"../teacher/stats.json\""] {
+    for needle in [
+        "<h2>Funnel</h2>",
+        "dropped.syntax_error",
+        "9876",
+        "student:humaneval",
+        "12.5%",
+        "30.0%",
+        "8.0% – 17.0%",
+        "loss-main.png",
+        "loss-baseline.png",
+        "kd-vs-ce.png",
+        "completion-tokens.png",
+        "href=\"../teacher/stats.json\"",
+    ] {
         assert!(page.contains(needle), "index.html lacks {needle:?}");
     }
     for png in ["loss-main.png", "loss-baseline.png", "kd-vs-ce.png", "prompt-tokens.png", "completion-tokens.png"] {

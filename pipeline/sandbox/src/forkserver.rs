@@ -29,9 +29,9 @@ use crate::config::Limits;
 use crate::isolation::{program_env, Isolation};
 use crate::outcome::{Capture, Ending};
 use crate::process::{drain, poll, read_some, set_nonblocking, spawn_retrying, Finished, ORPHAN_GRACE};
+use crate::workdir::{empty_dir, remove_dir};
 use std::sync::mpsc;
 use std::sync::Mutex;
-use crate::workdir::{empty_dir, remove_dir};
 
 const SERVER: &str = include_str!("forkserver.py");
 
@@ -61,14 +61,7 @@ pub(crate) enum Lost {
 
 impl Worker {
     /// Starts the sandbox and waits for the server's "ready".
-    pub fn start(
-        spawner: &Spawner,
-        iso: &Isolation,
-        python: &Path,
-        site: bool,
-        temp_root: &Path,
-        uid: Option<u32>,
-    ) -> std::io::Result<Self> {
+    pub fn start(spawner: &Spawner, iso: &Isolation, python: &Path, site: bool, temp_root: &Path, uid: Option<u32>) -> std::io::Result<Self> {
         let base = crate::workdir::make_dir(temp_root)?;
         if let Some(uid) = uid {
             std::os::unix::fs::chown(&base, Some(uid), Some(uid))?;
@@ -81,14 +74,7 @@ impl Worker {
         inner.extend(["-c".into(), SERVER.into()]);
         let argv = iso.command(&base, inner);
         let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env_clear()
-            .envs(program_env("/tmp"))
-            .current_dir(&base)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0);
+        cmd.args(&argv[1..]).env_clear().envs(program_env("/tmp")).current_dir(&base).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
         if let Some(uid) = uid {
             cmd.uid(uid).gid(uid);
         }
@@ -145,14 +131,7 @@ impl Worker {
         let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Lost::Io(e.into()))?;
         let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Lost::Io(e.into()))?;
         // bwrap's init and the server are processes of the sandbox's uid too.
-        let line = format!(
-            "{} {} {} {} {}\n",
-            limits.cpu_secs,
-            limits.memory_bytes,
-            limits.max_processes + 2,
-            limits.max_file_bytes,
-            limits.max_open_files
-        );
+        let line = format!("{} {} {} {} {}\n", limits.cpu_secs, limits.memory_bytes, limits.max_processes + 2, limits.max_file_bytes, limits.max_open_files);
         let start = Instant::now();
         let fds = [out_w.as_raw_fd(), err_w.as_raw_fd()];
         let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
@@ -190,11 +169,8 @@ impl Worker {
                 drain(&mut err, &mut stderr, &mut buf);
                 return Ok(Finished { ending: Ending::Signaled(libc::SIGKILL), timed_out: true, duration: now - start, stdout, stderr });
             }
-            let mut fds: Vec<libc::pollfd> = [out.as_ref(), err.as_ref()]
-                .into_iter()
-                .flatten()
-                .map(|f| libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 })
-                .collect();
+            let mut fds: Vec<libc::pollfd> =
+                [out.as_ref(), err.as_ref()].into_iter().flatten().map(|f| libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
             if status.is_none() {
                 fds.push(libc::pollfd { fd: self.ctrl.as_raw_fd(), events: libc::POLLIN, revents: 0 });
             }
@@ -213,10 +189,7 @@ impl Worker {
                 if reply.ends_with(b"\n") {
                     let text = String::from_utf8_lossy(&reply);
                     let mut words = text.split_whitespace();
-                    let raw: i32 = words
-                        .next()
-                        .and_then(|w| w.parse().ok())
-                        .ok_or_else(|| Lost::Io(std::io::Error::other("garbled reply from the fork server")))?;
+                    let raw: i32 = words.next().and_then(|w| w.parse().ok()).ok_or_else(|| Lost::Io(std::io::Error::other("garbled reply from the fork server")))?;
                     // "dirty": the server could not get rid of everything the program started;
                     // this sandbox is not used again.
                     self.dirty = words.next() != Some("clean");
@@ -276,11 +249,7 @@ impl Spawner {
 
     fn spawn(&self, cmd: Command) -> std::io::Result<Child> {
         let (tx, rx) = mpsc::channel();
-        self.jobs
-            .lock()
-            .expect("spawner lock")
-            .send((cmd, tx))
-            .map_err(|_| std::io::Error::other("the sandbox spawner thread is gone"))?;
+        self.jobs.lock().expect("spawner lock").send((cmd, tx)).map_err(|_| std::io::Error::other("the sandbox spawner thread is gone"))?;
         rx.recv().map_err(|_| std::io::Error::other("the sandbox spawner thread is gone"))?
     }
 }

@@ -34,8 +34,7 @@ const SHM_BYTES: u64 = 16 << 20;
 
 /// /etc files programs may read: the dynamic linker's cache (faster start), time zone, user
 /// and host names. Nothing else of /etc (it may hold credentials) is visible.
-const ETC_FILES: &[&str] =
-    &["/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts", "/etc/alternatives"];
+const ETC_FILES: &[&str] = &["/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts", "/etc/alternatives"];
 
 /// The mechanism in use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -146,21 +145,14 @@ pub(crate) fn resolve(name: &Path, what: &'static str, fix: &'static str) -> Res
     if name.is_absolute() {
         return if name.is_file() { Ok(name.to_path_buf()) } else { Err(Error::NotFound { what, path: name.into(), fix }) };
     }
-    SANDBOX_PATH
-        .split(':')
-        .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::NotFound { what, path: name.into(), fix })
+    SANDBOX_PATH.split(':').map(|dir| Path::new(dir).join(name)).find(|p| p.is_file()).ok_or_else(|| Error::NotFound { what, path: name.into(), fix })
 }
 
 impl Isolation {
     /// The bubblewrap set-up, not yet probed.
     pub fn bubblewrap(cfg: &SandboxConfig, python: &Path, drops_root: bool) -> Result<Self> {
         let bwrap = resolve(&cfg.bwrap, "bubblewrap", "run scripts/system-deps.sh (apt-get install bubblewrap)")?;
-        let version = std::process::Command::new(&bwrap)
-            .arg("--version")
-            .output()
-            .map_err(|e| Error::BwrapUnusable(format!("{}: {e}", bwrap.display())))?;
+        let version = std::process::Command::new(&bwrap).arg("--version").output().map_err(|e| Error::BwrapUnusable(format!("{}: {e}", bwrap.display())))?;
         let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
         let mut ro_binds = vec![PathBuf::from("/usr")];
         let mut symlinks = Vec::new();
@@ -263,10 +255,5 @@ impl Isolation {
 
 /// The whole environment of a program: nothing of the parent's.
 pub(crate) fn program_env(home: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("PATH", SANDBOX_PATH.to_string()),
-        ("HOME", home.to_string()),
-        ("TMPDIR", home.to_string()),
-        ("LANG", "C.UTF-8".to_string()),
-    ]
+    vec![("PATH", SANDBOX_PATH.to_string()), ("HOME", home.to_string()), ("TMPDIR", home.to_string()), ("LANG", "C.UTF-8".to_string())]
 }

@@ -135,17 +135,10 @@ impl Sandbox {
         if drops_root && (cfg.uid_base < 65_536 || u64::from(cfg.uid_base) + uid_span >= u64::from(u32::MAX)) {
             return Err(Error::Config {
                 key: "uid_base",
-                message: format!(
-                    "{} must leave {uid_span} unused uids above it, clear of system and user accounts; pick e.g. 2000000000",
-                    cfg.uid_base
-                ),
+                message: format!("{} must leave {uid_span} unused uids above it, clear of system and user accounts; pick e.g. 2000000000", cfg.uid_base),
             });
         }
-        let uids = if drops_root {
-            Some(uids::lease(cfg.uid_base).map_err(|e| Error::Io { path: std::env::temp_dir().join("distill-sandbox-uids"), source: e })?)
-        } else {
-            None
-        };
+        let uids = if drops_root { Some(uids::lease(cfg.uid_base).map_err(|e| Error::Io { path: std::env::temp_dir().join("distill-sandbox-uids"), source: e })?) } else { None };
         let temp_root = if cfg.temp_root.as_os_str().is_empty() { std::env::temp_dir() } else { cfg.temp_root.clone() };
         if !temp_root.is_dir() {
             return Err(Error::Config { key: "temp_root", message: format!("{} is not a directory", temp_root.display()) });
@@ -256,9 +249,7 @@ impl Sandbox {
         let uid = self.slot_uid(slot);
         let dir = match WorkDir::create(&self.temp_root, &program.source, uid) {
             Ok(d) => d,
-            Err(e) => {
-                return Outcome::sandbox_error(format!("cannot make a work dir in {}: {e}", self.temp_root.display()), started.elapsed())
-            }
+            Err(e) => return Outcome::sandbox_error(format!("cannot make a work dir in {}: {e}", self.temp_root.display()), started.elapsed()),
         };
         let nproc = match (bwrap, uid) {
             // Inside the user namespace bwrap's init is one more process of the uid.
@@ -306,11 +297,10 @@ impl Sandbox {
             Err(lost) => {
                 *server = None;
                 match lost {
-                    forkserver::Lost::ServerDied => Outcome {
-                        message: Some("the program killed the sandbox's fork server".into()),
-                        ..Outcome::sandbox_error(String::new(), started.elapsed())
+                    forkserver::Lost::ServerDied => {
+                        Outcome { message: Some("the program killed the sandbox's fork server".into()), ..Outcome::sandbox_error(String::new(), started.elapsed()) }
+                            .with_status(Status::Killed)
                     }
-                    .with_status(Status::Killed),
                     forkserver::Lost::Io(e) => Outcome::sandbox_error(format!("lost the sandbox: {e}"), started.elapsed()),
                 }
             }

@@ -92,14 +92,7 @@ pub(crate) enum Ending {
 }
 
 /// Builds the outcome from the way the process ended and its output.
-pub(crate) fn classify(
-    ending: Ending,
-    timed_out: bool,
-    signals_as_exit_codes: bool,
-    duration: Duration,
-    stdout: Capture,
-    stderr: Capture,
-) -> Outcome {
+pub(crate) fn classify(ending: Ending, timed_out: bool, signals_as_exit_codes: bool, duration: Duration, stdout: Capture, stderr: Capture) -> Outcome {
     let ending = match ending {
         Ending::Exited(code) if signals_as_exit_codes && (129..=192).contains(&code) => Ending::Signaled(code - 128),
         other => other,
@@ -121,17 +114,7 @@ pub(crate) fn classify(
         (Status::Failed, Some(e)) if e.ends_with("MemoryError") => Status::OutOfMemory,
         _ => status,
     };
-    Outcome {
-        status,
-        exception,
-        message,
-        signal,
-        exit_code,
-        duration,
-        stdout: stdout.into_string(),
-        stderr: stderr_text,
-        output_truncated,
-    }
+    Outcome { status, exception, message, signal, exit_code, duration, stdout: stdout.into_string(), stderr: stderr_text, output_truncated }
 }
 
 /// The type and message of the last exception in a Python traceback.
@@ -168,8 +151,7 @@ fn is_type_name(s: &str) -> bool {
     !s.is_empty()
         && s.split('.').all(|part| {
             let mut chars = part.chars();
-            matches!(chars.next(), Some(c) if c.is_alphabetic() || c == '_')
-                && chars.all(|c| c.is_alphanumeric() || c == '_')
+            matches!(chars.next(), Some(c) if c.is_alphabetic() || c == '_') && chars.all(|c| c.is_alphanumeric() || c == '_')
         })
 }
 

@@ -47,13 +47,7 @@ pub(crate) const ORPHAN_GRACE: Duration = Duration::from_millis(100);
 pub(crate) fn run(spawn: Spawn<'_>, kill_all: &dyn Fn(u32)) -> std::io::Result<Finished> {
     let limits = spawn.limits.clone();
     let mut cmd = Command::new(&spawn.argv[0]);
-    cmd.args(&spawn.argv[1..])
-        .env_clear()
-        .envs(spawn.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(spawn.cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(&spawn.argv[1..]).env_clear().envs(spawn.env.iter().map(|(k, v)| (k, v))).current_dir(spawn.cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     if let Some(uid) = spawn.uid {
         cmd.uid(uid).gid(uid);
     }

@@ -21,13 +21,7 @@ fn each_mode(check: impl Fn(&Sandbox)) {
         let root = tempfile::tempdir().unwrap();
         // Slot uids must be able to reach their work dirs inside.
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-        let cfg = SandboxConfig {
-            workers: 3,
-            isolation: IsolationMode::Bwrap,
-            fork_server,
-            temp_root: root.path().to_path_buf(),
-            ..Default::default()
-        };
+        let cfg = SandboxConfig { workers: 3, isolation: IsolationMode::Bwrap, fork_server, temp_root: root.path().to_path_buf(), ..Default::default() };
         let sb = Sandbox::new(cfg).expect("bubblewrap sandbox (run scripts/system-deps.sh)");
         assert!(matches!(sb.isolation().mechanism, Mechanism::Bubblewrap { .. }));
         check(&sb);
@@ -60,9 +54,7 @@ fn network_to_a_loopback_listener_is_refused() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let o = sb.run(&quick(&format!(
-            "import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\ns.sendall(b'leak')\nprint('connected')"
-        )));
+        let o = sb.run(&quick(&format!("import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\ns.sendall(b'leak')\nprint('connected')")));
         assert_eq!(o.status, Status::Failed, "{o:#?}");
         assert_eq!(o.exception.as_deref(), Some("ConnectionRefusedError"), "{o:#?}");
         assert!(listener.accept().is_err(), "the listener outside the sandbox was reached");
@@ -185,9 +177,7 @@ fn killing_the_parent_and_everything_else_is_contained() {
 fn ignoring_sigterm_while_sleeping_is_a_timeout() {
     each_mode(|sb| {
         let started = Instant::now();
-        let o = sb.run(&quick(
-            "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('sleeping', flush=True)\ntime.sleep(60)",
-        ));
+        let o = sb.run(&quick("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('sleeping', flush=True)\ntime.sleep(60)"));
         assert_eq!(o.status, Status::Timeout, "{o:#?}");
         assert_eq!(o.signal, Some(libc::SIGKILL));
         assert_eq!(o.stdout, "sleeping\n", "output before the timeout is kept");
@@ -240,16 +230,7 @@ fn the_pool_survives_all_of_them_at_once_in_input_order() {
         let statuses: Vec<Status> = outcomes.iter().map(|o| o.status).collect();
         assert_eq!(
             statuses,
-            [
-                Status::Timeout,
-                Status::OutOfMemory,
-                Status::Timeout,
-                Status::Killed,
-                Status::Timeout,
-                Status::Failed,
-                Status::Failed,
-                Status::Passed
-            ],
+            [Status::Timeout, Status::OutOfMemory, Status::Timeout, Status::Killed, Status::Timeout, Status::Failed, Status::Failed, Status::Passed],
             "{outcomes:#?}"
         );
         assert_eq!(outcomes[3].signal, Some(libc::SIGSEGV));
@@ -280,16 +261,13 @@ fn stdin_is_empty_and_exit_quit_exist() {
 }
 
 fn process_with_arg_containing(needle: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
-    })
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle)))
 }
 
 fn process_with_arg_exists(arg: &str) -> bool {
     std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
         let mut cmdline = String::new();
-        std::fs::File::open(e.path().join("cmdline")).and_then(|mut f| f.read_to_string(&mut cmdline)).is_ok()
-            && cmdline.split('\0').any(|a| a == arg)
+        std::fs::File::open(e.path().join("cmdline")).and_then(|mut f| f.read_to_string(&mut cmdline)).is_ok() && cmdline.split('\0').any(|a| a == arg)
     })
 }
 
@@ -332,10 +310,7 @@ fn a_planted_symlink_never_redirects_the_parents_writes() {
         let victim_dir = tempfile::tempdir().unwrap();
         let victim = victim_dir.path().join("victim");
         std::fs::write(&victim, "original").unwrap();
-        let o = sb.run(&quick(&format!(
-            "import os\nos.remove('/tmp/program.py')\nos.symlink('{0}', '/tmp/program.py')\nos.symlink('{0}', '/tmp/other')",
-            victim.display()
-        )));
+        let o = sb.run(&quick(&format!("import os\nos.remove('/tmp/program.py')\nos.symlink('{0}', '/tmp/program.py')\nos.symlink('{0}', '/tmp/other')", victim.display())));
         assert_eq!(o.status, Status::Passed, "{o:#?}");
         honest_passes(sb);
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original");

@@ -41,9 +41,7 @@ fn direct_mode_kills_a_setsid_orphan_and_times_out_loops() {
     assert_eq!(o.status, Status::Timeout, "{o:#?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(200));
-    let alive = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == marker.as_bytes()))
-    });
+    let alive = std::fs::read_dir("/proc").unwrap().flatten().any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == marker.as_bytes())));
     // Only a root parent can sweep a setsid orphan (by uid); a non-root parent kills the group.
     if sb.isolation().drops_root {
         assert!(!alive, "the setsid orphan survived");

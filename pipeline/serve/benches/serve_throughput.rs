@@ -15,29 +15,14 @@ use serde_json::{json, Value};
 
 const TOKENS: usize = 64;
 const REPEATS: usize = 3;
-const PROMPTS: [&str; 8] = [
-    "def add(a, b):",
-    "import os",
-    "for i in range(10):",
-    "class Stack:",
-    "def fib(n):\n    if n < 2:",
-    "print(",
-    "# compute the mean\ndef mean(xs):",
-    "x = [",
-];
+const PROMPTS: [&str; 8] =
+    ["def add(a, b):", "import os", "for i in range(10):", "class Stack:", "def fib(n):\n    if n < 2:", "print(", "# compute the mean\ndef mean(xs):", "x = ["];
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     write_model_dir_sized(dir.path(), "nano", 1, true).unwrap();
-    let cfg = ServeConfig {
-        model_dir: dir.path().display().to_string(),
-        port: 0,
-        model_name: "nano".into(),
-        max_batch_size: 8,
-        batch_wait_ms: 5,
-        ..Default::default()
-    };
+    let cfg = ServeConfig { model_dir: dir.path().display().to_string(), port: 0, model_name: "nano".into(), max_batch_size: 8, batch_wait_ms: 5, ..Default::default() };
     let server = start(&cfg).unwrap();
     let url = format!("{}/completions", server.base_url());
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -10,12 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port = std::env::args().nth(1).map(|p| p.parse()).transpose()?.unwrap_or(8080);
     let dir = tempfile::tempdir()?;
     distill_serve::fixture::write_model_dir(dir.path(), "llama-nano", 7)?;
-    let cfg = distill_serve::ServeConfig {
-        model_dir: dir.path().display().to_string(),
-        model_name: "tiny".into(),
-        port,
-        ..Default::default()
-    };
+    let cfg = distill_serve::ServeConfig { model_dir: dir.path().display().to_string(), model_name: "tiny".into(), port, ..Default::default() };
     distill_serve::serve_forever(&cfg)?;
     Ok(())
 }

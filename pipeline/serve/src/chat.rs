@@ -54,9 +54,7 @@ async fn handle(state: Arc<AppState>, body: Bytes) -> Result<Response, ApiError>
             let (id, model) = (id.clone(), model.clone());
             move |choices: Value| json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "system_fingerprint": FINGERPRINT, "choices": choices})
         };
-        let first: Vec<Value> = (0..n)
-            .map(|i| chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}])))
-            .collect();
+        let first: Vec<Value> = (0..n).map(|i| chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]))).collect();
         let completion = Arc::new(AtomicUsize::new(0));
         let (vocab, done_count) = (state.vocab.clone(), completion.clone());
         let chunk2 = chunk.clone();

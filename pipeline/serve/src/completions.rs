@@ -91,11 +91,7 @@ async fn handle(state: Arc<AppState>, body: Bytes) -> Result<Response, ApiError>
             })
         })
         .filter_map(|c| async move { c });
-        let body = events
-            .chain(tail)
-            .map(|v| Sse::default().data(v.to_string()))
-            .chain(stream::once(async { Sse::default().data("[DONE]") }))
-            .map(Ok::<_, Infallible>);
+        let body = events.chain(tail).map(|v| Sse::default().data(v.to_string())).chain(stream::once(async { Sse::default().data("[DONE]") })).map(Ok::<_, Infallible>);
         return Ok(axum::response::Sse::new(body).keep_alive(KeepAlive::default()).into_response());
     }
     let results = collect_all(sub.receivers).await?;

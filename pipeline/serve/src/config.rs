@@ -165,11 +165,8 @@ impl ServeConfig {
             return Err(distill_core::Error::Config { problems });
         }
         let model_dir = PathBuf::from(&self.model_dir);
-        let model_name = if self.model_name.is_empty() {
-            model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "local".into())
-        } else {
-            self.model_name.clone()
-        };
+        let model_name =
+            if self.model_name.is_empty() { model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "local".into()) } else { self.model_name.clone() };
         Ok(Settings {
             model_dir,
             addr: SocketAddr::new(host.expect("checked above"), self.port),

@@ -50,10 +50,16 @@ pub struct SeqJob {
 #[derive(Debug, Clone)]
 pub enum Event {
     /// Final text and the tokens released with it (see [`text`](crate::text)).
-    Delta { text: String, tokens: Vec<Choice> },
+    Delta {
+        text: String,
+        tokens: Vec<Choice>,
+    },
     /// `completion_tokens` counts every sampled token (end-of-sequence and stop-string tokens
     /// included).
-    Done { finish: FinishReason, completion_tokens: usize },
+    Done {
+        finish: FinishReason,
+        completion_tokens: usize,
+    },
     Failed(String),
 }
 
@@ -185,10 +191,7 @@ impl Row {
 fn run_batch(model: &CausalLm, vocab: &Vocab, jobs: Vec<SeqJob>, stats: &EngineStats) -> Result<usize> {
     let device = model.device().clone();
     let max_pos = model.config().max_positions();
-    let mut rows: Vec<Row> = jobs
-        .into_iter()
-        .map(|job| Row { text: TextState::new(&job.stops), job, unreleased: VecDeque::new(), generated: 0, finished: false })
-        .collect();
+    let mut rows: Vec<Row> = jobs.into_iter().map(|job| Row { text: TextState::new(&job.stops), job, unreleased: VecDeque::new(), generated: 0, finished: false }).collect();
     let b = rows.len();
     let result = (|| -> Result<usize> {
         let prompts: Vec<&[u32]> = rows.iter().map(|r| r.job.prompt.as_slice()).collect();
@@ -240,12 +243,7 @@ fn run_batch(model: &CausalLm, vocab: &Vocab, jobs: Vec<SeqJob>, stats: &EngineS
             let past = cache.seq_len();
             let positions: Vec<u32> = active.iter().map(|&r| (rows[r].job.prompt.len() + rows[r].generated - 1) as u32).collect();
             let mask = nn::attention_mask(&valid, past, 1, &device)?; // (n, 1, 1, past + 1)
-            let logits = model.forward_cached(
-                &Tensor::from_vec(fed, (n, 1), &device)?,
-                &Tensor::from_vec(positions, (n, 1), &device)?,
-                &mask,
-                &mut cache,
-            )?;
+            let logits = model.forward_cached(&Tensor::from_vec(fed, (n, 1), &device)?, &Tensor::from_vec(positions, (n, 1), &device)?, &mask, &mut cache)?;
             last = logits.squeeze(1)?; // (n, V)
         }
     })();

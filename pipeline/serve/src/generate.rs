@@ -44,9 +44,7 @@ pub fn submit(state: &AppState, req: &GenRequest, prompts: Vec<Vec<u32>>, param:
     for (p, prompt) in prompts.into_iter().enumerate() {
         let room = max_pos.saturating_sub(prompt.len());
         let max_new = match req.max_tokens {
-            Some(m) if prompt.len() + m > max_pos && !(state.truncate_to_context && room > 0) => {
-                return Err(ApiError::context_length(max_pos, prompt.len(), m, param))
-            }
+            Some(m) if prompt.len() + m > max_pos && !(state.truncate_to_context && room > 0) => return Err(ApiError::context_length(max_pos, prompt.len(), m, param)),
             Some(m) if prompt.len() + m > max_pos => room,
             Some(m) => m,
             None if room == 0 => return Err(ApiError::context_length(max_pos, prompt.len(), 1, param)),
@@ -61,14 +59,7 @@ pub fn submit(state: &AppState, req: &GenRequest, prompts: Vec<Vec<u32>>, param:
     let mut receivers = Vec::with_capacity(jobs.len());
     for (prompt, max_new, index) in jobs {
         let (tx, rx) = unbounded_channel();
-        let job = SeqJob {
-            prompt,
-            max_new,
-            sampling: req.sampling,
-            rng: rng_for(req.seed, index),
-            stops: req.stops.clone(),
-            events: tx,
-        };
+        let job = SeqJob { prompt, max_new, sampling: req.sampling, rng: rng_for(req.seed, index), stops: req.stops.clone(), events: tx };
         state.engine.submit(job).map_err(|e| ApiError::unavailable(e.to_string()))?;
         receivers.push(rx);
     }
@@ -139,8 +130,7 @@ pub fn chat_logprobs(vocab: &Vocab, tokens: &[Choice]) -> Value {
     let content: Vec<Value> = tokens
         .iter()
         .map(|c| {
-            let top: Vec<Value> =
-                c.top.iter().map(|&(id, lp)| json!({"token": vocab.text(id), "logprob": lp, "bytes": vocab.bytes(id)})).collect();
+            let top: Vec<Value> = c.top.iter().map(|&(id, lp)| json!({"token": vocab.text(id), "logprob": lp, "bytes": vocab.bytes(id)})).collect();
             json!({"token": vocab.text(c.id), "logprob": c.logprob, "bytes": vocab.bytes(c.id), "top_logprobs": top})
         })
         .collect();

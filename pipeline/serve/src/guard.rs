@@ -134,11 +134,8 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
             let ms = (bucket.wait.as_secs_f64() * 1000.0).ceil() as u64;
             h.insert("retry-after-ms", HeaderValue::from_str(&ms.to_string()).expect("digits"));
             h.insert("retry-after", HeaderValue::from_str(&ms.div_ceil(1000).to_string()).expect("digits"));
-            ApiError::rate_limited(
-                format!("Rate limit reached for requests: limit {} per minute. Please try again in {}.", bucket.limit, format_duration(bucket.wait)),
-                h,
-            )
-            .into_response()
+            ApiError::rate_limited(format!("Rate limit reached for requests: limit {} per minute. Please try again in {}.", bucket.limit, format_duration(bucket.wait)), h)
+                .into_response()
         }
     }
 }

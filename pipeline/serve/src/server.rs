@@ -97,7 +97,10 @@ pub fn start_with(settings: Settings) -> Result<ServerHandle> {
     let weights = distill_model::weights::hf_weight_files(dir)?;
     for f in [dir.join("config.json"), dir.join("tokenizer.json")].iter().chain(&weights) {
         if !f.exists() {
-            return Err(Error::model_dir(f.clone(), "missing: a model folder holds config.json, model.safetensors (or its shards and index) and tokenizer.json (train or export one first)"));
+            return Err(Error::model_dir(
+                f.clone(),
+                "missing: a model folder holds config.json, model.safetensors (or its shards and index) and tokenizer.json (train or export one first)",
+            ));
         }
     }
     let model = distill_model::load_hf_dir(dir, &Device::Cpu)?;
@@ -121,16 +124,11 @@ pub fn start_with(settings: Settings) -> Result<ServerHandle> {
         chat_template: settings.chat_template,
         created: now_unix(),
     });
-    let guard_state = Guard {
-        api_key: settings.api_key.clone(),
-        limiter: (settings.requests_per_minute > 0).then(|| Arc::new(RateLimiter::new(settings.requests_per_minute))),
-    };
+    let guard_state = Guard { api_key: settings.api_key.clone(), limiter: (settings.requests_per_minute > 0).then(|| Arc::new(RateLimiter::new(settings.requests_per_minute))) };
     let app = router(state, guard_state);
 
-    let listener = std::net::TcpListener::bind(settings.addr).map_err(|source| Error::Io {
-        what: format!("binding {} (is another server on this port? set [serve] port, or 0 for any free port)", settings.addr),
-        source,
-    })?;
+    let listener = std::net::TcpListener::bind(settings.addr)
+        .map_err(|source| Error::Io { what: format!("binding {} (is another server on this port? set [serve] port, or 0 for any free port)", settings.addr), source })?;
     listener.set_nonblocking(true).map_err(|source| Error::Io { what: "configuring the socket".into(), source })?;
     let addr = listener.local_addr().map_err(|source| Error::Io { what: "reading the bound address".into(), source })?;
     let (stop, stop_rx) = watch::channel(false);
@@ -210,10 +208,7 @@ pub fn router(state: Arc<AppState>, g: Guard) -> Router {
 pub fn serve_forever(cfg: &ServeConfig) -> Result<()> {
     let handle = start(cfg)?;
     eprintln!("distill serve: model '{}' at {} (Ctrl-C to stop)", handle.model_name(), handle.base_url());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io { what: "starting the signal runtime".into(), source })?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|source| Error::Io { what: "starting the signal runtime".into(), source })?;
     rt.block_on(async {
         #[cfg(unix)]
         {

@@ -72,10 +72,13 @@ impl Vocab {
             let b = if added.contains_key(&id) {
                 piece.into_bytes()
             } else if byte_level {
-                piece.chars().flat_map(|c| match inverse.get(&c) {
-                    Some(&b) => vec![b],
-                    None => c.to_string().into_bytes(),
-                }).collect()
+                piece
+                    .chars()
+                    .flat_map(|c| match inverse.get(&c) {
+                        Some(&b) => vec![b],
+                        None => c.to_string().into_bytes(),
+                    })
+                    .collect()
             } else if let Some(b) = byte_fallback(&piece) {
                 vec![b]
             } else {

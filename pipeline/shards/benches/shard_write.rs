@@ -39,7 +39,13 @@ fn stdlib_text(max_bytes: usize) -> Vec<String> {
 
 fn tokenizer(dir: &Path, corpus: &[String]) -> StudentTokenizer {
     let specials = ["<|endoftext|>", "<|pad|>"].map(|t| AddedToken::from(t, true)).to_vec();
-    let mut trainer = BpeTrainerBuilder::new().show_progress(false).vocab_size(4096).min_frequency(2).special_tokens(specials).initial_alphabet(ByteLevel::alphabet().into_iter().collect()).build();
+    let mut trainer = BpeTrainerBuilder::new()
+        .show_progress(false)
+        .vocab_size(4096)
+        .min_frequency(2)
+        .special_tokens(specials)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build();
     let bl = ByteLevel::new(false, false, true);
     let mut t = TokenizerBuilder::new()
         .with_model(BPE::default())
@@ -90,18 +96,21 @@ fn samples(tok: &StudentTokenizer, corpus: &[String], n: usize) -> Vec<Sample> {
             })
             .collect();
         let pid = format!("{:016x}", next());
-        out.push((KeptSample {
-            id: format!("{pid}#0"),
-            prompt_id: pid.clone(),
-            prompt: PromptRecord { id: pid, messages: None, prompt: Some(format!("# Task {i}: complete the module below.\n")), meta: Default::default() },
-            model: "bench-teacher".into(),
-            temperature: 0.8,
-            completion: completion.clone(),
-            finish_reason: Some("stop".into()),
-            code: completion,
-            scores: [("pass_rate".to_string(), 1.0), ("agreement".to_string(), 0.5)].into(),
-            pass_vector: vec![true, true, false],
-        }, Some(distill_core::logprobs::FlatTokens::from_tokens(&tokens))));
+        out.push((
+            KeptSample {
+                id: format!("{pid}#0"),
+                prompt_id: pid.clone(),
+                prompt: PromptRecord { id: pid, messages: None, prompt: Some(format!("# Task {i}: complete the module below.\n")), meta: Default::default() },
+                model: "bench-teacher".into(),
+                temperature: 0.8,
+                completion: completion.clone(),
+                finish_reason: Some("stop".into()),
+                code: completion,
+                scores: [("pass_rate".to_string(), 1.0), ("agreement".to_string(), 0.5)].into(),
+                pass_vector: vec![true, true, false],
+            },
+            Some(distill_core::logprobs::FlatTokens::from_tokens(&tokens)),
+        ));
     }
     out
 }

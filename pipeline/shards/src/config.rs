@@ -76,9 +76,7 @@ impl ShardsConfig {
     pub fn settings(&self, file: &str, work_dir: &Path) -> distill_core::Result<Settings> {
         let mut problems = Vec::new();
         let mut bad = |key: &str, msg: String| {
-            if let distill_core::Error::Config { problems: p } =
-                distill_core::Error::config_value(file, None, &format!("shards.{key}"), format!("[shards] {key}: {msg}"))
-            {
+            if let distill_core::Error::Config { problems: p } = distill_core::Error::config_value(file, None, &format!("shards.{key}"), format!("[shards] {key}: {msg}")) {
                 problems.extend(p);
             }
         };
@@ -100,11 +98,7 @@ impl ShardsConfig {
         if !problems.is_empty() {
             return Err(distill_core::Error::Config { problems });
         }
-        let tokenizer = if self.tokenizer.is_empty() {
-            work_dir.join("tokenizer").join("tokenizer.json")
-        } else {
-            PathBuf::from(&self.tokenizer)
-        };
+        let tokenizer = if self.tokenizer.is_empty() { work_dir.join("tokenizer").join("tokenizer.json") } else { PathBuf::from(&self.tokenizer) };
         Ok(Settings {
             tokenizer,
             row_group_rows: self.row_group_rows,

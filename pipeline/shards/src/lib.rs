@@ -185,7 +185,14 @@ struct Tally {
 
 /// Tokenizes and aligns `samples` (in order), writes the Parquet files and the manifest into
 /// `out_dir`. `score_names` are the score columns (sorted); a sample's other scores are dropped.
-pub fn write_shards(samples: impl Iterator<Item = distill_core::Result<Sample>>, score_names: &[String], tok: &StudentTokenizer, s: &Settings, out_dir: &Path, quiet: bool) -> distill_core::Result<Written> {
+pub fn write_shards(
+    samples: impl Iterator<Item = distill_core::Result<Sample>>,
+    score_names: &[String],
+    tok: &StudentTokenizer,
+    s: &Settings,
+    out_dir: &Path,
+    quiet: bool,
+) -> distill_core::Result<Written> {
     std::fs::create_dir_all(out_dir).map_err(|e| distill_core::Error::io(out_dir, e))?;
     let schema = schema::schema(score_names);
     let opts = WriteOptions { row_group_rows: s.row_group_rows, zstd_level: s.zstd_level };

@@ -58,8 +58,7 @@ impl StudentTokenizer {
         let table = bytes_to_unicode();
         let byte_of: HashMap<char, u8> = table.iter().enumerate().map(|(b, c)| (*c, b as u8)).collect();
         let vocab = tokenizer.get_vocab(true);
-        let special: std::collections::HashSet<u32> =
-            tokenizer.get_added_tokens_decoder().iter().filter(|(_, t)| t.special).map(|(id, _)| *id).collect();
+        let special: std::collections::HashSet<u32> = tokenizer.get_added_tokens_decoder().iter().filter(|(_, t)| t.special).map(|(id, _)| *id).collect();
         let size = vocab.values().copied().max().map_or(0, |m| m as usize + 1);
         let mut bytes_of = vec![Vec::new(); size];
         for (text, id) in &vocab {
@@ -85,10 +84,7 @@ impl StudentTokenizer {
 
     /// Ids of `text` (no special tokens added around it).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.tokenizer
-            .encode_fast(text, false)
-            .map(|e| e.get_ids().to_vec())
-            .map_err(|e| Error::Tokenizer { path: self.path.clone(), message: e.to_string() })
+        self.tokenizer.encode_fast(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| Error::Tokenizer { path: self.path.clone(), message: e.to_string() })
     }
 
     /// The exact bytes of one id (empty for an unknown id).

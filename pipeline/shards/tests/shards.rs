@@ -259,19 +259,14 @@ fn a_different_teacher_tokenizer_falls_back_to_hard_labels_and_is_counted() {
     assert!(student.id(&merged).is_none(), "the merged token must be outside the student's vocabulary");
     let top = vec![TopLogprob { token: String::from_utf8_lossy(&merged).into_owned(), bytes: Some(merged.clone()), logprob: -0.25 }];
     foreign.insert(0, TokenLogprob { token: String::from_utf8_lossy(&merged).into_owned(), bytes: Some(merged), logprob: -0.25, top });
-    let mut samples = vec![
-        sample("p1", 0, c, Some(foreign)),
-        sample("p2", 0, c, Some(teacher_tokens(&student, c))),
-        sample("p3", 0, c, None),
-    ];
+    let mut samples = vec![sample("p1", 0, c, Some(foreign)), sample("p2", 0, c, Some(teacher_tokens(&student, c))), sample("p3", 0, c, None)];
     // Teacher tokens that do not spell the completion (a server that normalised whitespace).
     samples.push(sample("p4", 0, c, Some(teacher_tokens(&student, "def add(a,b):\n  return a+b\n"))));
     let cfg = ShardsConfig { tokenizer: s.shared.display().to_string(), validation_fraction: 0.0, ..Default::default() };
     let (out, stats) = run_stage(s.work.path(), &samples, &cfg);
     assert_eq!(stats["hard_label_only_rows"], 3, "{stats}");
     let m = manifest(&out);
-    let want: BTreeMap<String, usize> =
-        [("boundaries_differ", 1), ("exact", 1), ("no_teacher_logprobs", 1), ("teacher_bytes_mismatch", 1)].map(|(k, v)| (k.to_string(), v)).into();
+    let want: BTreeMap<String, usize> = [("boundaries_differ", 1), ("exact", 1), ("no_teacher_logprobs", 1), ("teacher_bytes_mismatch", 1)].map(|(k, v)| (k.to_string(), v)).into();
     assert_eq!(m.alignment, want);
     let py = read_back(&out);
     let rows = py["files"]["train-00000-of-00001.parquet"]["rows_data"].as_array().unwrap().clone();
@@ -294,14 +289,7 @@ fn files_row_groups_and_bytes_are_deterministic() {
     let mut samples: Vec<Sample> = (0..7).map(|i| sample(&format!("q{i}"), 0, c, Some(teacher_tokens(&tok, c)))).collect();
     samples.reverse(); // run_stage writes them in the filter's order
     samples.push(sample("long", 0, &CODE.repeat(20), None));
-    let cfg = ShardsConfig {
-        tokenizer: s.shared.display().to_string(),
-        rows_per_file: 3,
-        row_group_rows: 2,
-        validation_fraction: 0.0,
-        max_seq_len: 200,
-        ..Default::default()
-    };
+    let cfg = ShardsConfig { tokenizer: s.shared.display().to_string(), rows_per_file: 3, row_group_rows: 2, validation_fraction: 0.0, max_seq_len: 200, ..Default::default() };
     let (a, stats) = run_stage(s.work.path(), &samples, &cfg);
     assert_eq!(stats["skipped"]["too_long"], 1, "{stats}");
     let (b, _) = run_stage(s.work.path(), &samples, &cfg);
@@ -314,11 +302,7 @@ fn files_row_groups_and_bytes_are_deterministic() {
     let py = read_back(&a);
     assert_eq!(py["files"]["train-00000-of-00003.parquet"]["row_groups"], 2);
     assert_eq!(py["files"]["train-00002-of-00003.parquet"]["rows"], 1);
-    let ids: Vec<String> = m
-        .files
-        .iter()
-        .flat_map(|f| py["files"][&f.path]["rows_data"].as_array().unwrap().iter().map(|r| r["row_id"].as_str().unwrap().to_string()))
-        .collect();
+    let ids: Vec<String> = m.files.iter().flat_map(|f| py["files"][&f.path]["rows_data"].as_array().unwrap().iter().map(|r| r["row_id"].as_str().unwrap().to_string())).collect();
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(ids, sorted, "rows are in the kept samples' order");

@@ -61,10 +61,7 @@ fn read_corpus(tokenizer_dir: &Path, max_bytes: u64) -> distill_core::Result<Vec
         let path = corpus.root.join(&f.rel);
         let bytes = std::fs::read(&path).at(&path)?;
         if distill_core::digest::sha256_hex(&bytes) != f.sha256 {
-            return Err(Error::Other(format!(
-                "{}: changed since the tokenizer stage read it; run `distill tokenizer --force` first",
-                path.display()
-            )));
+            return Err(Error::Other(format!("{}: changed since the tokenizer stage read it; run `distill tokenizer --force` first", path.display())));
         }
         total += bytes.len() as u64;
         if max_bytes > 0 && total > max_bytes {
@@ -85,11 +82,8 @@ pub fn run(ctx: &StageContext, cfg: &TeacherBootstrapConfig, config_file: &str) 
     let tokenizer_dir = ctx.input_dir("tokenizer");
     let tokenizer_path = tokenizer_dir.join("tokenizer.json");
     let texts = read_corpus(&tokenizer_dir, cfg.max_corpus_bytes)?;
-    let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path)
-        .map_err(|e| Error::Other(format!("{}: cannot load tokenizer: {e}", tokenizer_path.display())))?;
-    let encodings = tokenizer
-        .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), false)
-        .map_err(|e| Error::Other(format!("tokenizing the corpus: {e}")))?;
+    let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::Other(format!("{}: cannot load tokenizer: {e}", tokenizer_path.display())))?;
+    let encodings = tokenizer.encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), false).map_err(|e| Error::Other(format!("tokenizing the corpus: {e}")))?;
     let docs: Vec<Vec<u32>> = encodings.iter().map(|e| e.get_ids().to_vec()).collect();
     let corpus_tokens: usize = docs.iter().map(Vec::len).sum();
     tracing::info!(documents = docs.len(), tokens = corpus_tokens, "teacher-bootstrap corpus tokenized");

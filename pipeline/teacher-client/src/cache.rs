@@ -86,9 +86,11 @@ impl SledStore {
             None => {
                 // sled caches pages up to 1 GiB by default, which grows the RSS of a stage that
                 // reads a large cache once; answers are read once per run, so keep it small.
-                let db = sled::Config::new().path(&canonical).cache_capacity(CACHE_CAPACITY).open().map_err(|e| {
-                    err(format!("cannot open ({e}); is another `distill` process using it? Wait for it or set [teacher] cache_dir"))
-                })?;
+                let db = sled::Config::new()
+                    .path(&canonical)
+                    .cache_capacity(CACHE_CAPACITY)
+                    .open()
+                    .map_err(|e| err(format!("cannot open ({e}); is another `distill` process using it? Wait for it or set [teacher] cache_dir")))?;
                 let db = Arc::new(db);
                 let values = Arc::new(ValueLog::open(&canonical.join("values")).map_err(|e| err(format!("values: {e}")))?);
                 dbs.insert(canonical.clone(), (Arc::downgrade(&db), Arc::downgrade(&values)));

@@ -89,9 +89,8 @@ impl TeacherClient {
         let secret = api_key(&settings);
         let auth = match &secret {
             Some(k) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {
-                    Error::Setup(format!("the value of ${} is not a valid HTTP header value (stray newline or non-ASCII character?)", settings.api_key_env))
-                })?;
+                let mut v = HeaderValue::from_str(&format!("Bearer {k}"))
+                    .map_err(|_| Error::Setup(format!("the value of ${} is not a valid HTTP header value (stray newline or non-ASCII character?)", settings.api_key_env)))?;
                 // Marks it for redaction in any Debug output of the request.
                 v.set_sensitive(true);
                 Some(v)
@@ -150,14 +149,7 @@ impl TeacherClient {
         let stats = self.runtime.block_on(engine.run(prompts.into_iter(), &bar, sink));
         bar.finish_and_clear();
         let stats = stats?;
-        tracing::info!(
-            prompts = stats.prompts,
-            from_cache = stats.from_cache,
-            requested = stats.requested,
-            failed = stats.failed,
-            cost_usd = stats.cost_usd,
-            "teacher batch done"
-        );
+        tracing::info!(prompts = stats.prompts, from_cache = stats.from_cache, requested = stats.requested, failed = stats.failed, cost_usd = stats.cost_usd, "teacher batch done");
         Ok(stats)
     }
 
@@ -179,7 +171,13 @@ pub fn dry_run(cfg: &TeacherConfig, prompts: impl IntoIterator<Item = PromptReco
 
 /// Counts what a run would answer from the cache and what it would send. Reads only the
 /// metadata of cached entries (their usage), never their answers.
-fn plan(store: Option<&dyn Store>, s: &Settings, prompts: impl IntoIterator<Item = PromptRecord>, sampling: &crate::config::Sampling, retry_failed: bool) -> distill_core::Result<Plan> {
+fn plan(
+    store: Option<&dyn Store>,
+    s: &Settings,
+    prompts: impl IntoIterator<Item = PromptRecord>,
+    sampling: &crate::config::Sampling,
+    retry_failed: bool,
+) -> distill_core::Result<Plan> {
     #[derive(Clone, Copy, PartialEq)]
     enum State {
         Cached,

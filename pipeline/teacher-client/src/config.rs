@@ -146,8 +146,7 @@ pub struct Settings {
 
 /// Request-body fields the client sets itself; `extra_body` may not override them (that would
 /// make the cache key lie about what was asked).
-const RESERVED: &[&str] =
-    &["model", "messages", "prompt", "n", "temperature", "top_p", "max_tokens", "stop", "seed", "logprobs", "top_logprobs", "stream"];
+const RESERVED: &[&str] = &["model", "messages", "prompt", "n", "temperature", "top_p", "max_tokens", "stop", "seed", "logprobs", "top_logprobs", "stream"];
 
 impl TeacherConfig {
     /// Checks every rule and returns all problems at once; `file` names the config in messages.

@@ -112,13 +112,7 @@ pub fn build(prompt: &PromptRecord, model: &str, s: &Sampling, extra: &BTreeMap<
     h.update(endpoint.path().as_bytes());
     h.update(b"\0");
     h.update(&body);
-    Request {
-        endpoint,
-        key: h.finalize().into(),
-        body: body.into(),
-        prompt_tokens_estimate: estimate,
-        completion_tokens_max: u64::from(s.n) * u64::from(s.max_tokens),
-    }
+    Request { endpoint, key: h.finalize().into(), body: body.into(), prompt_tokens_estimate: estimate, completion_tokens_max: u64::from(s.n) * u64::from(s.max_tokens) }
 }
 
 #[cfg(test)]

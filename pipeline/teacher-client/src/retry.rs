@@ -27,11 +27,21 @@ use crate::response::{self, BadBody, Parsed};
 #[derive(Debug)]
 pub enum Verdict {
     Success(Parsed),
-    Retry { reason: &'static str, message: String, retry_after: Option<Duration>, rate_limited: bool },
+    Retry {
+        reason: &'static str,
+        message: String,
+        retry_after: Option<Duration>,
+        rate_limited: bool,
+    },
     /// Never retried; recorded as a failure of this prompt.
-    Fail { reason: &'static str, message: String },
+    Fail {
+        reason: &'static str,
+        message: String,
+    },
     /// Stops everything.
-    Fatal { message: String },
+    Fatal {
+        message: String,
+    },
 }
 
 /// Classifies a complete HTTP response.
@@ -40,7 +50,9 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Verd
         return match response::parse(body) {
             Ok(p) => Verdict::Success(p),
             Err(BadBody::NoChoices) => Verdict::Retry { reason: "no_choices", message: format!("HTTP {status} without choices"), retry_after: None, rate_limited: false },
-            Err(BadBody::Malformed(e)) => Verdict::Retry { reason: "malformed_response", message: format!("HTTP {status} with an unreadable body: {e}"), retry_after: None, rate_limited: false },
+            Err(BadBody::Malformed(e)) => {
+                Verdict::Retry { reason: "malformed_response", message: format!("HTTP {status} with an unreadable body: {e}"), retry_after: None, rate_limited: false }
+            }
         };
     }
     let (message, code) = response::error_message(body);
@@ -49,7 +61,9 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Verd
         429 if code == "insufficient_quota" || message.contains("insufficient_quota") => {
             Verdict::Fatal { message: format!("HTTP 429 insufficient_quota: {message} (add credit to the account, or point [teacher] base_url elsewhere)") }
         }
-        401 | 403 => Verdict::Fatal { message: format!("HTTP {status}: {message} (check the API key in the variable named by [teacher] api_key_env, and that it may use this model)") },
+        401 | 403 => {
+            Verdict::Fatal { message: format!("HTTP {status}: {message} (check the API key in the variable named by [teacher] api_key_env, and that it may use this model)") }
+        }
         404 => Verdict::Fatal { message: format!("HTTP 404: {message} (check [teacher] base_url, which should end in /v1, and [teacher] model)") },
         429 => Verdict::Retry { reason: "rate_limited", message: format!("HTTP 429: {message}"), retry_after, rate_limited: true },
         408 | 409 => Verdict::Retry { reason: "http_retriable", message: format!("HTTP {status}: {message}"), retry_after, rate_limited: false },
@@ -139,7 +153,10 @@ pub enum Step<T> {
 pub enum Finished<T> {
     Finished(T),
     /// Every attempt asked for a retry; `last` is the last attempt's message.
-    Exhausted { attempts: u32, last: String },
+    Exhausted {
+        attempts: u32,
+        last: String,
+    },
 }
 
 /// Calls `attempt(k)` for k = 0, 1, ... until it finishes or `max_retries` retries are spent,

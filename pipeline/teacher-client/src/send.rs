@@ -29,9 +29,15 @@ use crate::stats::cost;
 #[derive(Debug)]
 pub enum Sent {
     Done(Parsed),
-    Failed { reason: String, message: String },
+    Failed {
+        reason: String,
+        message: String,
+    },
     /// The batch must stop (bad key, no quota, wrong URL, cache failure).
-    Fatal { status: u16, message: String },
+    Fatal {
+        status: u16,
+        message: String,
+    },
 }
 
 #[derive(Default)]
@@ -152,9 +158,7 @@ pub async fn send_one(shared: Arc<Shared>, req: Arc<Request>) -> Sent {
     let out = retry_loop(max_retries, &mut backoff, move |k| attempt(sh.clone(), req.clone(), k)).await;
     match out {
         Finished::Finished(sent) => sent,
-        Finished::Exhausted { attempts, last } => {
-            Sent::Failed { reason: "retries_exhausted".into(), message: format!("gave up after {attempts} attempts; last: {last}") }
-        }
+        Finished::Exhausted { attempts, last } => Sent::Failed { reason: "retries_exhausted".into(), message: format!("gave up after {attempts} attempts; last: {last}") },
     }
 }
 

@@ -75,9 +75,7 @@ impl Engine<'_> {
         let Some(value) = self.store.get(key)? else { return Ok(None) };
         Ok(match Entry::decode_meta(&value) {
             Some((false, _)) => Some(Slot::Cached(value)),
-            Some((true, meta)) if !self.retry_failed => {
-                Some(Slot::Ready(Err((meta.reason.unwrap_or_else(|| "bad_request".into()), meta.message.unwrap_or_default()))))
-            }
+            Some((true, meta)) if !self.retry_failed => Some(Slot::Ready(Err((meta.reason.unwrap_or_else(|| "bad_request".into()), meta.message.unwrap_or_default())))),
             _ => None,
         })
     }

@@ -77,11 +77,7 @@ impl ValueLog {
     /// Opens (or creates) `dir`; new values are appended to its last segment.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let last = std::fs::read_dir(dir)?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse::<u32>().ok())
-            .max()
-            .unwrap_or(0);
+        let last = std::fs::read_dir(dir)?.flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse::<u32>().ok()).max().unwrap_or(0);
         let file = OpenOptions::new().create(true).append(true).open(segment_path(dir, last))?;
         let len = file.metadata()?.len();
         Ok(ValueLog { dir: dir.to_path_buf(), active: Mutex::new(Active { segment: last, file, len }), readers: Mutex::new(HashMap::new()) })

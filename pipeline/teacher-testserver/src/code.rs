@@ -21,8 +21,8 @@ use distill_shards::StudentTokenizer;
 use crate::generate::{prompt_tokens, Ask, SplitMix};
 
 const WORDS: &[&str] = &[
-    "total", "value", "count", "items", "record", "buffer", "index", "score", "window", "weight", "limit", "offset", "token", "batch",
-    "frame", "chunk", "node", "edge", "path", "queue", "stack", "span", "delta", "price", "amount", "label", "field", "entry",
+    "total", "value", "count", "items", "record", "buffer", "index", "score", "window", "weight", "limit", "offset", "token", "batch", "frame", "chunk", "node", "edge", "path",
+    "queue", "stack", "span", "delta", "price", "amount", "label", "field", "entry",
 ];
 const VERBS: &[&str] = &["compute", "count", "collect", "merge", "scale", "reduce", "find", "build", "parse", "track", "sum", "rank"];
 
@@ -84,7 +84,10 @@ impl CodeAnswers {
                     }
                 }
                 1 => {
-                    let _ = write!(code, "def {name}({a}):\n    \"\"\"Count the numbers below {a} that are divisible by {k}.\"\"\"\n    return sum(1 for i in range({a}) if i % {k} == 0)\n\n\n");
+                    let _ = write!(
+                        code,
+                        "def {name}({a}):\n    \"\"\"Count the numbers below {a} that are divisible by {k}.\"\"\"\n    return sum(1 for i in range({a}) if i % {k} == 0)\n\n\n"
+                    );
                     for _ in 0..2 {
                         let x = (rng.next_u64() % 100) as i64;
                         let _ = writeln!(tests, "assert {name}({x}) == {}", (x + k - 1) / k);

@@ -17,9 +17,8 @@ use sha2::{Digest, Sha256};
 
 /// Index 0 ends the answer and is never printed.
 pub const VOCAB: &[&str] = &[
-    "<eos>", "def", " ", "(", ")", ":", "\n", "    ", "return", " x", " y", " n", " +", " -", " *", " =", " ==", "1", "2", "0",
-    "if", " else", "for", " in", " range", "print", "\"", "hello", ",", "[", "]", "None", "True", "False", " and", " or", "é",
-    "λ", "→", "# ", "sum", "len", "(x)", "i", " i", "+=", "while", " not",
+    "<eos>", "def", " ", "(", ")", ":", "\n", "    ", "return", " x", " y", " n", " +", " -", " *", " =", " ==", "1", "2", "0", "if", " else", "for", " in", " range", "print",
+    "\"", "hello", ",", "[", "]", "None", "True", "False", " and", " or", "é", "λ", "→", "# ", "sum", "len", "(x)", "i", " i", "+=", "while", " not",
 ];
 
 /// SplitMix64: tiny, fast, good enough to look random; seeded from sha256.
@@ -176,11 +175,12 @@ pub fn chat_body(ask: &Ask, id: &str) -> Value {
 /// A legacy text_completion body (`logprobs` as parallel lists, alternatives as maps).
 pub fn completion_body(ask: &Ask, id: &str) -> Value {
     let mut completion_tokens = 0;
-    let choices: Vec<Value> = (0..ask.n)
-        .map(|i| {
-            let c = choice(ask, i);
-            completion_tokens += c.tokens.len() as u64 + u64::from(c.finish_reason == "stop");
-            let logprobs = ask.top_logprobs.map(|_| {
+    let choices: Vec<Value> =
+        (0..ask.n)
+            .map(|i| {
+                let c = choice(ask, i);
+                completion_tokens += c.tokens.len() as u64 + u64::from(c.finish_reason == "stop");
+                let logprobs = ask.top_logprobs.map(|_| {
                 let mut offset = ask.prompt.len();
                 let offsets: Vec<usize> = c.tokens.iter().map(|t| { let o = offset; offset += VOCAB[t.id].len(); o }).collect();
                 json!({
@@ -190,9 +190,9 @@ pub fn completion_body(ask: &Ask, id: &str) -> Value {
                     "text_offset": offsets,
                 })
             });
-            json!({"index": i, "text": c.text, "logprobs": logprobs, "finish_reason": c.finish_reason})
-        })
-        .collect();
+                json!({"index": i, "text": c.text, "logprobs": logprobs, "finish_reason": c.finish_reason})
+            })
+            .collect();
     let pt = prompt_tokens(&ask.prompt);
     json!({"id": id, "object": "text_completion", "created": 0, "model": ask.model, "choices": choices,
            "usage": {"prompt_tokens": pt, "completion_tokens": completion_tokens, "total_tokens": pt + completion_tokens}})

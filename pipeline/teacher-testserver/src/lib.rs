@@ -55,8 +55,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 8] =
-        [Fault::Status500, Fault::Status502, Fault::Status503, Fault::Slow, Fault::Drop, Fault::Malformed, Fault::Truncated, Fault::NoChoices];
+    pub const ALL: [Fault; 8] = [Fault::Status500, Fault::Status502, Fault::Status503, Fault::Slow, Fault::Drop, Fault::Malformed, Fault::Truncated, Fault::NoChoices];
 }
 
 #[derive(Clone)]
@@ -214,7 +213,11 @@ pub fn spawn_with_threads(config: ServerConfig, threads: usize) -> std::io::Resu
         .expect("test server runtime");
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let _ = axum::serve(listener, app).with_graceful_shutdown(async { let _ = rx.await; }).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
         });
         // Slow handlers may still be sleeping: do not wait for them.
         rt.shutdown_background();
@@ -265,7 +268,8 @@ fn take_quota(shared: &Shared, rpm: u32, burst: u32) -> Result<Vec<(&'static str
     headers.push(("retry-after-ms", format!("{:.0}", (wait * 1000.0).ceil())));
     headers.push(("retry-after", format!("{}", wait.ceil() as u64)));
     drop(b);
-    let mut resp = error_response(429, &format!("Rate limit reached: limit {rpm} requests per minute. Please try again in {:.0}ms.", wait * 1000.0), "requests", "rate_limit_exceeded");
+    let mut resp =
+        error_response(429, &format!("Rate limit reached: limit {rpm} requests per minute. Please try again in {:.0}ms.", wait * 1000.0), "requests", "rate_limit_exceeded");
     add_headers(&mut resp, &headers);
     Err(Box::new(resp))
 }

@@ -79,7 +79,8 @@ fn write_prompts(path: &Path, n: usize, tag: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut text = String::new();
     for i in 0..n {
-        let rec = serde_json::json!({"id": format!("{tag}{i:06}"), "messages": [{"role": "user", "content": format!("Write a Python function that returns the {i}-th {tag} number.")}]});
+        let rec =
+            serde_json::json!({"id": format!("{tag}{i:06}"), "messages": [{"role": "user", "content": format!("Write a Python function that returns the {i}-th {tag} number.")}]});
         text.push_str(&rec.to_string());
         text.push('\n');
     }
@@ -159,7 +160,13 @@ fn main() {
     let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ref_ms = reference["cpu_ms_per_request"].as_f64().unwrap();
     let ours_ms = 1000.0 * cold.cpu / n as f64;
-    println!("| bare aiohttp loop (no cache, no limiter) | {:.2} | {:.2} | {:.3} | {} | - |", reference["wall_secs"].as_f64().unwrap(), reference["cpu_secs"].as_f64().unwrap(), ref_ms, n);
+    println!(
+        "| bare aiohttp loop (no cache, no limiter) | {:.2} | {:.2} | {:.3} | {} | - |",
+        reference["wall_secs"].as_f64().unwrap(),
+        reference["cpu_secs"].as_f64().unwrap(),
+        ref_ms,
+        n
+    );
     println!("\nCPU per request, cold: ours / aiohttp = {:.2}  (target <= 0.2 ms: {:.3} ms)", ours_ms / ref_ms, ours_ms);
     println!("wall, cold: ours / aiohttp = {:.2}", cold.wall / reference["wall_secs"].as_f64().unwrap());
     println!("warm re-run of {n} cached prompts: {:.2} s wall (target < 1 s)", warm.wall);
@@ -171,13 +178,8 @@ fn main() {
     let count = (u64::from(quota_rpm) * quota_secs / 60) as usize + burst as usize;
     let qwork = tempfile::tempdir().unwrap();
     write_prompts(&qwork.path().join("prompts/prompts.jsonl"), count, "quota");
-    let qcfg = TeacherConfig {
-        base_url: limited.base_url.clone(),
-        requests_per_minute: quota_rpm,
-        burst,
-        cache_dir: qwork.path().join("cache").display().to_string(),
-        ..cfg.clone()
-    };
+    let qcfg =
+        TeacherConfig { base_url: limited.base_url.clone(), requests_per_minute: quota_rpm, burst, cache_dir: qwork.path().join("cache").display().to_string(), ..cfg.clone() };
     let q = measure(qwork.path(), &qcfg, None);
     assert_eq!(q.stats["completed"], count as u64, "{}", q.stats);
     // The burst is free at t = 0; the limit governs what follows it.

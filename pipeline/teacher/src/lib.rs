@@ -58,7 +58,10 @@ pub fn prompts_path(work_dir: &Path, opts: &RunOptions) -> PathBuf {
 
 /// Streams prompts out of `index`, stopping the stream at the first read error (kept in
 /// `error` for the caller).
-fn stream_prompts<'a>(index: &'a PromptIndex, error: &'a std::cell::RefCell<Option<distill_core::Error>>) -> Result<impl Iterator<Item = distill_core::records::PromptRecord> + 'a> {
+fn stream_prompts<'a>(
+    index: &'a PromptIndex,
+    error: &'a std::cell::RefCell<Option<distill_core::Error>>,
+) -> Result<impl Iterator<Item = distill_core::records::PromptRecord> + 'a> {
     Ok(index.prompts()?.map_while(move |p| match p {
         Ok(p) => Some(p),
         Err(e) => {
@@ -150,7 +153,12 @@ impl std::fmt::Display for DryRun {
         writeln!(f, "cached failures   {} (re-sent only with --retry-failed)", p.cached_failed)?;
         writeln!(f, "to request        {} ({} prompts share a request)", p.to_request, p.duplicates)?;
         writeln!(f, "prompt tokens     ~{}", p.projected_prompt_tokens)?;
-        writeln!(f, "completion tokens at most {}{}", p.projected_completion_tokens_max, p.projected_completion_tokens_expected.map(|e| format!(", expected ~{e}")).unwrap_or_default())?;
+        writeln!(
+            f,
+            "completion tokens at most {}{}",
+            p.projected_completion_tokens_max,
+            p.projected_completion_tokens_expected.map(|e| format!(", expected ~{e}")).unwrap_or_default()
+        )?;
         write!(f, "cost              at most ${:.4}{}", p.projected_cost_usd_max, p.projected_cost_usd_expected.map(|e| format!(", expected ~${e:.4}")).unwrap_or_default())
     }
 }

@@ -34,9 +34,7 @@ const OPENERS: &[&str] = &[
 /// Word-like tokens from syllables, so shingles look like prose rather than numbers.
 fn vocabulary(rng: &mut StdRng, n: usize) -> Vec<String> {
     const SYL: &[&str] = &["ka", "lo", "mi", "ter", "an", "sor", "vec", "li", "st", "de", "qu", "ex", "pro", "ma", "ri", "on"];
-    let mut words: Vec<String> = (0..n)
-        .map(|_| (0..rng.random_range(1..=3)).map(|_| SYL[rng.random_range(0..SYL.len())]).collect::<String>())
-        .collect();
+    let mut words: Vec<String> = (0..n).map(|_| (0..rng.random_range(1..=3)).map(|_| SYL[rng.random_range(0..SYL.len())]).collect::<String>()).collect();
     words.sort();
     words.dedup();
     words

@@ -10,8 +10,8 @@
 
 use std::path::Path;
 
-use distill_benchmarks::{Benchmark, TextKind};
 use crate::decontam::{RefKind, Reference};
+use distill_benchmarks::{Benchmark, TextKind};
 
 /// `(benchmark name, sha256 of its data file)`.
 pub type FileDigest = (String, String);

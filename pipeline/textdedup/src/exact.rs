@@ -37,12 +37,7 @@ pub fn duplicate_fingerprints(fingerprints: &[Fingerprint]) -> Vec<Cluster> {
             }
         }
     }
-    members
-        .into_iter()
-        .enumerate()
-        .filter(|(_, m)| !m.is_empty())
-        .map(|(keep, duplicates)| Cluster { keep, duplicates })
-        .collect()
+    members.into_iter().enumerate().filter(|(_, m)| !m.is_empty()).map(|(keep, duplicates)| Cluster { keep, duplicates }).collect()
 }
 
 #[cfg(test)]

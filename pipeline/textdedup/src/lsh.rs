@@ -79,13 +79,7 @@ pub struct MinHashDedup {
 impl MinHashDedup {
     pub fn new(cfg: &MinHashConfig) -> Result<Self> {
         let (bands, rows) = cfg.resolve()?;
-        Ok(MinHashDedup {
-            hasher: MinHasher::new(cfg.num_perm, cfg.shingle_size, cfg.seed),
-            bands,
-            rows,
-            threshold: cfg.threshold,
-            verify: cfg.verify,
-        })
+        Ok(MinHashDedup { hasher: MinHasher::new(cfg.num_perm, cfg.shingle_size, cfg.seed), bands, rows, threshold: cfg.threshold, verify: cfg.verify })
     }
 
     /// `(bands, rows)` in use.
@@ -130,23 +124,15 @@ impl MinHashDedup {
             .into_iter()
             .enumerate()
             .filter(|(_, m)| !m.is_empty())
-            .map(|(keep, dups)| Cluster {
-                keep,
-                duplicates: dups.into_iter().map(|d| (d, estimated_jaccard(sigs.get(keep), sigs.get(d)))).collect(),
-            })
+            .map(|(keep, dups)| Cluster { keep, duplicates: dups.into_iter().map(|d| (d, estimated_jaccard(sigs.get(keep), sigs.get(d)))).collect() })
             .collect()
     }
 
     /// Every pair `(i, j)`, `i < j`, that shares at least one band (unverified: what
     /// datasketch's `MinHashLSH.query` returns), sorted and deduplicated.
     pub fn candidate_pairs(&self, sigs: &Signatures) -> Vec<(u32, u32)> {
-        let mut pairs: Vec<(u32, u32)> = self
-            .buckets(sigs)
-            .par_iter()
-            .flat_map_iter(|bucket| {
-                bucket.iter().enumerate().flat_map(move |(x, &i)| bucket[x + 1..].iter().map(move |&j| (i, j)))
-            })
-            .collect();
+        let mut pairs: Vec<(u32, u32)> =
+            self.buckets(sigs).par_iter().flat_map_iter(|bucket| bucket.iter().enumerate().flat_map(move |(x, &i)| bucket[x + 1..].iter().map(move |&j| (i, j)))).collect();
         pairs.par_sort_unstable();
         pairs.dedup();
         pairs
@@ -158,10 +144,7 @@ impl MinHashDedup {
             .into_par_iter()
             .map(|band| {
                 let lo = band * self.rows;
-                let mut keyed: Vec<(u64, u32)> = (0..sigs.len())
-                    .filter(|&i| !sigs.is_blank(i))
-                    .map(|i| (band_key(&sigs.get(i)[lo..lo + self.rows]), i as u32))
-                    .collect();
+                let mut keyed: Vec<(u64, u32)> = (0..sigs.len()).filter(|&i| !sigs.is_blank(i)).map(|i| (band_key(&sigs.get(i)[lo..lo + self.rows]), i as u32)).collect();
                 keyed.sort_unstable();
                 let mut out = Vec::new();
                 for run in keyed.chunk_by(|x, y| x.0 == y.0) {
@@ -253,8 +236,7 @@ mod tests {
 
     #[test]
     fn same_seed_same_clusters_regardless_of_threads() {
-        let texts: Vec<String> =
-            (0..400).map(|i| format!("task number {} asks for a function that sorts {} items by key {}", i % 50, i % 7, i % 3)).collect();
+        let texts: Vec<String> = (0..400).map(|i| format!("task number {} asks for a function that sorts {} items by key {}", i % 50, i % 7, i % 3)).collect();
         let d = MinHashDedup::new(&MinHashConfig { shingle_size: 2, threshold: 0.6, ..Default::default() }).unwrap();
         let a = d.find_duplicates(&texts);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();

@@ -65,9 +65,7 @@ impl MinHashConfig {
         match (self.bands, self.rows) {
             (0, 0) => Ok(optimal_bands(self.threshold, self.num_perm)),
             (b, r) if b > 0 && r > 0 && b * r <= self.num_perm => Ok((b, r)),
-            (b, r) if b > 0 && r > 0 => {
-                bad("bands", format!("bands * rows = {b} * {r} = {} exceeds num_perm = {}", b * r, self.num_perm))
-            }
+            (b, r) if b > 0 && r > 0 => bad("bands", format!("bands * rows = {b} * {r} = {} exceeds num_perm = {}", b * r, self.num_perm)),
             _ => bad("bands", "give both bands and rows (each >= 1), or neither to derive them from threshold".into()),
         }
     }

@@ -58,10 +58,7 @@ fn lsh_finds_most_pairs_above_the_threshold_and_few_far_below() {
     }
     assert!(above > 100 && clear > 50, "the corpus must have pairs above the threshold: {above}, {clear}");
     let sigma = variance.sqrt();
-    assert!(
-        (above_found as f64 - expected).abs() <= 4.0 * sigma + 2.0,
-        "found {above_found} of {above} pairs with J >= 0.5; the S-curve predicts {expected:.1} ± {sigma:.1}"
-    );
+    assert!((above_found as f64 - expected).abs() <= 4.0 * sigma + 2.0, "found {above_found} of {above} pairs with J >= 0.5; the S-curve predicts {expected:.1} ± {sigma:.1}");
     // Well above the threshold LSH misses almost nothing.
     let recall = clear_found as f64 / clear as f64;
     assert!(recall >= 0.97, "recall at J >= 0.7: {recall} ({clear_found}/{clear})");

@@ -38,9 +38,7 @@ impl Default for TokenizerConfig {
             corpus: String::new(),
             python: "python3".into(),
             extensions: vec![".py".into()],
-            exclude: ["test", "tests", "idle_test", "site-packages", "__pycache__", "lib2to3"]
-                .map(String::from)
-                .to_vec(),
+            exclude: ["test", "tests", "idle_test", "site-packages", "__pycache__", "lib2to3"].map(String::from).to_vec(),
             max_corpus_bytes: 8_000_000,
             max_file_bytes: 400_000,
             vocab_size: 4096,
@@ -90,9 +88,7 @@ impl TokenizerConfig {
     pub fn settings(&self, file: &str) -> distill_core::Result<Settings> {
         let mut problems = Vec::new();
         let mut bad = |key: &str, msg: String| {
-            if let distill_core::Error::Config { problems: p } =
-                distill_core::Error::config_value(file, None, &format!("tokenizer.{key}"), format!("[tokenizer] {key}: {msg}"))
-            {
+            if let distill_core::Error::Config { problems: p } = distill_core::Error::config_value(file, None, &format!("tokenizer.{key}"), format!("[tokenizer] {key}: {msg}")) {
                 problems.extend(p);
             }
         };

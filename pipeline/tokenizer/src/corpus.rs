@@ -133,9 +133,7 @@ impl Corpus {
             .iter()
             .map(|f| {
                 let bytes = fs::read(&f.path).at(&f.path)?;
-                String::from_utf8(bytes).map_err(|e| {
-                    Error::Core(distill_core::Error::Other(format!("{}: changed while reading: {e}", f.path.display())))
-                })
+                String::from_utf8(bytes).map_err(|e| Error::Core(distill_core::Error::Other(format!("{}: changed while reading: {e}", f.path.display()))))
             })
             .collect()
     }

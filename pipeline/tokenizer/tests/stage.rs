@@ -8,14 +8,7 @@ use distill_tokenizer::{corpus_digest, run, TokenizerConfig, SPECIAL_TOKENS, TOK
 use tokenizers::Tokenizer;
 
 fn ctx<'a>(work: &'a Path, out: &Path) -> StageContext<'a> {
-    StageContext {
-        stage: "tokenizer",
-        work_dir: work,
-        out_dir: out.to_path_buf(),
-        scratch_dir: work.join(".scratch"),
-        shard: None,
-        quiet: true,
-    }
+    StageContext { stage: "tokenizer", work_dir: work, out_dir: out.to_path_buf(), scratch_dir: work.join(".scratch"), shard: None, quiet: true }
 }
 
 fn small_stdlib() -> TokenizerConfig {

@@ -82,13 +82,7 @@ pub fn latest(scratch: &Path) -> Option<(u64, PathBuf)> {
 }
 
 /// Writes a checkpoint atomically and deletes all but the newest `keep_last`.
-pub fn save(
-    scratch: &Path,
-    state: &CheckpointState,
-    lm: &distill_model::TrainableLm,
-    opt: &crate::optim::AdamW,
-    keep_last: usize,
-) -> Result<PathBuf> {
+pub fn save(scratch: &Path, state: &CheckpointState, lm: &distill_model::TrainableLm, opt: &crate::optim::AdamW, keep_last: usize) -> Result<PathBuf> {
     let dest = step_dir(scratch, state.step);
     let tmp = checkpoints_dir(scratch).join(format!(".step-{:08}.tmp-{}", state.step, std::process::id()));
     let io = |p: &Path, e: std::io::Error| Error::Checkpoint { path: p.to_path_buf(), message: e.to_string() };

@@ -125,15 +125,7 @@ struct Prepared<'a> {
 /// into `seq_len` windows separated by the tokenizer's end-of-text id; every 20th window is
 /// held out. Same loop, checkpoints, resume and export as [`run`].
 #[allow(clippy::too_many_arguments)]
-pub fn train_documents(
-    docs: &[Vec<u32>],
-    cfg: &TrainConfig,
-    tokenizer: &Path,
-    out_dir: &Path,
-    scratch_dir: &Path,
-    quiet: bool,
-    opts: &RunOptions,
-) -> distill_core::Result<Value> {
+pub fn train_documents(docs: &[Vec<u32>], cfg: &TrainConfig, tokenizer: &Path, out_dir: &Path, scratch_dir: &Path, quiet: bool, opts: &RunOptions) -> distill_core::Result<Value> {
     let settings = cfg.settings(&opts.config_file, None)?;
     let tok = export::tokenizer_info(tokenizer)?;
     let device = trainer::device(&settings.device)?;

@@ -22,12 +22,7 @@ use crate::error::{Error, Result};
 
 /// Whether a parameter gets weight decay (module docs).
 pub fn decays(name: &str) -> bool {
-    let no = name.ends_with(".bias")
-        || name.contains("norm")
-        || name.contains(".ln_")
-        || name.contains("embed_tokens")
-        || name.contains(".wte.")
-        || name.contains(".wpe.");
+    let no = name.ends_with(".bias") || name.contains("norm") || name.contains(".ln_") || name.contains("embed_tokens") || name.contains(".wte.") || name.contains(".wpe.");
     !no
 }
 
@@ -262,10 +257,7 @@ mod tests {
 
     #[test]
     fn clipping_scales_to_the_max_norm() {
-        let mut grads = HashMap::from([
-            ("a".to_string(), Tensor::new(&[3.0f32], &Device::Cpu).unwrap()),
-            ("b".to_string(), Tensor::new(&[4.0f32], &Device::Cpu).unwrap()),
-        ]);
+        let mut grads = HashMap::from([("a".to_string(), Tensor::new(&[3.0f32], &Device::Cpu).unwrap()), ("b".to_string(), Tensor::new(&[4.0f32], &Device::Cpu).unwrap())]);
         let n = clip_global_norm(&mut grads, 1.0).unwrap().value().unwrap();
         assert!((n - 5.0).abs() < 1e-9);
         let a = grads["a"].to_vec1::<f32>().unwrap()[0];

@@ -103,7 +103,8 @@ fn read_group(path: &PathBuf, meta: &ArrowReaderMetadata, index: usize) -> Resul
     let err = |m: String| Error::Shard { path: path.clone(), message: m };
     let file = File::open(path).map_err(|e| err(e.to_string()))?;
     let rows = meta.metadata().row_group(index).num_rows().max(1) as usize;
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone()).with_row_groups(vec![index]).with_batch_size(rows).build().map_err(|e| err(e.to_string()))?;
+    let reader =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone()).with_row_groups(vec![index]).with_batch_size(rows).build().map_err(|e| err(e.to_string()))?;
     reader.map(|b| b.map_err(|e| err(e.to_string()))).collect()
 }
 

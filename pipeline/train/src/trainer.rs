@@ -265,10 +265,7 @@ pub fn train(lm: &TrainableLm, train: &dyn Source, validation: &dyn Source, run:
     if let Some((step, dir)) = resume_from {
         let state = checkpoint::load(&dir, lm, &mut opt, &device)?;
         if state.train_config != run.train_config {
-            return Err(Error::Checkpoint {
-                path: dir,
-                message: "was made with a different [train] config; restore that config, or run without --resume to start over".into(),
-            });
+            return Err(Error::Checkpoint { path: dir, message: "was made with a different [train] config; restore that config, or run without --resume to start over".into() });
         }
         start = state.step;
         tokens_before = state.tokens_seen;
@@ -287,9 +284,7 @@ pub fn train(lm: &TrainableLm, train: &dyn Source, validation: &dyn Source, run:
         std::fs::write(&metrics_path, b"").map_err(|e| Error::Other(format!("{}: {e}", metrics_path.display())))?;
     }
     let mut metrics = std::fs::OpenOptions::new().append(true).open(&metrics_path).map_err(|e| Error::Other(format!("{}: {e}", metrics_path.display())))?;
-    let mut log = |v: serde_json::Value| -> Result<()> {
-        writeln!(metrics, "{v}").map_err(|e| Error::Other(format!("{}: {e}", metrics_path.display())))
-    };
+    let mut log = |v: serde_json::Value| -> Result<()> { writeln!(metrics, "{v}").map_err(|e| Error::Other(format!("{}: {e}", metrics_path.display()))) };
 
     let mut feeder = Feeder::new(train, s.batch_size, s.seed, pos)?;
     let bar = distill_core::progress::bar(s.steps, "train", run.quiet);
@@ -474,11 +469,8 @@ fn every(step: u64, n: u64) -> bool {
 /// Drops metric lines written after `step` (a resumed run rewrites them).
 fn keep_metrics_up_to(path: &Path, step: u64) -> Result<()> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let kept: String = text
-        .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let kept: String =
+        text.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step)).map(|l| format!("{l}\n")).collect();
     std::fs::write(path, kept).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
 }
 

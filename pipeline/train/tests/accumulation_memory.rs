@@ -86,26 +86,10 @@ fn peak_of_run(work: &std::path::Path, grad_accum: usize) -> usize {
         ..Default::default()
     };
     let out = format!("accum-{grad_accum}");
-    let ctx = StageContext {
-        stage: "train",
-        work_dir: work,
-        out_dir: work.join(&out),
-        scratch_dir: work.join(".scratch").join(&out),
-        shard: None,
-        quiet: true,
-    };
+    let ctx = StageContext { stage: "train", work_dir: work, out_dir: work.join(&out), scratch_dir: work.join(".scratch").join(&out), shard: None, quiet: true };
     let before = CURRENT.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
-    let stats = run(
-        &ctx,
-        &cfg,
-        &RunOptions {
-            resume: false,
-            stop_after: None,
-            config_file: "test.toml".into(),
-        },
-    )
-    .unwrap();
+    let stats = run(&ctx, &cfg, &RunOptions { resume: false, stop_after: None, config_file: "test.toml".into() }).unwrap();
     assert_eq!(stats["completed"], true);
     PEAK.load(Ordering::Relaxed) - before
 }
@@ -117,12 +101,6 @@ fn peak_memory_does_not_grow_with_gradient_accumulation() {
     let eight = peak_of_run(work.path(), 8);
     let ratio = eight as f64 / one as f64;
     eprintln!("peak heap: grad_accum 1 {one} B, grad_accum 8 {eight} B ({ratio:.3}x)");
-    assert!(
-        one > 1 << 20,
-        "the run allocates ({one} B): the test measures something"
-    );
-    assert!(
-        ratio < 1.05,
-        "grad_accum = 8 peaks at {ratio:.3}x the memory of grad_accum = 1 ({eight} vs {one} bytes)"
-    );
+    assert!(one > 1 << 20, "the run allocates ({one} B): the test measures something");
+    assert!(ratio < 1.05, "grad_accum = 8 peaks at {ratio:.3}x the memory of grad_accum = 1 ({eight} vs {one} bytes)");
 }

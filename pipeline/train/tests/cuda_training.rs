@@ -62,7 +62,16 @@ fn fused_adamw_with_device_side_clipping_matches_the_cpu_optimizer() {
 
 /// Losses of `warmup + steps` optimizer steps of the bench (synthetic top-20 KD + CE data).
 fn bench_losses(device: &str, dtype: &str, grad_accum: usize) -> Vec<f64> {
-    let mut cfg = TrainConfig { model: "qwen2-nano".into(), vocab_from_tokenizer: false, batch_size: 4, grad_accum, seq_len: 128, device: device.into(), dtype: dtype.into(), ..Default::default() };
+    let mut cfg = TrainConfig {
+        model: "qwen2-nano".into(),
+        vocab_from_tokenizer: false,
+        batch_size: 4,
+        grad_accum,
+        seq_len: 128,
+        device: device.into(),
+        dtype: dtype.into(),
+        ..Default::default()
+    };
     cfg.loss.kd = 1.0;
     cfg.loss.ce = 1.0;
     cfg.loss.capture_temperature = 1.0;

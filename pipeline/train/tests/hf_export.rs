@@ -70,13 +70,7 @@ fn check(name: &str, cfg: ModelConfig, expect_class: &str, spread: f32) {
 fn llama_with_llama3_rope_scaling_matches_transformers() {
     let mut cfg = ModelConfig::preset("llama-nano").unwrap();
     if let ModelConfig::Llama(c) = &mut cfg {
-        c.rope_scaling = Some(RopeScaling {
-            rope_type: "llama3".into(),
-            factor: 8.0,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_position_embeddings: 8,
-        });
+        c.rope_scaling = Some(RopeScaling { rope_type: "llama3".into(), factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8 });
     }
     check("llama-nano", cfg, "LlamaForCausalLM", 0.5);
 }

@@ -19,7 +19,8 @@ fn tiny_gpt2(dir: &Path) -> String {
 }
 
 fn config(model: String, steps: u64) -> TrainConfig {
-    let mut c = TrainConfig { model, steps, batch_size: 4, grad_accum: 2, seq_len: 64, eval_every: 4, checkpoint_every: 3, keep_last: 2, log_every: 1, seed: 5, ..Default::default() };
+    let mut c =
+        TrainConfig { model, steps, batch_size: 4, grad_accum: 2, seq_len: 64, eval_every: 4, checkpoint_every: 3, keep_last: 2, log_every: 1, seed: 5, ..Default::default() };
     c.optimizer.lr = 3e-3;
     c.optimizer.warmup_steps = 2;
     c.loss.ce = 0.2;
@@ -143,7 +144,18 @@ fn kd_training_moves_the_student_towards_the_teacher_and_exports_an_hf_folder() 
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(c.out_dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["architectures"][0], "LlamaForCausalLM");
     assert_eq!(config["vocab_size"], 512);
-    for key in ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "rms_norm_eps", "rope_theta", "tie_word_embeddings", "max_position_embeddings", "eos_token_id"] {
+    for key in [
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "rms_norm_eps",
+        "rope_theta",
+        "tie_word_embeddings",
+        "max_position_embeddings",
+        "eos_token_id",
+    ] {
         assert!(config.get(key).is_some(), "config.json lacks {key}");
     }
     let gen: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(c.out_dir.join("generation_config.json")).unwrap()).unwrap();

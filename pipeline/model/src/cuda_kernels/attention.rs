@@ -57,7 +57,15 @@ struct MaskedSoftmax {
 }
 
 impl MaskedSoftmax {
-    fn launch<T: DeviceRepr>(&self, s: &CudaSlice<T>, ls: &Layout, mask: &CudaSlice<f32>, lm: &Layout, dev: &candle_core::CudaDevice, name: &str) -> candle_core::Result<CudaSlice<T>> {
+    fn launch<T: DeviceRepr>(
+        &self,
+        s: &CudaSlice<T>,
+        ls: &Layout,
+        mask: &CudaSlice<f32>,
+        lm: &Layout,
+        dev: &candle_core::CudaDevice,
+        name: &str,
+    ) -> candle_core::Result<CudaSlice<T>> {
         let (o1, o2, n) = rows_cols(ls)?;
         let (m1, m2, _) = rows_cols(lm)?;
         let (src, mask) = (s.slice(o1..o2), mask.slice(m1..m2));
@@ -108,7 +116,15 @@ struct SoftmaxBackward {
 }
 
 impl SoftmaxBackward {
-    fn launch<T: DeviceRepr>(&self, p: &CudaSlice<T>, lp: &Layout, dp: &CudaSlice<T>, ldp: &Layout, dev: &candle_core::CudaDevice, name: &str) -> candle_core::Result<CudaSlice<T>> {
+    fn launch<T: DeviceRepr>(
+        &self,
+        p: &CudaSlice<T>,
+        lp: &Layout,
+        dp: &CudaSlice<T>,
+        ldp: &Layout,
+        dev: &candle_core::CudaDevice,
+        name: &str,
+    ) -> candle_core::Result<CudaSlice<T>> {
         let (o1, o2, n) = rows_cols(lp)?;
         let (d1, d2, _) = rows_cols(ldp)?;
         let (p, dp) = (p.slice(o1..o2), dp.slice(d1..d2));

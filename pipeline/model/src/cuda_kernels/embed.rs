@@ -81,7 +81,15 @@ impl candle_core::CustomOp2 for Embedding {
 struct EmbeddingBackward;
 
 impl EmbeddingBackward {
-    fn launch<T: DeviceRepr>(dw: &mut CudaSlice<f32>, dy: &CudaSlice<T>, ldy: &Layout, ids: &CudaSlice<u32>, li: &Layout, dev: &candle_core::CudaDevice, name: &str) -> candle_core::Result<()> {
+    fn launch<T: DeviceRepr>(
+        dw: &mut CudaSlice<f32>,
+        dy: &CudaSlice<T>,
+        ldy: &Layout,
+        ids: &CudaSlice<u32>,
+        li: &Layout,
+        dev: &candle_core::CudaDevice,
+        name: &str,
+    ) -> candle_core::Result<()> {
         let (d1, d2, c) = rows_cols(ldy)?;
         let (i1, i2) = li.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("embedding: ids must be contiguous".into()))?;
         let (dy, ids, n) = (dy.slice(d1..d2), ids.slice(i1..i2), i2 - i1);

@@ -33,7 +33,12 @@ fn grid(n: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
-fn slices<'a, T: DeviceRepr>(a: &'a CudaSlice<T>, la: &Layout, b: &'a CudaSlice<T>, lb: &Layout) -> candle_core::Result<(candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>, candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>, usize)> {
+fn slices<'a, T: DeviceRepr>(
+    a: &'a CudaSlice<T>,
+    la: &Layout,
+    b: &'a CudaSlice<T>,
+    lb: &Layout,
+) -> candle_core::Result<(candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>, candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>, usize)> {
     let (a1, a2, _) = rows_cols(la)?;
     let (b1, b2, _) = rows_cols(lb)?;
     Ok((a.slice(a1..a2), b.slice(b1..b2), a2 - a1))
@@ -88,7 +93,16 @@ struct SwiGluBackward;
 
 impl SwiGluBackward {
     #[allow(clippy::too_many_arguments)]
-    fn launch<T: DeviceRepr>(g: &CudaSlice<T>, lg: &Layout, u: &CudaSlice<T>, lu: &Layout, dh: &CudaSlice<T>, ldh: &Layout, dev: &candle_core::CudaDevice, name: &str) -> candle_core::Result<CudaSlice<T>> {
+    fn launch<T: DeviceRepr>(
+        g: &CudaSlice<T>,
+        lg: &Layout,
+        u: &CudaSlice<T>,
+        lu: &Layout,
+        dh: &CudaSlice<T>,
+        ldh: &Layout,
+        dev: &candle_core::CudaDevice,
+        name: &str,
+    ) -> candle_core::Result<CudaSlice<T>> {
         let (g, u, n) = slices(g, lg, u, lu)?;
         let (d1, d2, _) = rows_cols(ldh)?;
         let dh = dh.slice(d1..d2);
@@ -121,7 +135,9 @@ impl candle_core::CustomOp3 for SwiGluBackward {
         let dev = g.device();
         let slice = match (&g.slice, &u.slice, &dh.slice) {
             (CudaStorageSlice::F32(a), CudaStorageSlice::F32(b), CudaStorageSlice::F32(d)) => CudaStorageSlice::F32(Self::launch(a, lg, b, lu, d, ldh, dev, "swiglu_bwd_f32")?),
-            (CudaStorageSlice::BF16(a), CudaStorageSlice::BF16(b), CudaStorageSlice::BF16(d)) => CudaStorageSlice::BF16(Self::launch(a, lg, b, lu, d, ldh, dev, "swiglu_bwd_bf16")?),
+            (CudaStorageSlice::BF16(a), CudaStorageSlice::BF16(b), CudaStorageSlice::BF16(d)) => {
+                CudaStorageSlice::BF16(Self::launch(a, lg, b, lu, d, ldh, dev, "swiglu_bwd_bf16")?)
+            }
             _ => candle_core::bail!("swiglu backward: g, u and dh must share a dtype (f32 or bf16)"),
         };
         let mut dims = vec![2];

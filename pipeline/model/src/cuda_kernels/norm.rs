@@ -110,7 +110,17 @@ struct RmsNormBackward {
 
 impl RmsNormBackward {
     #[allow(clippy::too_many_arguments)]
-    fn launch<T: DeviceRepr>(&self, x: &CudaSlice<T>, lx: &Layout, w: &CudaSlice<T>, lw: &Layout, dy: &CudaSlice<T>, ldy: &Layout, dev: &candle_core::CudaDevice, name: &str) -> candle_core::Result<CudaSlice<T>> {
+    fn launch<T: DeviceRepr>(
+        &self,
+        x: &CudaSlice<T>,
+        lx: &Layout,
+        w: &CudaSlice<T>,
+        lw: &Layout,
+        dy: &CudaSlice<T>,
+        ldy: &Layout,
+        dev: &candle_core::CudaDevice,
+        name: &str,
+    ) -> candle_core::Result<CudaSlice<T>> {
         let (x1, x2, c) = rows_cols(lx)?;
         let (w1, w2, _) = rows_cols(lw)?;
         let (d1, d2, _) = rows_cols(ldy)?;

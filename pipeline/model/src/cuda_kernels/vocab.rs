@@ -74,7 +74,16 @@ impl candle_core::CustomOp2 for LseGather {
 struct LseGatherBackward;
 
 impl LseGatherBackward {
-    fn backward<T: DeviceRepr>(z: &CudaSlice<T>, lz: &Layout, idx: &CudaSlice<u32>, li: &Layout, og: &CudaSlice<f32>, lo: &Layout, dev: &candle_core::CudaDevice, name: &str) -> candle_core::Result<CudaSlice<T>> {
+    fn backward<T: DeviceRepr>(
+        z: &CudaSlice<T>,
+        lz: &Layout,
+        idx: &CudaSlice<u32>,
+        li: &Layout,
+        og: &CudaSlice<f32>,
+        lo: &Layout,
+        dev: &candle_core::CudaDevice,
+        name: &str,
+    ) -> candle_core::Result<CudaSlice<T>> {
         let (z1, z2, v) = rows_cols(lz)?;
         let (i1, i2, j) = rows_cols(li)?;
         let (o1, o2, w) = rows_cols(lo)?;

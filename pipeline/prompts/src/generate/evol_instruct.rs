@@ -29,9 +29,7 @@ fn method(op: EvolOp) -> &'static str {
         EvolOp::AddConstraints => "Add one more constraint or requirement to #The Given Prompt#.",
         EvolOp::Deepen => "If #The Given Prompt# contains inquiries about certain issues, increase the depth and breadth of the inquiry.",
         EvolOp::Concretize => "Replace general concepts with more specific concepts.",
-        EvolOp::IncreaseReasoning => {
-            "If #The Given Prompt# can be solved with just a few simple thinking processes, rewrite it to explicitly request multiple-step reasoning."
-        }
+        EvolOp::IncreaseReasoning => "If #The Given Prompt# can be solved with just a few simple thinking processes, rewrite it to explicitly request multiple-step reasoning.",
         EvolOp::ComplexityRequirement => "Propose a higher time or space complexity requirement (but not an unreasonable one).",
         EvolOp::Misdirection => "Provide a piece of erroneous code as a reference to increase misdirection.",
         EvolOp::Breadth => "",
@@ -66,11 +64,7 @@ fn request_text(op: EvolOp, prompt: &str) -> String {
 /// WizardLM's elimination: `Err(reason)` when an evolution is unusable.
 pub fn eliminate(parent: &str, evolved: &str) -> std::result::Result<String, &'static str> {
     let text = evolved.trim();
-    let text = ["#Rewritten Prompt#:", "#Created Prompt#:", "Rewritten Prompt:", "Created Prompt:"]
-        .iter()
-        .find_map(|p| text.strip_prefix(p))
-        .unwrap_or(text)
-        .trim();
+    let text = ["#Rewritten Prompt#:", "#Created Prompt#:", "Rewritten Prompt:", "Created Prompt:"].iter().find_map(|p| text.strip_prefix(p)).unwrap_or(text).trim();
     let lower = text.to_lowercase();
     if text.chars().count() < 20 {
         return Err("too_short");
@@ -78,10 +72,7 @@ pub fn eliminate(parent: &str, evolved: &str) -> std::result::Result<String, &'s
     if normalize(text) == normalize(parent) {
         return Err("unchanged");
     }
-    if ["#the given prompt#", "#rewritten prompt#", "#given prompt#", "#created prompt#", "given prompt", "rewritten prompt", "created prompt"]
-        .iter()
-        .any(|w| lower.contains(w))
-    {
+    if ["#the given prompt#", "#rewritten prompt#", "#given prompt#", "#created prompt#", "given prompt", "rewritten prompt", "created prompt"].iter().any(|w| lower.contains(w)) {
         return Err("leaked_instructions");
     }
     if ["sorry", "as an ai", "i cannot", "i can't"].iter().any(|w| lower.starts_with(w)) {

@@ -20,8 +20,7 @@ use crate::rng::Rng;
 
 pub const GENERATOR: &str = "oss_instruct";
 
-pub const ANSWER_FORMAT: &str =
-    "Give your solution in a ```python code block, then `assert` tests for it in a second ```python code block.";
+pub const ANSWER_FORMAT: &str = "Give your solution in a ```python code block, then `assert` tests for it in a second ```python code block.";
 
 fn request_text(code: &str) -> String {
     format!(
@@ -51,10 +50,7 @@ pub fn generate(cfg: &OssInstructConfig, seeds: &[Seed], seed: u64, system: &str
     let mut out = Generated::default();
     let mut rng = Rng::derive(seed, GENERATOR);
     let chosen = rng.sample(seeds, cfg.seeds);
-    let requests: Vec<_> = chosen
-        .iter()
-        .map(|s| request(GENERATOR, request_text(&s.code), BTreeMap::from([("seed".to_string(), Value::from(s.origin()))])))
-        .collect();
+    let requests: Vec<_> = chosen.iter().map(|s| request(GENERATOR, request_text(&s.code), BTreeMap::from([("seed".to_string(), Value::from(s.origin()))]))).collect();
     let answers = teacher.ask(GENERATOR, &requests, cfg.temperature, cfg.max_tokens)?;
     for ((req, s), answer) in requests.into_iter().zip(&chosen).zip(answers) {
         match answer {

@@ -22,9 +22,7 @@ use crate::rng::Rng;
 pub const GENERATOR: &str = "self_instruct";
 
 fn request_text(examples: &[String], k: usize) -> String {
-    let mut s = String::from(
-        "You are helping build a dataset of programming tasks for training a code model.\nHere are some example tasks:\n\n",
-    );
+    let mut s = String::from("You are helping build a dataset of programming tasks for training a code model.\nHere are some example tasks:\n\n");
     for (i, e) in examples.iter().enumerate() {
         s.push_str(&format!("Task {}: {}\n\n", i + 1, e.trim()));
     }

@@ -19,7 +19,10 @@ use crate::record::{chat, Provenance};
 pub enum Answer {
     Text(String),
     /// The teacher gave up on this request (reason as the teacher stage reports it).
-    Failed { reason: String, message: String },
+    Failed {
+        reason: String,
+        message: String,
+    },
 }
 
 pub struct Teacher {
@@ -40,13 +43,7 @@ impl Teacher {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        let overrides = SamplingOverrides {
-            n: Some(1),
-            temperature: Some(temperature),
-            max_tokens: Some(max_tokens),
-            logprobs: Some(false),
-            ..Default::default()
-        };
+        let overrides = SamplingOverrides { n: Some(1), temperature: Some(temperature), max_tokens: Some(max_tokens), logprobs: Some(false), ..Default::default() };
         let out = self.client.run_batch(requests, &overrides, self.progress).map_err(|e| PromptsError::Teacher(format!("{generator}: {e}")))?;
         add_stats(self.stats.entry(generator.to_string()).or_default(), &out.stats);
         Ok(out
@@ -104,10 +101,11 @@ pub fn classify(task: &str) -> (&'static str, &'static str) {
     } else {
         "implement_from_spec"
     };
-    let language = [(" rust", "rust"), ("javascript", "javascript"), ("typescript", "typescript"), (" golang", "go"), (" go ", "go"), ("c++", "cpp"), (" java ", "java"), (" java.", "java")]
-        .iter()
-        .find(|(needle, _)| t.contains(needle))
-        .map_or("python", |(_, l)| l);
+    let language =
+        [(" rust", "rust"), ("javascript", "javascript"), ("typescript", "typescript"), (" golang", "go"), (" go ", "go"), ("c++", "cpp"), (" java ", "java"), (" java.", "java")]
+            .iter()
+            .find(|(needle, _)| t.contains(needle))
+            .map_or("python", |(_, l)| l);
     (task_type, language)
 }
 

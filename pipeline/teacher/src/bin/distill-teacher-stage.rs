@@ -28,7 +28,9 @@ fn main() {
 }
 
 fn real_main() -> distill_core::Result<()> {
-    let usage = |m: &str| distill_core::Error::Usage(format!("{m}\nusage: distill-teacher-stage --config FILE --work-dir DIR --out DIR [--prompts FILE] [--strict] [--retry-failed] [--dry-run]"));
+    let usage = |m: &str| {
+        distill_core::Error::Usage(format!("{m}\nusage: distill-teacher-stage --config FILE --work-dir DIR --out DIR [--prompts FILE] [--strict] [--retry-failed] [--dry-run]"))
+    };
     let (mut config, mut work_dir, mut out) = (None, None, None);
     let mut opts = RunOptions::default();
     let mut dry = false;
@@ -55,14 +57,7 @@ fn real_main() -> distill_core::Result<()> {
     }
     let out = out.ok_or_else(|| usage("--out is required"))?;
     std::fs::create_dir_all(&out).map_err(|e| distill_core::Error::io(&out, e))?;
-    let ctx = distill_core::StageContext {
-        stage: "teacher",
-        work_dir: &work_dir,
-        out_dir: out.clone(),
-        scratch_dir: work_dir.join(".scratch/teacher"),
-        shard: None,
-        quiet: true,
-    };
+    let ctx = distill_core::StageContext { stage: "teacher", work_dir: &work_dir, out_dir: out.clone(), scratch_dir: work_dir.join(".scratch/teacher"), shard: None, quiet: true };
     let stats = distill_teacher::run(&ctx, &file.teacher, &opts)?;
     distill_core::atomic::write_json(&out.join("stats.json"), &stats)?;
     Ok(())
