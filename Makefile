@@ -26,8 +26,10 @@ status: build
 $(STAGES): build
 	$(DISTILL) $@
 
-# Tests: system packages (sandbox) and the Python reference packages first, then every crate.
+# Tests: format and lint checks, system packages (sandbox) and the Python reference packages
+# first, then every crate.
 test:
+	bash scripts/lint.sh
 	bash scripts/system-deps.sh
 	bash scripts/python-env.sh
 	DISTILL_TEST_PYTHON=$(CURDIR)/.venv/bin/python $(CARGO) test --workspace
