@@ -5,8 +5,9 @@
 #   python3     the interpreter sandboxed programs run with
 #   util-linux  setpriv/unshare, used when diagnosing the sandbox by hand
 #   chromium    the report test renders index.html headless and checks the screenshot: pipeline/report
+#   groff-base  the CLI test renders `distill man` as a user's `man` would: pipeline/cli
 set -euo pipefail
-packages=(bubblewrap python3 util-linux chromium)
+packages=(bubblewrap python3 util-linux chromium groff-base)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -65,6 +65,14 @@ pub enum Command {
     Run,
     /// Show each stage: up to date, stale (and why), or never run. Also validates the config.
     Status,
+    /// Print a shell completion script: `source <(distill completions bash)`, or save it where
+    /// your shell loads completions from.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `distill man > distill.1 && man ./distill.1`.
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,20 @@ fn init_logging(quiet: bool) {
 }
 
 fn run(cli: Cli) -> distill_core::Result<()> {
+    // Commands about the command line itself need no config.
+    // Both are rendered in memory first: clap_complete panics on a closed pipe (`| head`).
+    let mut text = Vec::new();
+    match &cli.command {
+        Command::Completions { shell } => clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "distill", &mut text),
+        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut text).map_err(|e| Error::Other(format!("rendering the man page: {e}")))?,
+        _ => {}
+    }
+    if !text.is_empty() {
+        use std::io::Write;
+        // A reader that stops early (`| head`) is not an error.
+        let _ = std::io::stdout().write_all(&text);
+        return Ok(());
+    }
     let mut cfg = Config::load(&cli.config)?;
     let work_dir = cfg.work_dir(cli.work_dir.as_deref());
     let mut opts = StageOptions { config_file: cli.config.display().to_string(), ..Default::default() };
@@ -95,6 +109,7 @@ fn run(cli: Cli) -> distill_core::Result<()> {
             return distill_serve::serve_forever(&serve).map_err(|e| Error::Other(e.to_string()));
         }
         Command::Run | Command::Status => None,
+        Command::Completions { .. } | Command::Man => unreachable!("answered before the config is loaded"),
     };
     let runner = Runner::new(&work_dir, stages::all(&cfg, &opts)?)?;
     let run_opts = RunOptions { force, only: cli.only, shard: cli.shard, quiet: cli.quiet };
