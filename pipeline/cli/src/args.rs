@@ -73,6 +73,22 @@ pub enum Command {
     },
     /// Print the man page (roff): `distill man > distill.1 && man ./distill.1`.
     Man,
+    /// Write a commented starter config, DIR/distill.toml, for a teacher and a student preset,
+    /// and say what to run next.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Folder for distill.toml (created if missing; an existing distill.toml is kept).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Where the teacher runs.
+    #[arg(long, value_enum, default_value = "local")]
+    pub teacher: crate::init::TeacherKind,
+    /// The student's model preset (configs/models/: nano, small, gpt2-124m, qwen2.5-0.5b, ...).
+    #[arg(long, default_value = "nano")]
+    pub student: String,
 }
 
 #[derive(Debug, Args)]

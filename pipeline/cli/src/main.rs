@@ -4,6 +4,7 @@
 
 mod args;
 mod config;
+mod init;
 mod local_teacher;
 mod stages;
 mod status;
@@ -39,12 +40,13 @@ fn init_logging(quiet: bool) {
 }
 
 fn run(cli: Cli) -> distill_core::Result<()> {
-    // Commands about the command line itself need no config.
+    // Commands about the command line itself, and `init`, need no config.
     // Both are rendered in memory first: clap_complete panics on a closed pipe (`| head`).
     let mut text = Vec::new();
     match &cli.command {
         Command::Completions { shell } => clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "distill", &mut text),
         Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut text).map_err(|e| Error::Other(format!("rendering the man page: {e}")))?,
+        Command::Init(a) => text = init::next_steps(&init::write(&a.dir, a.teacher, &a.student)?, a.teacher).into_bytes(),
         _ => {}
     }
     if !text.is_empty() {
@@ -109,7 +111,7 @@ fn run(cli: Cli) -> distill_core::Result<()> {
             return distill_serve::serve_forever(&serve).map_err(|e| Error::Other(e.to_string()));
         }
         Command::Run | Command::Status => None,
-        Command::Completions { .. } | Command::Man => unreachable!("answered before the config is loaded"),
+        Command::Completions { .. } | Command::Man | Command::Init(_) => unreachable!("answered before the config is loaded"),
     };
     let runner = Runner::new(&work_dir, stages::all(&cfg, &opts)?)?;
     let run_opts = RunOptions { force, only: cli.only, shard: cli.shard, quiet: cli.quiet };

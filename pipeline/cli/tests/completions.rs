@@ -11,8 +11,8 @@ fn distill(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-const SUBCOMMANDS: [&str; 14] =
-    ["tokenizer", "teacher-bootstrap", "prompts", "teacher", "filter", "shards", "train", "eval", "report", "serve", "run", "status", "completions", "man"];
+const SUBCOMMANDS: [&str; 15] =
+    ["tokenizer", "teacher-bootstrap", "prompts", "teacher", "filter", "shards", "train", "eval", "report", "serve", "run", "status", "completions", "man", "init"];
 
 /// What bash offers for the words typed so far, asked the way bash asks a completion function.
 fn bash_complete(script: &str, words: &[&str]) -> Vec<String> {
