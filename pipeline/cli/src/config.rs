@@ -49,6 +49,59 @@ impl Config {
         flag.map(Path::to_path_buf).or_else(|| self.work_dir.clone()).unwrap_or_else(|| PathBuf::from("datasets").join(&self.name))
     }
 
+    /// Converts every section into the runtime settings its stage will use, so that range and
+    /// cross-field problems of all sections are reported at once, each with its line in `file`,
+    /// before any stage runs (the TOML layer was checked by [`Config::load`]).
+    pub fn check(&self, file: &Path, work_dir: &Path) -> distill_core::Result<()> {
+        let name = file.display().to_string();
+        let mut problems = Vec::new();
+        let mut collect = |r: distill_core::Result<()>, key_prefix: Option<&str>| -> distill_core::Result<()> {
+            match r {
+                Ok(()) => Ok(()),
+                Err(distill_core::Error::Config { problems: p }) => {
+                    // The bootstrap's [train] settings live under [teacher_bootstrap.train].
+                    problems.extend(p.into_iter().map(|mut p| {
+                        if let Some(prefix) = key_prefix {
+                            p.key = format!("{prefix}.{}", p.key);
+                        }
+                        p
+                    }));
+                    Ok(())
+                }
+                Err(other) => Err(other),
+            }
+        };
+        collect(self.tokenizer.settings(&name).map(drop), None)?;
+        if self.local_teacher() {
+            collect(self.teacher_bootstrap.train.settings(&name, None).map(drop), Some("teacher_bootstrap"))?;
+        }
+        collect(self.prompts.settings().map(drop), None)?;
+        let mut teacher = self.teacher.clone();
+        if self.local_teacher() {
+            // The local teacher's address and name exist once it is trained and served.
+            teacher.base_url = "http://127.0.0.1:9/v1".into();
+            teacher.model = "local".into();
+        }
+        collect(teacher.settings(&name).map(drop), None)?;
+        collect(self.filter.settings(&name).map(drop), None)?;
+        collect(self.shards.settings(&name, work_dir).map(drop), None)?;
+        collect(self.train.settings(&name, None).map(drop), None)?;
+        collect(self.eval.settings(&name).map(drop), None)?;
+        let mut serve = self.serve.clone();
+        if serve.model_dir.is_empty() {
+            serve.model_dir = crate::stages::student_dir(work_dir).display().to_string();
+        }
+        // The API key is read from the environment when `distill serve` starts, not to check a config.
+        serve.api_key_env.clear();
+        collect(serve.settings(&name).map(drop), None)?;
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(file).map_err(|e| distill_core::Error::io(file, e))?;
+        distill_core::config::locate(&mut problems, &text, &name);
+        Err(distill_core::Error::Config { problems })
+    }
+
     /// Whether the teacher is the offline default's local model.
     pub fn local_teacher(&self) -> bool {
         self.teacher.base_url == LOCAL_TEACHER

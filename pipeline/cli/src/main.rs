@@ -57,6 +57,7 @@ fn run(cli: Cli) -> distill_core::Result<()> {
     }
     let mut cfg = Config::load(&cli.config)?;
     let work_dir = cfg.work_dir(cli.work_dir.as_deref());
+    cfg.check(&cli.config, &work_dir)?;
     let mut opts = StageOptions { config_file: cli.config.display().to_string(), ..Default::default() };
     let mut force = cli.force;
     let target = match &cli.command {

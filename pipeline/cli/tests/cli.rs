@@ -25,6 +25,25 @@ fn a_bad_config_reports_every_problem_with_its_line_and_exits_2() {
 }
 
 #[test]
+fn range_errors_of_every_section_fail_status_and_run_before_any_stage() {
+    // Run from the repository root, as `make` does (see the status test below).
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ranges.toml");
+    std::fs::write(&cfg, "[filter.consistency]\nmin_pass_rate = 2.0\n\n[train]\nsteps = 5\nbatch_size = 0\n\n[shards]\nzstd_level = 40\n").unwrap();
+    let work = dir.path().join("w");
+    for command in ["status", "run"] {
+        let out = distill(&repo_root(), &[command, "--config", cfg.to_str().unwrap(), "--work-dir", work.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let file = cfg.display();
+        assert!(err.contains(&format!("{file}:2: [filter] consistency.min_pass_rate: 2 is outside [0, 1]")), "{command}: {err}");
+        assert!(err.contains(&format!("{file}:6: train.batch_size: must be at least 1")), "{command}: {err}");
+        assert!(err.contains(&format!("{file}:9: [shards] zstd_level: 40 is outside 1..=22")), "{command}: {err}");
+        assert!(!work.exists(), "{command}: nothing ran, nothing was written");
+    }
+}
+
+#[test]
 fn a_missing_config_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let out = distill(dir.path(), &["status", "--config", "nope.toml"]);

@@ -75,6 +75,40 @@ pub fn parse<C: DeserializeOwned>(text: &str, file: &str) -> Result<C> {
     })
 }
 
+/// The 1-based line of the dotted `key` (`filter.consistency.min_pass_rate`) in config `text`:
+/// the key's own line, else that of the deepest table on its path that the file spells out (a
+/// value left at its default has no line of its own), else `None`.
+pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let (doc, errors) = DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        return None;
+    }
+    let line_of = |offset: usize| text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1;
+    let mut table = doc.get_ref();
+    let mut line = None;
+    for part in key.split('.') {
+        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref() == part) else { break };
+        line = Some(line_of(k.span().start));
+        match v.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => break,
+        }
+    }
+    line
+}
+
+/// Gives each problem without a line the line of its key in `text` (see [`line_of_key`]) and
+/// `file` as its file; sorts them by line.
+pub fn locate(problems: &mut [ConfigProblem], text: &str, file: &str) {
+    for p in problems.iter_mut() {
+        p.file = file.to_string();
+        if p.line.is_none() && !p.key.is_empty() {
+            p.line = line_of_key(text, &p.key);
+        }
+    }
+    problems.sort_by_key(|p| p.line);
+}
+
 fn check_table<C: DeserializeOwned>(table: &DeTable<'_>, path: &mut Vec<String>, file: &str, line_of: &dyn Fn(usize) -> usize, problems: &mut Vec<ConfigProblem>) {
     for (key, value) in table.iter() {
         let name = key.get_ref().to_string();
@@ -188,6 +222,16 @@ mod tests {
                 "bad.toml:7: unknown key 'nosuch' in the top level (known keys: name, teacher)",
             ]
         );
+    }
+
+    #[test]
+    fn a_key_is_found_on_its_own_line_or_on_its_section_header() {
+        let text = "name = \"x\"\n\n[filter.consistency]\nmin_pass_rate = 2.0\n\n[train]\nsteps = 3\n";
+        assert_eq!(line_of_key(text, "filter.consistency.min_pass_rate"), Some(4));
+        assert_eq!(line_of_key(text, "train.steps"), Some(7));
+        // Left at its default: the section's header.
+        assert_eq!(line_of_key(text, "train.batch_size"), Some(6));
+        assert_eq!(line_of_key(text, "eval.timeout"), None);
     }
 
     #[test]
