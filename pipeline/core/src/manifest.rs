@@ -5,7 +5,8 @@
 //! fingerprints of the stages it reads, digests of files from outside the work dir (a corpus,
 //! benchmark data, a user's prompt file) and the version of its output format. A stage is up to
 //! date when its manifest's fingerprint equals the one computed now and its output files are
-//! still there with the sizes recorded.
+//! still what it wrote: same size, and same modification time or, when the time differs (a file
+//! copied or touched), the same sha256.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,6 +25,30 @@ pub struct OutputFile {
     pub path: String,
     pub bytes: u64,
     pub sha256: String,
+    /// Modification time when the stage published it (ns since the Unix epoch); absent in
+    /// manifests of earlier versions, whose files are checked by size only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_ns: Option<u64>,
+}
+
+impl OutputFile {
+    /// Whether the file at `path` is still the one the stage wrote: the size first, then the
+    /// modification time, and the sha256 only when the time differs.
+    fn unchanged(&self, path: &Path) -> bool {
+        let Ok(meta) = std::fs::metadata(path) else { return false };
+        if meta.len() != self.bytes {
+            return false;
+        }
+        match self.mtime_ns {
+            None => true,
+            Some(t) if mtime_ns(&meta) == Some(t) => true,
+            Some(_) => sha256_file(path).is_ok_and(|h| h == self.sha256),
+        }
+    }
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> Option<u64> {
+    meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_nanos() as u64)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,10 +93,10 @@ impl Manifest {
         }
     }
 
-    /// Output files whose size no longer matches the manifest (a cheap check; sha256 is kept
-    /// for users and for `verify`-style tools).
+    /// Output files that are gone or no longer what the stage wrote (see the module docs):
+    /// cheap while files keep their times; a file whose time changed is hashed.
     pub fn missing_outputs(&self, stage_dir: &Path) -> Vec<String> {
-        self.outputs.iter().filter(|o| std::fs::metadata(stage_dir.join(&o.path)).map(|m| m.len() != o.bytes).unwrap_or(true)).map(|o| o.path.clone()).collect()
+        self.outputs.iter().filter(|o| !o.unchanged(&stage_dir.join(&o.path))).map(|o| o.path.clone()).collect()
     }
 }
 
@@ -94,7 +119,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<OutputFile>) -> Result<()> {
         } else {
             let rel = path.strip_prefix(root).expect("walked under root").to_string_lossy().into_owned();
             if rel != FILE_NAME {
-                out.push(OutputFile { sha256: sha256_file(&path)?, bytes: meta.len(), path: rel });
+                out.push(OutputFile { sha256: sha256_file(&path)?, bytes: meta.len(), mtime_ns: mtime_ns(&meta), path: rel });
             }
         }
     }

@@ -128,6 +128,35 @@ fn force_reruns_only_the_named_stage_and_missing_outputs_make_a_stage_stale() {
     assert_eq!(counts(&runs), [1, 3, 1], "sum's inputs did not change fingerprint, so sum is still up to date");
 }
 
+/// Regression (#18): outputs were compared by size only, so a file edited to the same size
+/// counted as up to date and the stages after it ran on data no stage produced.
+#[test]
+fn an_output_edited_to_the_same_size_is_stale_and_a_touched_one_is_not() {
+    let work = tempfile::tempdir().unwrap();
+    let runs = new_runs();
+    let runner = Runner::new(work.path(), dag(5, 2, &runs)).unwrap();
+    runner.run(&["sum"], RunOptions::default()).unwrap();
+    let file = work.path().join("squares/squares.jsonl");
+
+    // Rewritten with the same bytes (a copy, a `touch`): the time differs, the sha256 does not.
+    let original = std::fs::read(&file).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&file, &original).unwrap();
+    assert_eq!(runner.status().unwrap()[1].state, StageState::UpToDate);
+    runner.run(&["sum"], RunOptions::default()).unwrap();
+    assert_eq!(counts(&runs), [1, 1, 1], "nothing reran");
+
+    // One byte edited, same size: stale, and the run rewrites it.
+    let mut edited = original.clone();
+    let at = edited.iter().position(|&b| b == b'4').expect("a 4 in the squares");
+    edited[at] = b'5';
+    std::fs::write(&file, &edited).unwrap();
+    assert_eq!(runner.status().unwrap()[1].state, StageState::Stale(vec!["output squares.jsonl missing or modified".into()]));
+    runner.run(&["sum"], RunOptions::default()).unwrap();
+    assert_eq!(counts(&runs), [1, 2, 1]);
+    assert_eq!(std::fs::read(&file).unwrap(), original);
+}
+
 #[test]
 fn a_failing_stage_leaves_the_previous_output_and_no_temporaries() {
     let work = tempfile::tempdir().unwrap();
