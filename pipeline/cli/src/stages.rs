@@ -1,6 +1,7 @@
 //! The DAG: which stages exist, what each depends on, what it is fingerprinted by, and the
-//! call into its crate. Stage crates never call each other; they meet through the files in
-//! the work dir, and this file is the only place that knows the whole graph.
+//! call into its crate. Stages meet through the files in the work dir, and this file is the
+//! only place that knows the whole graph. (teacher-bootstrap uses distill-train's trainer as a
+//! library to train its teacher; no stage runs another.)
 //!
 //!     tokenizer ─> teacher-bootstrap (only with the local teacher)
 //!     prompts ─> teacher ─> filter ─> shards ─> train ─> eval ─> report
@@ -59,7 +60,7 @@ fn tokenizer(cfg: &Config, opts: &StageOptions) -> distill_core::Result<StageDef
     Ok(StageDef {
         name: "tokenizer",
         deps: vec![],
-        schema_version: 1,
+        schema_version: distill_tokenizer::SCHEMA_VERSION,
         config: section(&c),
         external: external([("corpus".to_string(), distill_tokenizer::corpus_digest(&c, &opts.config_file)?)]),
         shardable: false,
@@ -73,7 +74,7 @@ fn teacher_bootstrap(cfg: &Config, opts: &StageOptions) -> StageDef {
     StageDef {
         name: "teacher-bootstrap",
         deps: vec!["tokenizer"],
-        schema_version: 1,
+        schema_version: distill_teacher_bootstrap::SCHEMA_VERSION,
         config: section(&c),
         external: BTreeMap::new(),
         shardable: false,
@@ -94,7 +95,7 @@ fn teacher_deps(cfg: &Config) -> Vec<&'static str> {
 fn prompts(cfg: &Config) -> distill_core::Result<StageDef> {
     let c = cfg.prompts.clone();
     let uses_teacher = c.self_instruct.enabled || c.evol_instruct.enabled || c.oss_instruct.enabled;
-    let (config, deps) = if uses_teacher { (json!({"prompts": section(&c), "teacher": teacher_fingerprint(&cfg.teacher)}), teacher_deps(cfg)) } else { (section(&c), vec![]) };
+    let (config, deps) = if uses_teacher { (json!({"prompts": section(&c), "teacher": cfg.teacher.fingerprint_section()}), teacher_deps(cfg)) } else { (section(&c), vec![]) };
     let whole = cfg.clone();
     Ok(StageDef {
         name: "prompts",
@@ -114,31 +115,6 @@ fn prompts(cfg: &Config) -> distill_core::Result<StageDef> {
     })
 }
 
-/// The `[teacher]` settings that decide what the answers are, not how fast they arrive, so
-/// tuning the rate limits never makes the data downstream stale.
-fn teacher_fingerprint(c: &distill_teacher::TeacherConfig) -> Value {
-    let mut v = section(c);
-    if let Value::Object(map) = &mut v {
-        for key in [
-            "requests_per_minute",
-            "tokens_per_minute",
-            "burst",
-            "max_concurrency",
-            "timeout_secs",
-            "max_retries",
-            "backoff_base_ms",
-            "backoff_max_secs",
-            "cache_dir",
-            "api_key_env",
-            "price_input_per_mtok",
-            "price_output_per_mtok",
-        ] {
-            map.remove(key);
-        }
-    }
-    v
-}
-
 fn teacher(cfg: &Config, opts: &StageOptions) -> distill_core::Result<StageDef> {
     let run_opts = opts.teacher.clone();
     let mut deps = teacher_deps(cfg);
@@ -154,7 +130,7 @@ fn teacher(cfg: &Config, opts: &StageOptions) -> distill_core::Result<StageDef> 
         name: "teacher",
         deps,
         schema_version: distill_teacher::SCHEMA_VERSION,
-        config: teacher_fingerprint(&cfg.teacher),
+        config: cfg.teacher.fingerprint_section(),
         external,
         shardable: true,
         run: Box::new(move |ctx: &StageContext| {
@@ -213,7 +189,7 @@ fn train(cfg: &Config, opts: &StageOptions) -> distill_core::Result<StageDef> {
     Ok(StageDef {
         name: "train",
         deps: vec!["shards"],
-        schema_version: 1,
+        schema_version: distill_train::SCHEMA_VERSION,
         config: section(&c),
         external,
         shardable: false,
@@ -232,7 +208,7 @@ fn train_baseline(cfg: &Config, opts: &StageOptions) -> StageDef {
     StageDef {
         name: "train-baseline",
         deps: vec!["shards"],
-        schema_version: 1,
+        schema_version: distill_train::SCHEMA_VERSION,
         config: section(&c),
         external: BTreeMap::new(),
         shardable: false,
@@ -248,13 +224,13 @@ fn eval(cfg: &Config, _opts: &StageOptions) -> StageDef {
     let deps = if scores_teacher { teacher_deps(cfg) } else { vec!["train"] };
     let mut config = section(&c);
     if scores_teacher {
-        config = json!({"eval": config, "teacher": teacher_fingerprint(&cfg.teacher)});
+        config = json!({"eval": config, "teacher": cfg.teacher.fingerprint_section()});
     }
     let whole = cfg.clone();
     StageDef {
         name: "eval",
         deps,
-        schema_version: 1,
+        schema_version: distill_eval::SCHEMA_VERSION,
         config,
         external: BTreeMap::new(),
         shardable: false,
@@ -278,7 +254,7 @@ fn report(cfg: &Config, upstream: Vec<&'static str>) -> StageDef {
     StageDef {
         name: "report",
         deps: upstream,
-        schema_version: 1,
+        schema_version: distill_report::SCHEMA_VERSION,
         config: section(&c),
         external: BTreeMap::new(),
         shardable: false,

@@ -66,3 +66,6 @@ pub use report::{markdown_table, text_table, RunInfo};
 pub use samples::{read_samples, Sample};
 pub use score::SampleResult;
 pub use stage::{evaluate_samples_file, read_summaries, results_dir, run, Scored, Scorer};
+
+/// Output format version of this stage (bump when its files change shape).
+pub const SCHEMA_VERSION: u32 = 1;

@@ -31,6 +31,9 @@ impl Default for ReportConfig {
     }
 }
 
+/// Output format version of this stage (bump when its files change shape).
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// Builds the report from the published outputs of `stages` (the stages upstream of this one).
 pub fn run(ctx: &distill_core::StageContext, cfg: &ReportConfig, stages: &[&str]) -> distill_core::Result<serde_json::Value> {
     let summary = collect::gather(ctx.work_dir, stages)?;

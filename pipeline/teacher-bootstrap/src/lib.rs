@@ -72,6 +72,9 @@ fn read_corpus(tokenizer_dir: &Path, max_bytes: u64) -> distill_core::Result<Vec
     Ok(texts)
 }
 
+/// Output format version of this stage (bump when its files change shape).
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// Runs the stage (see the crate docs).
 pub fn run(ctx: &StageContext, cfg: &TeacherBootstrapConfig, config_file: &str) -> distill_core::Result<serde_json::Value> {
     let mut train = cfg.train.clone();

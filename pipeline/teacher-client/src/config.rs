@@ -149,6 +149,32 @@ pub struct Settings {
 const RESERVED: &[&str] = &["model", "messages", "prompt", "n", "temperature", "top_p", "max_tokens", "stop", "seed", "logprobs", "top_logprobs", "stream"];
 
 impl TeacherConfig {
+    /// The keys that decide what the answers are, not how fast or at what cost they arrive:
+    /// the teacher's part of stage fingerprints, so tuning rate limits never makes the data
+    /// downstream stale.
+    pub fn fingerprint_section(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("the teacher config serialises");
+        if let serde_json::Value::Object(map) = &mut v {
+            for key in [
+                "requests_per_minute",
+                "tokens_per_minute",
+                "burst",
+                "max_concurrency",
+                "timeout_secs",
+                "max_retries",
+                "backoff_base_ms",
+                "backoff_max_secs",
+                "cache_dir",
+                "api_key_env",
+                "price_input_per_mtok",
+                "price_output_per_mtok",
+            ] {
+                map.remove(key);
+            }
+        }
+        v
+    }
+
     /// Checks every rule and returns all problems at once; `file` names the config in messages.
     pub fn settings(&self, file: &str) -> distill_core::Result<Settings> {
         let mut problems = Vec::new();
@@ -301,6 +327,17 @@ impl SamplingOverrides {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fingerprint_keeps_what_decides_the_answers_and_drops_speed_and_cost() {
+        let base = TeacherConfig::default();
+        let faster = TeacherConfig { requests_per_minute: 9_000, max_concurrency: 128, price_input_per_mtok: 3.0, cache_dir: "elsewhere".into(), ..base.clone() };
+        assert_eq!(base.fingerprint_section(), faster.fingerprint_section());
+        let hotter = TeacherConfig { temperature: base.temperature + 0.5, ..base.clone() };
+        assert_ne!(base.fingerprint_section(), hotter.fingerprint_section());
+        let other = TeacherConfig { model: "another-model".into(), ..base.clone() };
+        assert_ne!(base.fingerprint_section(), other.fingerprint_section());
+    }
 
     #[test]
     fn every_problem_is_reported_with_its_key() {

@@ -25,6 +25,9 @@ pub use error::{Error, Result};
 /// Output file name of the trained tokenizer.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
+/// Output format version of this stage (bump when its files change shape).
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// Digest of the corpus this config selects (see [`corpus::corpus_digest`]); `file` names the
 /// config in error messages.
 pub fn corpus_digest(cfg: &TokenizerConfig, file: &str) -> distill_core::Result<String> {

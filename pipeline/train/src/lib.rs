@@ -98,6 +98,9 @@ pub fn bench_config(cfg: &TrainConfig, config_file: &str, k: usize, warmup: usiz
     Ok(bench::bench(&lm, &settings, k, warmup, steps)?)
 }
 
+/// Output format version of this stage (bump when its files change shape).
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// The `train` stage (see the crate docs). Returns the stats the runner stores.
 pub fn run(ctx: &StageContext, cfg: &TrainConfig, opts: &RunOptions) -> distill_core::Result<Value> {
     let shards = ctx.input_dir("shards");
