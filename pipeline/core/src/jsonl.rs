@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, IoContext, Result};
 
-/// A line that did not parse: 1-based line number and the parser's message.
+/// A line that did not parse, or is not a usable record: 1-based line number and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadLine {
     pub line: usize,

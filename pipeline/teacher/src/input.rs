@@ -15,12 +15,8 @@ use distill_core::error::{Error, IoContext, Result};
 use distill_core::records::PromptRecord;
 use distill_core::ShardSpec;
 
-/// A line that is not a usable prompt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BadLine {
-    pub line: usize,
-    pub message: String,
-}
+/// A line that is not a usable prompt: the project's one bad-line type.
+pub use distill_core::jsonl::BadLine;
 
 /// Where each good prompt of a file is, in id order.
 pub struct PromptIndex {
