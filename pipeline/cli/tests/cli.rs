@@ -1,15 +1,8 @@
 //! The `distill` binary as a user meets it: exit codes, config errors, `status`, `--dry-run`.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn distill(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_distill")).args(args).current_dir(dir).env_remove("RUST_LOG").output().expect("the distill binary runs")
-}
-
-fn repo_root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
+use common::{distill, repo_root};
 
 #[test]
 fn a_bad_config_reports_every_problem_with_its_line_and_exits_2() {

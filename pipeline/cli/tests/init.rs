@@ -1,16 +1,9 @@
 //! `distill init`: the starter config it writes passes `distill status` unchanged, for every
 //! teacher, and an existing config is never overwritten.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn distill(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_distill")).args(args).current_dir(dir).env_remove("RUST_LOG").output().expect("the distill binary runs")
-}
-
-fn repo_root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
+use common::{distill, repo_root};
 
 #[test]
 fn every_starter_config_passes_status_unchanged() {
