@@ -76,21 +76,13 @@ impl Config {
             collect(self.teacher_bootstrap.train.settings(&name, None).map(drop), Some("teacher_bootstrap"))?;
         }
         collect(self.prompts.settings().map(drop), None)?;
-        let mut teacher = self.teacher.clone();
-        if self.local_teacher() {
-            // The local teacher's address and name exist once it is trained and served.
-            teacher.base_url = "http://127.0.0.1:9/v1".into();
-            teacher.model = "local".into();
-        }
-        collect(teacher.settings(&name).map(drop), None)?;
+        // The local teacher's name exists once it is trained: a placeholder stands in.
+        collect(crate::local_teacher::unserved_config(self, "local").settings(&name).map(drop), None)?;
         collect(self.filter.settings(&name).map(drop), None)?;
         collect(self.shards.settings(&name, work_dir).map(drop), None)?;
         collect(self.train.settings(&name, None).map(drop), None)?;
         collect(self.eval.settings(&name).map(drop), None)?;
-        let mut serve = self.serve.clone();
-        if serve.model_dir.is_empty() {
-            serve.model_dir = crate::stages::student_dir(work_dir).display().to_string();
-        }
+        let mut serve = self.serve_config(work_dir);
         // The API key is read from the environment when `distill serve` starts, not to check a config.
         serve.api_key_env.clear();
         collect(serve.settings(&name).map(drop), None)?;
@@ -100,6 +92,15 @@ impl Config {
         let text = std::fs::read_to_string(file).map_err(|e| distill_core::Error::io(file, e))?;
         distill_core::config::locate(&mut problems, &text, &name);
         Err(distill_core::Error::Config { problems })
+    }
+
+    /// `[serve]`, its model folder defaulting to the trained student of `work_dir`.
+    pub fn serve_config(&self, work_dir: &Path) -> distill_serve::ServeConfig {
+        let mut serve = self.serve.clone();
+        if serve.model_dir.is_empty() {
+            serve.model_dir = crate::stages::student_dir(work_dir).display().to_string();
+        }
+        serve
     }
 
     /// Whether the teacher is the offline default's local model.

@@ -48,10 +48,17 @@ pub fn start(cfg: &Config, work_dir: &Path) -> distill_core::Result<Teacher> {
 /// Settings for commands that only read the cache (`--dry-run`): the local teacher's model
 /// name without starting it.
 pub fn offline_config(cfg: &Config, work_dir: &Path) -> distill_core::Result<TeacherConfig> {
+    let model = if cfg.local_teacher() { model_name(work_dir)? } else { String::new() };
+    Ok(unserved_config(cfg, &model))
+}
+
+/// The `[teacher]` settings without a server: for the local teacher, an address nothing
+/// listens on and `model` as its name; a remote teacher's settings as they are.
+pub fn unserved_config(cfg: &Config, model: &str) -> TeacherConfig {
     let mut config = cfg.teacher.clone();
     if cfg.local_teacher() {
         config.base_url = "http://127.0.0.1:9/v1".into();
-        config.model = model_name(work_dir)?;
+        config.model = model.into();
     }
-    Ok(config)
+    config
 }

@@ -104,10 +104,7 @@ fn run(cli: Cli) -> distill_core::Result<()> {
         }
         Command::Report => Some("report"),
         Command::Serve(args) => {
-            let mut serve = cfg.serve.clone();
-            if serve.model_dir.is_empty() {
-                serve.model_dir = stages::student_dir(&work_dir).display().to_string();
-            }
+            let mut serve = cfg.serve_config(&work_dir);
             args.apply(&mut serve);
             return distill_serve::serve_forever(&serve).map_err(|e| Error::Other(e.to_string()));
         }
