@@ -6,12 +6,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source} (benchmark data lives in evals/data/ of the repository; pass another folder with --data-dir)", path.display())]
+    #[error("{}: {source} (a data_dir must hold the files of evals/data/ under their names; leave data_dir empty for the copies built into distill)", path.display())]
     Io { path: PathBuf, source: std::io::Error },
 
     /// The file is not byte-for-byte the vendored one.
     #[error(
-        "{}: sha256 is {actual}, expected {expected} (see evals/SOURCES.md): the file is not the vendored copy; restore it with `git checkout -- evals/data`",
+        "{}: sha256 is {actual}, expected {expected} (see evals/SOURCES.md): the file is not the vendored copy; restore it from evals/data/ of the distill repository, or leave data_dir empty for the built-in copies",
         path.display()
     )]
     Checksum { path: PathBuf, expected: String, actual: String },

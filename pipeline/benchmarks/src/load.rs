@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::builtin;
 use crate::error::{Error, Result};
 use crate::rawjson;
 use crate::source::{Benchmark, DataFile};
@@ -29,44 +30,70 @@ impl Dataset {
     }
 }
 
-/// `evals/data`, relative to the current directory (the repository root when run from there).
-pub fn default_data_dir() -> PathBuf {
-    PathBuf::from("evals").join("data")
+/// Where benchmark files are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    /// The copies compiled into the binary (`builtin.rs`): no files on disk needed.
+    BuiltIn,
+    /// A folder holding the files under their vendored names.
+    Dir(PathBuf),
 }
 
-/// Loads a benchmark from [`default_data_dir`].
+impl DataSource {
+    /// A config's `data_dir` key: empty means the built-in copies.
+    pub fn from_config(data_dir: &str) -> Self {
+        if data_dir.is_empty() {
+            DataSource::BuiltIn
+        } else {
+            DataSource::Dir(PathBuf::from(data_dir))
+        }
+    }
+
+    /// Loads `benchmark`, after checking its file's sha256.
+    pub fn load(&self, benchmark: Benchmark) -> Result<Dataset> {
+        let file = benchmark.data_file();
+        let (path, bytes) = match self {
+            DataSource::BuiltIn => (Path::new("<built-in>/evals/data").join(file.file_name()), builtin::vendored_bytes(file)),
+            DataSource::Dir(dir) => {
+                let path = dir.join(file.file_name());
+                let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+                (path, bytes)
+            }
+        };
+        let (text, sha256) = verified_text(&path, &bytes, file)?;
+        let tasks = match benchmark {
+            Benchmark::HumanEval => parse_humaneval(&path, &text, benchmark)?,
+            Benchmark::HumanEvalPlus | Benchmark::MbppPlus => parse_plus(&path, &text, benchmark)?,
+            Benchmark::MbppFull => parse_mbpp(&path, &text, benchmark, |_| true)?,
+            Benchmark::MbppTest => parse_mbpp(&path, &text, benchmark, |id| (11..=510).contains(&id))?,
+            Benchmark::MbppSanitized => parse_sanitized(&path, &text)?,
+        };
+        Ok(Dataset { benchmark, file, path, sha256, tasks })
+    }
+}
+
+/// Loads a benchmark from the copies compiled into the binary.
 pub fn load(benchmark: Benchmark) -> Result<Dataset> {
-    load_from(&default_data_dir(), benchmark)
+    DataSource::BuiltIn.load(benchmark)
 }
 
 /// Loads a benchmark from `dir`, which holds the vendored files under their usual names.
 pub fn load_from(dir: &Path, benchmark: Benchmark) -> Result<Dataset> {
-    let file = benchmark.data_file();
-    let path = dir.join(file.file_name());
-    let (text, sha256) = read_verified(&path, file)?;
-    let tasks = match benchmark {
-        Benchmark::HumanEval => parse_humaneval(&path, &text, benchmark)?,
-        Benchmark::HumanEvalPlus | Benchmark::MbppPlus => parse_plus(&path, &text, benchmark)?,
-        Benchmark::MbppFull => parse_mbpp(&path, &text, benchmark, |_| true)?,
-        Benchmark::MbppTest => parse_mbpp(&path, &text, benchmark, |id| (11..=510).contains(&id))?,
-        Benchmark::MbppSanitized => parse_sanitized(&path, &text)?,
-    };
-    Ok(Dataset { benchmark, file, path, sha256, tasks })
+    DataSource::Dir(dir.to_path_buf()).load(benchmark)
 }
 
-/// Reads a data file, checks its sha256 and returns its (decompressed) text and the hash.
-fn read_verified(path: &Path, file: DataFile) -> Result<(String, String)> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let actual = distill_core::digest::sha256_hex(&bytes);
+/// Checks a data file's sha256 and returns its (decompressed) text and the hash.
+fn verified_text(path: &Path, bytes: &[u8], file: DataFile) -> Result<(String, String)> {
+    let actual = distill_core::digest::sha256_hex(bytes);
     if actual != file.sha256() {
         return Err(Error::Checksum { path: path.to_path_buf(), expected: file.sha256().to_string(), actual });
     }
     let text = if file.gzipped() {
         let mut s = String::new();
-        flate2::read::GzDecoder::new(bytes.as_slice()).read_to_string(&mut s).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        flate2::read::GzDecoder::new(bytes).read_to_string(&mut s).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
         s
     } else {
-        String::from_utf8(bytes).map_err(|e| Error::Parse { path: path.to_path_buf(), line: 0, message: e.to_string() })?
+        String::from_utf8(bytes.to_vec()).map_err(|e| Error::Parse { path: path.to_path_buf(), line: 0, message: e.to_string() })?
     };
     Ok((text, actual))
 }

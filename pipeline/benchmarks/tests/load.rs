@@ -83,3 +83,16 @@ fn a_changed_file_is_refused_with_both_hashes() {
     let missing = load_from(dir.path(), Benchmark::HumanEval).unwrap_err().to_string();
     assert!(missing.contains("HumanEval.jsonl.gz"), "{missing}");
 }
+
+/// An installed binary carries the benchmarks: the same checked files, the same tasks.
+#[test]
+fn the_built_in_copies_are_the_vendored_files() {
+    for b in Benchmark::ALL {
+        let built_in = distill_benchmarks::load(b).unwrap_or_else(|e| panic!("{b}: {e}"));
+        let on_disk = load_from(&data_dir(), b).unwrap();
+        assert_eq!(built_in.sha256, b.data_file().sha256(), "{b}");
+        assert!(built_in.path.starts_with("<built-in>"), "{}", built_in.path.display());
+        assert_eq!(built_in.tasks, on_disk.tasks, "{b}");
+        assert_eq!(distill_benchmarks::DataSource::from_config("").load(b).unwrap().tasks.len(), on_disk.tasks.len());
+    }
+}

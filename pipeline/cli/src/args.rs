@@ -8,9 +8,11 @@ use distill_core::ShardSpec;
 #[derive(Debug, Parser)]
 #[command(name = "distill", version, about = "Distil a code language model: prompts -> teacher -> filter -> shards -> train -> eval -> report")]
 pub struct Cli {
-    /// Config file (TOML). Only what differs from the defaults needs to be in it.
-    #[arg(long, global = true, default_value = "configs/default.toml")]
-    pub config: PathBuf,
+    /// Config file (TOML). Only what differs from the defaults needs to be in it; its relative
+    /// paths are relative to its folder. Default: configs/default.toml if the current directory
+    /// has one, else the built-in offline default.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// Where stage outputs go (overrides the config's `work_dir`; default `datasets/<name>`).
     #[arg(long, global = true)]

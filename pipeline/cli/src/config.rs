@@ -15,7 +15,8 @@ pub const LOCAL_TEACHER: &str = "local";
 pub struct Config {
     /// Name of the run; the work dir defaults to `datasets/<name>`.
     pub name: String,
-    /// Where stage outputs go (relative to the current directory).
+    /// Where stage outputs go (relative to the config file; default `datasets/<name>` in the
+    /// current directory).
     pub work_dir: Option<PathBuf>,
     pub tokenizer: distill_tokenizer::TokenizerConfig,
     pub teacher_bootstrap: distill_teacher_bootstrap::TeacherBootstrapConfig,
@@ -31,16 +32,51 @@ pub struct Config {
     pub serve: distill_serve::ServeConfig,
 }
 
+/// The offline default, compiled in: what runs without `--config` where there is no
+/// `configs/default.toml`.
+pub const BUILTIN_DEFAULT: &str = include_str!("../../../configs/default.toml");
+const DEFAULT_FILE: &str = "configs/default.toml";
+
+/// The config file a command runs with.
+pub struct ConfigFile {
+    /// The path as the user gave it, for messages.
+    pub name: String,
+    /// Its text (for the line numbers of problems).
+    pub text: String,
+    /// The folder its relative paths are relative to.
+    pub dir: PathBuf,
+}
+
+impl ConfigFile {
+    /// `--config FILE`; without it `configs/default.toml` when the current directory has one (a
+    /// checkout), else the built-in copy of it.
+    pub fn open(flag: Option<&Path>) -> distill_core::Result<ConfigFile> {
+        let path = match flag {
+            Some(path) if !path.is_file() => {
+                return Err(distill_core::Error::Usage(format!(
+                    "{}: no such config file (give one with --config FILE, or write a starter config with `distill init`)",
+                    path.display()
+                )))
+            }
+            Some(path) => path,
+            None if Path::new(DEFAULT_FILE).is_file() => Path::new(DEFAULT_FILE),
+            None => return Ok(ConfigFile { name: format!("{DEFAULT_FILE} (built in)"), text: BUILTIN_DEFAULT.to_string(), dir: PathBuf::new() }),
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| distill_core::Error::io(path, e))?;
+        Ok(ConfigFile { name: path.display().to_string(), text, dir: path.parent().map(Path::to_path_buf).unwrap_or_default() })
+    }
+}
+
 impl Config {
-    /// Loads `path`; the file name in messages is the path as the user gave it.
-    pub fn load(path: &Path) -> distill_core::Result<Config> {
-        if !path.is_file() {
-            return Err(distill_core::Error::Usage(format!("{}: no such config file (give one with --config FILE; the offline default is configs/default.toml)", path.display())));
-        }
-        let mut cfg: Config = distill_core::config::load(path)?;
+    /// Parses `file` (every TOML-layer problem at once) and resolves its relative paths
+    /// against the file's folder. The run's name defaults to the file's stem.
+    pub fn load(file: &ConfigFile) -> distill_core::Result<Config> {
+        let mut cfg: Config = distill_core::config::parse(&file.text, &file.name)?;
         if cfg.name.is_empty() {
-            cfg.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "default".into());
+            let stem = Path::new(file.name.trim_end_matches(" (built in)")).file_stem();
+            cfg.name = stem.map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "default".into());
         }
+        crate::paths::resolve(&mut cfg, &file.dir);
         Ok(cfg)
     }
 
@@ -50,11 +86,12 @@ impl Config {
     }
 
     /// Converts every section into the runtime settings its stage will use, so that range and
-    /// cross-field problems of all sections are reported at once, each with its line in `file`,
-    /// before any stage runs (the TOML layer was checked by [`Config::load`]).
-    pub fn check(&self, file: &Path, work_dir: &Path) -> distill_core::Result<()> {
-        let name = file.display().to_string();
-        let mut problems = Vec::new();
+    /// cross-field problems of all sections, and input paths that do not exist, are reported at
+    /// once, each with its line in `file`, before any stage runs (the TOML layer was checked by
+    /// [`Config::load`]).
+    pub fn check(&self, file: &ConfigFile, work_dir: &Path) -> distill_core::Result<()> {
+        let name = file.name.clone();
+        let mut problems = crate::paths::missing_inputs(self, &name);
         let mut collect = |r: distill_core::Result<()>, key_prefix: Option<&str>| -> distill_core::Result<()> {
             match r {
                 Ok(()) => Ok(()),
@@ -89,8 +126,7 @@ impl Config {
         if problems.is_empty() {
             return Ok(());
         }
-        let text = std::fs::read_to_string(file).map_err(|e| distill_core::Error::io(file, e))?;
-        distill_core::config::locate(&mut problems, &text, &name);
+        distill_core::config::locate(&mut problems, &file.text, &name);
         Err(distill_core::Error::Config { problems })
     }
 

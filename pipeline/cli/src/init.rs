@@ -29,7 +29,7 @@ impl TeacherKind {
             TeacherKind::Vllm => include_str!("../../../configs/vllm.toml"),
             TeacherKind::Llamacpp => include_str!("../../../configs/llamacpp.toml"),
             TeacherKind::Ollama => include_str!("../../../configs/ollama.toml"),
-            TeacherKind::Local => include_str!("../../../configs/default.toml"),
+            TeacherKind::Local => crate::config::BUILTIN_DEFAULT,
         }
     }
 }

@@ -6,6 +6,7 @@ mod args;
 mod config;
 mod init;
 mod local_teacher;
+mod paths;
 mod stages;
 mod status;
 mod student;
@@ -18,7 +19,7 @@ use distill_core::runner::{Outcome, RunOptions};
 use distill_core::{Error, Runner};
 
 use args::{Cli, Command, EvalArgs};
-use config::Config;
+use config::{Config, ConfigFile};
 use stages::StageOptions;
 
 fn main() -> ExitCode {
@@ -55,10 +56,11 @@ fn run(cli: Cli) -> distill_core::Result<()> {
         let _ = std::io::stdout().write_all(&text);
         return Ok(());
     }
-    let mut cfg = Config::load(&cli.config)?;
+    let file = ConfigFile::open(cli.config.as_deref())?;
+    let mut cfg = Config::load(&file)?;
     let work_dir = cfg.work_dir(cli.work_dir.as_deref());
-    cfg.check(&cli.config, &work_dir)?;
-    let mut opts = StageOptions { config_file: cli.config.display().to_string(), ..Default::default() };
+    cfg.check(&file, &work_dir)?;
+    let mut opts = StageOptions { config_file: file.name.clone(), ..Default::default() };
     let mut force = cli.force;
     let target = match &cli.command {
         Command::Tokenizer => Some("tokenizer"),

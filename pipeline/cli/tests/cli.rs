@@ -19,13 +19,12 @@ fn a_bad_config_reports_every_problem_with_its_line_and_exits_2() {
 
 #[test]
 fn range_errors_of_every_section_fail_status_and_run_before_any_stage() {
-    // Run from the repository root, as `make` does (see the status test below).
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("ranges.toml");
     std::fs::write(&cfg, "[filter.consistency]\nmin_pass_rate = 2.0\n\n[train]\nsteps = 5\nbatch_size = 0\n\n[shards]\nzstd_level = 40\n").unwrap();
     let work = dir.path().join("w");
     for command in ["status", "run"] {
-        let out = distill(&repo_root(), &[command, "--config", cfg.to_str().unwrap(), "--work-dir", work.to_str().unwrap()]);
+        let out = distill(dir.path(), &[command, "--config", cfg.to_str().unwrap(), "--work-dir", work.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2), "{command}");
         let err = String::from_utf8_lossy(&out.stderr);
         let file = cfg.display();
@@ -53,18 +52,59 @@ fn bad_usage_exits_2() {
 
 #[test]
 fn status_on_a_fresh_work_dir_lists_every_stage_as_never_run() {
-    // Run from the repository root, as `make` does: config paths (prompt templates, benchmark
-    // data) are relative to it. A file with only a [teacher] section is a whole config.
+    // A file with only a [teacher] section is a whole config, in a folder with no data files.
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("only-teacher.toml");
     std::fs::write(&cfg, "[teacher]\nmodel = \"m\"\nbase_url = \"http://127.0.0.1:9/v1\"\n").unwrap();
     let work = dir.path().join("w");
-    let out = distill(&repo_root(), &["status", "--config", cfg.to_str().unwrap(), "--work-dir", work.to_str().unwrap()]);
+    let out = distill(dir.path(), &["status", "--config", cfg.to_str().unwrap(), "--work-dir", work.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
     let stages: Vec<&str> = table.lines().skip(1).map(|l| l.split_whitespace().next().unwrap()).collect();
     assert_eq!(stages, ["tokenizer", "prompts", "teacher", "filter", "shards", "train", "eval", "report"], "{table}");
     assert!(table.lines().skip(1).all(|l| l.contains("never run")), "{table}");
+}
+
+#[test]
+fn paths_in_a_config_are_relative_to_the_config_file_and_missing_ones_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(conf.join("mine.jsonl"), "{\"id\": \"u1\", \"prompt\": \"Write a function that reverses a list of words.\"}\n").unwrap();
+    let only_mine = "[teacher]\nmodel = \"m\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n[prompts]\nuser_files = [\"mine.jsonl\"]\n\n[prompts.template]\nenabled = false\n";
+    std::fs::write(conf.join("my.toml"), only_mine).unwrap();
+    // Run from the folder above the config: `mine.jsonl` is found beside the config.
+    let out = distill(dir.path(), &["prompts", "--quiet", "--config", "conf/my.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let prompts = std::fs::read_to_string(dir.path().join("datasets/my/prompts/prompts.jsonl")).unwrap();
+    assert_eq!(prompts.lines().count(), 1, "{prompts}");
+    assert!(prompts.contains("\"id\":\"u1\"") && prompts.contains("reverses a list of words"), "{prompts}");
+
+    // Input paths that do not exist: every one named with its line, before anything runs.
+    let bad = "[prompts]\nspecs_file = \"specs.jsonl\"\nuser_files = [\"mine.jsonl\", \"gone.jsonl\"]\n\n[eval]\ndata_dir = \"/no/such/benchmarks\"\n";
+    std::fs::write(conf.join("bad.toml"), bad).unwrap();
+    let work = dir.path().join("w");
+    for command in ["status", "run"] {
+        let out = distill(dir.path(), &[command, "--config", "conf/bad.toml", "--work-dir", work.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("conf/bad.toml:2: [prompts] specs_file: 'conf/specs.jsonl' does not exist"), "{command}: {err}");
+        assert!(err.contains("conf/bad.toml:3: [prompts] user_files: 'conf/gone.jsonl' does not exist"), "{command}: {err}");
+        assert!(!err.contains("mine.jsonl"), "{command}: {err}");
+        assert!(err.contains("conf/bad.toml:6: [eval] data_dir: '/no/such/benchmarks' does not exist"), "{command}: {err}");
+        assert!(!work.exists(), "{command}: nothing ran");
+    }
+}
+
+#[test]
+fn without_a_config_a_folder_with_none_gets_the_built_in_offline_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = distill(dir.path(), &["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    // The offline default's own stage: its teacher is trained locally.
+    assert!(table.lines().any(|l| l.starts_with("teacher-bootstrap") && l.contains("never run")), "{table}");
+    assert!(!dir.path().join("datasets").exists(), "status writes nothing");
 }
 
 #[test]

@@ -45,7 +45,7 @@ fn main() {
     drop(f);
     let problems = root.join("evals/data/HumanEval.jsonl.gz");
 
-    let cfg = EvalConfig { data_dir: root.join("evals/data"), workers, k: vec![1, 10], ..EvalConfig::default() };
+    let cfg = EvalConfig { data_dir: root.join("evals/data").display().to_string(), workers, k: vec![1, 10], ..EvalConfig::default() };
     let settings = cfg.settings("bench").unwrap();
     let sandbox = Sandbox::new(settings.sandbox.clone()).expect("sandbox");
     let info = RunInfo { model: "bench".into(), sampling: None, samples_file: Some(samples_path.clone()) };

@@ -1,9 +1,7 @@
 //! The `[eval]` section of the config (TOML layer) and the validated settings it turns into
 //! (runtime layer). Every problem is reported at once, each with its key.
 
-use std::path::PathBuf;
-
-use distill_benchmarks::Benchmark;
+use distill_benchmarks::{Benchmark, DataSource};
 use distill_sandbox::SandboxConfig;
 use serde::{Deserialize, Serialize};
 
@@ -14,8 +12,9 @@ pub struct EvalConfig {
     /// Benchmarks the `eval` stage runs: any of "humaneval", "humaneval+", "mbpp" (the test
     /// split, task ids 11-510), "mbpp+", "mbpp-sanitized".
     pub benchmarks: Vec<String>,
-    /// Folder with the vendored benchmark files (relative to the current directory).
-    pub data_dir: PathBuf,
+    /// Folder with the benchmark files under their vendored names (relative to the config
+    /// file). Empty: the copies built into `distill`.
+    pub data_dir: String,
     /// Which model the stage scores: "student" (the trained checkpoint) or "teacher" (the
     /// OpenAI-compatible endpoint of `[teacher]`, through its cache). Recorded in results.
     pub model: String,
@@ -64,7 +63,7 @@ impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
             benchmarks: vec!["humaneval".into(), "mbpp".into()],
-            data_dir: distill_benchmarks::default_data_dir(),
+            data_dir: String::new(),
             model: "student".into(),
             n: 1,
             k: vec![1, 10, 100],
@@ -109,7 +108,7 @@ pub struct PlusLimits {
 #[derive(Debug, Clone)]
 pub struct EvalSettings {
     pub benchmarks: Vec<Benchmark>,
-    pub data_dir: PathBuf,
+    pub data: DataSource,
     pub model: String,
     pub sampling: Sampling,
     pub ks: Vec<u64>,
@@ -191,7 +190,7 @@ impl EvalConfig {
         }
         Ok(EvalSettings {
             benchmarks,
-            data_dir: self.data_dir.clone(),
+            data: DataSource::from_config(&self.data_dir),
             model: self.model.clone(),
             sampling: Sampling { n: self.n, temperature: self.temperature, top_p: self.top_p, top_k: self.top_k, max_new_tokens: self.max_new_tokens, seed: self.seed },
             ks,

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use distill_benchmarks::{load_from, Benchmark, Dataset};
+use distill_benchmarks::{Benchmark, Dataset};
 use distill_sandbox::Sandbox;
 use serde_json::{json, Value};
 
@@ -60,7 +60,7 @@ pub fn evaluate_samples_file(work_dir: &Path, benchmark: Benchmark, samples_file
     if !crate::config::SCORABLE.contains(&benchmark) {
         return Err(distill_core::Error::Usage(format!("benchmark '{benchmark}' cannot be scored (use humaneval, humaneval+, mbpp, mbpp+ or mbpp-sanitized)")));
     }
-    let ds = load_from(&settings.data_dir, benchmark)?;
+    let ds = settings.data.load(benchmark)?;
     let samples = read_samples(samples_file)?;
     let sandbox = Sandbox::new(settings.sandbox.clone()).map_err(Error::from)?;
     let dest = work_dir.join("eval").join(benchmark.name());
@@ -91,7 +91,7 @@ pub fn run(ctx: &distill_core::StageContext, cfg: &EvalConfig, generator: &dyn G
     let mut summaries = Vec::new();
     let mut stats = serde_json::Map::new();
     for &benchmark in &settings.benchmarks {
-        let ds = load_from(&settings.data_dir, benchmark)?;
+        let ds = settings.data.load(benchmark)?;
         let out_dir = ctx.out_dir.join(benchmark.name());
         let samples = generate_samples(&ds, &settings, generator, ctx.quiet)?;
         let samples_path = out_dir.join("samples.jsonl");

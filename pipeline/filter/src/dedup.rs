@@ -54,7 +54,7 @@ pub type BenchmarkDigest = (String, String);
 /// uses), and each file's sha256 (for the stage's fingerprint).
 pub fn load_references(s: &Settings) -> Result<(Vec<Reference>, Vec<BenchmarkDigest>)> {
     let d = &s.cfg.decontamination;
-    distill_textdedup::benchmark_refs::load(std::path::Path::new(&d.data_dir), &d.benchmarks).map_err(|e| Error::Decontamination(e.to_string()))
+    distill_textdedup::benchmark_refs::load(&distill_benchmarks::DataSource::from_config(&d.data_dir), &d.benchmarks).map_err(|e| Error::Decontamination(e.to_string()))
 }
 
 impl Filter for Decontam {

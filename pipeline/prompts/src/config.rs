@@ -1,6 +1,7 @@
 //! The `[prompts]` section of the config (TOML layer) and its validated runtime form.
 //!
-//! Paths are relative to the directory `distill` runs in (the repository root for `make`).
+//! Paths in a config file are relative to that file (the binary resolves them when it loads the
+//! config); an empty data path means the copy built into the binary (`builtin.rs`).
 
 use std::path::PathBuf;
 
@@ -17,11 +18,13 @@ pub struct PromptsConfig {
     /// Same config and seed: byte-identical prompts.
     pub seed: u64,
     /// Folder of template files (`*.toml`, see `prompts/templates/python.toml` for the format).
+    /// Empty: the built-in `prompts/templates/`.
     pub templates_dir: String,
     /// Problem specs (JSONL: name, signature, description, difficulty) that `source = "spec"`
-    /// templates are filled from.
+    /// templates are filled from. Empty: the built-in `prompts/specs.jsonl`.
     pub specs_file: String,
-    /// Seed tasks for Self-Instruct (JSONL: `{"instruction": ...}`).
+    /// Seed tasks for Self-Instruct (JSONL: `{"instruction": ...}`). Empty: the built-in
+    /// `prompts/seed_tasks.jsonl`.
     pub seed_tasks_file: String,
     /// User JSONL files. A line is a prompt (`{"prompt": ...}` or `{"messages": [...]}`, with
     /// optional `id` and `meta`) or a seed task for the teacher-driven generators
@@ -44,9 +47,9 @@ impl Default for PromptsConfig {
     fn default() -> Self {
         PromptsConfig {
             seed: 1,
-            templates_dir: "prompts/templates".into(),
-            specs_file: "prompts/specs.jsonl".into(),
-            seed_tasks_file: "prompts/seed_tasks.jsonl".into(),
+            templates_dir: String::new(),
+            specs_file: String::new(),
+            seed_tasks_file: String::new(),
             user_files: Vec::new(),
             languages: Vec::new(),
             system_prompt: String::new(),
@@ -200,9 +203,10 @@ impl EvolOp {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub cfg: PromptsConfig,
-    pub templates_dir: PathBuf,
-    pub specs_file: PathBuf,
-    pub seed_tasks_file: PathBuf,
+    /// `None`: the built-in data (`builtin.rs`).
+    pub templates_dir: Option<PathBuf>,
+    pub specs_file: Option<PathBuf>,
+    pub seed_tasks_file: Option<PathBuf>,
     pub user_files: Vec<PathBuf>,
     pub evol_ops: Vec<EvolOp>,
     pub benchmarks: Vec<Benchmark>,
@@ -257,9 +261,9 @@ impl PromptsConfig {
         }
         Ok(Settings {
             cfg: self.clone(),
-            templates_dir: PathBuf::from(&self.templates_dir),
-            specs_file: PathBuf::from(&self.specs_file),
-            seed_tasks_file: PathBuf::from(&self.seed_tasks_file),
+            templates_dir: configured_path(&self.templates_dir),
+            specs_file: configured_path(&self.specs_file),
+            seed_tasks_file: configured_path(&self.seed_tasks_file),
             user_files: self.user_files.iter().map(PathBuf::from).collect(),
             evol_ops,
             benchmarks: self.decontamination.benchmarks.clone(),
@@ -270,6 +274,11 @@ impl PromptsConfig {
     pub fn needs_teacher(&self) -> bool {
         self.self_instruct.enabled || self.evol_instruct.enabled || self.oss_instruct.enabled
     }
+}
+
+/// A data path key: empty means the built-in file.
+fn configured_path(value: &str) -> Option<PathBuf> {
+    (!value.is_empty()).then(|| PathBuf::from(value))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::path::Path;
 use distill_core::records::{ChatMessage, PromptRecord};
 use serde::Deserialize;
 
+use crate::builtin::DataText;
 use crate::error::{PromptsError, Result};
 
 /// A problem for `source = "spec"` templates.
@@ -62,19 +63,20 @@ pub struct UserInput {
     pub seed_tasks: Vec<SeedTask>,
 }
 
-fn lines(path: &Path) -> Result<Vec<(usize, String)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| PromptsError::io(path, e))?;
-    Ok(text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l.to_string())).collect())
+/// Non-blank lines with their 1-based numbers.
+fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l))
 }
 
 fn bad(path: &Path, line: usize, message: String) -> PromptsError {
     PromptsError::DataLine { path: path.to_path_buf(), line, message }
 }
 
-pub fn load_specs(path: &Path) -> Result<Vec<Spec>> {
+pub fn load_specs(file: &DataText) -> Result<Vec<Spec>> {
+    let path = file.path.as_path();
     let mut out = Vec::new();
-    for (n, l) in lines(path)? {
-        let s: Spec = serde_json::from_str(&l).map_err(|e| bad(path, n, format!("{e}; a spec line is {{\"name\", \"signature\", \"description\", \"difficulty\"}}")))?;
+    for (n, l) in lines(&file.text) {
+        let s: Spec = serde_json::from_str(l).map_err(|e| bad(path, n, format!("{e}; a spec line is {{\"name\", \"signature\", \"description\", \"difficulty\"}}")))?;
         if !["easy", "medium", "hard"].contains(&s.difficulty.as_str()) {
             return Err(bad(path, n, format!("difficulty '{}' must be easy, medium or hard", s.difficulty)));
         }
@@ -83,15 +85,16 @@ pub fn load_specs(path: &Path) -> Result<Vec<Spec>> {
     Ok(out)
 }
 
-pub fn load_seed_tasks(path: &Path) -> Result<Vec<SeedTask>> {
+pub fn load_seed_tasks(file: &DataText) -> Result<Vec<SeedTask>> {
+    let path = file.path.as_path();
     let mut out = Vec::new();
-    for (n, l) in lines(path)? {
+    for (n, l) in lines(&file.text) {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Line {
             instruction: String,
         }
-        let t: Line = serde_json::from_str(&l).map_err(|e| bad(path, n, format!("{e}; a seed task line is {{\"instruction\": \"...\"}}")))?;
+        let t: Line = serde_json::from_str(l).map_err(|e| bad(path, n, format!("{e}; a seed task line is {{\"instruction\": \"...\"}}")))?;
         out.push(SeedTask { instruction: t.instruction, origin: format!("{}:{n}", path.display()) });
     }
     Ok(out)
@@ -101,8 +104,9 @@ pub fn load_seed_tasks(path: &Path) -> Result<Vec<SeedTask>> {
 pub fn load_user_file(path: &Path) -> Result<UserInput> {
     let mut out = UserInput::default();
     const SHAPE: &str = "a line is {\"prompt\": \"...\"} or {\"messages\": [{\"role\", \"content\"}, ...]} (optional \"id\", \"meta\"), or a seed task {\"instruction\": \"...\"}";
-    for (n, l) in lines(path)? {
-        let v: serde_json::Value = serde_json::from_str(&l).map_err(|e| bad(path, n, format!("not JSON: {e}; {SHAPE}")))?;
+    let file = DataText::read(path)?;
+    for (n, l) in lines(&file.text) {
+        let v: serde_json::Value = serde_json::from_str(l).map_err(|e| bad(path, n, format!("not JSON: {e}; {SHAPE}")))?;
         let Some(obj) = v.as_object() else { return Err(bad(path, n, format!("not a JSON object; {SHAPE}"))) };
         if let Some(k) = obj.keys().find(|k| !["id", "prompt", "messages", "meta", "instruction"].contains(&k.as_str())) {
             return Err(bad(path, n, format!("unknown key '{k}'; {SHAPE}")));
@@ -176,9 +180,9 @@ mod tests {
     #[test]
     fn the_shipped_specs_and_seed_tasks_load() {
         let root = distill_core::testing::repo_root();
-        let specs = load_specs(&root.join("prompts/specs.jsonl")).unwrap();
+        let specs = load_specs(&DataText::read(&root.join("prompts/specs.jsonl")).unwrap()).unwrap();
         assert!(specs.len() >= 20);
         assert!(specs[0].stub().starts_with("def run_length_encode(text: str) -> list[tuple[str, int]]:\n    \"\"\"\n    Compress"));
-        assert!(load_seed_tasks(&root.join("prompts/seed_tasks.jsonl")).unwrap().len() >= 10);
+        assert!(load_seed_tasks(&DataText::read(&root.join("prompts/seed_tasks.jsonl")).unwrap()).unwrap().len() >= 10);
     }
 }

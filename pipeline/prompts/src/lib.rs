@@ -17,6 +17,7 @@
 //! the `[teacher]` section; [`external_inputs`] gives the runner the digests of the files the
 //! stage reads outside the work dir.
 
+pub mod builtin;
 pub mod clean;
 pub mod config;
 pub mod corpus;

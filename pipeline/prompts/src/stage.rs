@@ -17,6 +17,7 @@ use distill_teacher_client::TeacherConfig;
 use distill_textdedup::Decontaminator;
 use serde_json::json;
 
+use crate::builtin::{self, DataText};
 use crate::clean::Cleaner;
 use crate::config::PromptsConfig;
 use crate::corpus::{self, Corpus};
@@ -34,9 +35,9 @@ pub fn run(ctx: &StageContext, cfg: &PromptsConfig, teacher: Option<&TeacherConf
     }
 
     // Sources. Everything is read (and checked) before the first teacher request.
-    let templates = if cfg.template.enabled { templates::load_dir(&s.templates_dir)? } else { Vec::new() };
+    let templates = if cfg.template.enabled { templates::load(&builtin::template_files(s.templates_dir.as_deref())?)? } else { Vec::new() };
     let templates: Vec<_> = templates.into_iter().filter(|t| cfg.languages.is_empty() || cfg.languages.contains(&t.language)).collect();
-    let specs = if templates.iter().any(|t| t.source == Source::Spec) { data::load_specs(&s.specs_file)? } else { Vec::new() };
+    let specs = if templates.iter().any(|t| t.source == Source::Spec) { data::load_specs(&DataText::configured(s.specs_file.as_deref(), &builtin::SPECS)?)? } else { Vec::new() };
     let needs_corpus = templates.iter().any(|t| t.source == Source::Corpus) || cfg.oss_instruct.enabled;
     let corpus = if needs_corpus { corpus::load(&cfg.corpus)? } else { Corpus::default() };
     let mut user = UserInput::default();
@@ -45,11 +46,11 @@ pub fn run(ctx: &StageContext, cfg: &PromptsConfig, teacher: Option<&TeacherConf
         user.prompts.extend(u.prompts);
         user.seed_tasks.extend(u.seed_tasks);
     }
-    let mut seed_tasks = if cfg.self_instruct.enabled { data::load_seed_tasks(&s.seed_tasks_file)? } else { Vec::new() };
+    let mut seed_tasks = if cfg.self_instruct.enabled { data::load_seed_tasks(&DataText::configured(s.seed_tasks_file.as_deref(), &builtin::SEED_TASKS)?)? } else { Vec::new() };
     seed_tasks.extend(user.seed_tasks.iter().cloned());
 
     let (decontaminator, benchmark_digests) = if cfg.decontamination.enabled {
-        let (refs, digests) = distill_textdedup::benchmark_refs::load(Path::new(&cfg.decontamination.data_dir), &s.benchmarks)
+        let (refs, digests) = distill_textdedup::benchmark_refs::load(&distill_benchmarks::DataSource::from_config(&cfg.decontamination.data_dir), &s.benchmarks)
             .map_err(|e| distill_core::Error::Other(format!("decontamination: {e}")))?;
         let d = Decontaminator::new(refs, &cfg.decontamination.matching).map_err(|e| Error::config_value("config", None, "prompts.decontamination.matching", e.to_string()))?;
         (Some(d), digests)
@@ -138,25 +139,21 @@ fn evolution_bases(candidates: &[PromptRecord], d: Option<&Decontaminator>) -> V
 /// (the benchmark files are pinned by their sha256 in `distill-benchmarks`).
 pub fn external_inputs(cfg: &PromptsConfig) -> distill_core::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
-    let file = |p: &Path| distill_core::digest::sha256_file(p);
+    let s = cfg.settings()?;
+    let digest = |f: &DataText| distill_core::digest::sha256_hex(f.text.as_bytes());
     if cfg.template.enabled {
-        let mut list: Vec<_> = std::fs::read_dir(&cfg.templates_dir)
-            .map_err(|e| Error::io(&cfg.templates_dir, e))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        list.sort();
-        for p in list {
-            out.insert(format!("template:{}", p.display()), file(&p)?);
+        for f in builtin::template_files(s.templates_dir.as_deref())? {
+            out.insert(format!("template:{}", f.path.display()), digest(&f));
         }
-        out.insert(format!("specs:{}", cfg.specs_file), file(Path::new(&cfg.specs_file))?);
+        let specs = DataText::configured(s.specs_file.as_deref(), &builtin::SPECS)?;
+        out.insert(format!("specs:{}", specs.path.display()), digest(&specs));
     }
     if cfg.self_instruct.enabled {
-        out.insert(format!("seed_tasks:{}", cfg.seed_tasks_file), file(Path::new(&cfg.seed_tasks_file))?);
+        let seeds = DataText::configured(s.seed_tasks_file.as_deref(), &builtin::SEED_TASKS)?;
+        out.insert(format!("seed_tasks:{}", seeds.path.display()), digest(&seeds));
     }
     for u in &cfg.user_files {
-        out.insert(format!("user:{u}"), file(Path::new(u))?);
+        out.insert(format!("user:{u}"), distill_core::digest::sha256_file(Path::new(u))?);
     }
     if cfg.template.enabled || cfg.oss_instruct.enabled {
         let root = corpus::root(&cfg.corpus)?;

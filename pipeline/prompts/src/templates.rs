@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::builtin::DataText;
 use crate::error::{PromptsError, Result};
 
 pub const TASK_TYPES: [&str; 6] = ["implement_from_spec", "complete_function", "fix_bug", "explain", "refactor", "write_tests"];
@@ -91,14 +92,12 @@ impl Template {
     }
 }
 
-/// Loads every `*.toml` under `dir` (sorted by name), checking each template.
-pub fn load_dir(dir: &Path) -> Result<Vec<Template>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| PromptsError::io(dir, e))?;
-    let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
-    files.sort();
+/// Loads the template files (see [`crate::builtin::template_files`]), checking each template
+/// and that ids are unique across files; sorted by id.
+pub fn load(files: &[DataText]) -> Result<Vec<Template>> {
     let mut out: Vec<Template> = Vec::new();
     for f in files {
-        for t in load_file(&f)? {
+        for t in parse(f)? {
             if let Some(prev) = out.iter().find(|p| p.id == t.id) {
                 return Err(PromptsError::Template {
                     path: t.file.clone(),
@@ -113,11 +112,21 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Template>> {
     Ok(out)
 }
 
+/// Loads every `*.toml` under `dir` (sorted by name).
+pub fn load_dir(dir: &Path) -> Result<Vec<Template>> {
+    load(&crate::builtin::template_files(Some(dir))?)
+}
+
 /// Loads and checks one template file.
 pub fn load_file(path: &Path) -> Result<Vec<Template>> {
-    let text = std::fs::read_to_string(path).map_err(|e| PromptsError::io(path, e))?;
+    parse(&DataText::read(path)?)
+}
+
+/// Checks the templates of one file.
+fn parse(file: &DataText) -> Result<Vec<Template>> {
+    let (path, text) = (file.path.as_path(), file.text.as_ref());
     let line_of = |offset: usize| text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1;
-    let parsed: TemplateFile = toml::from_str(&text).map_err(|e| PromptsError::Template {
+    let parsed: TemplateFile = toml::from_str(text).map_err(|e| PromptsError::Template {
         path: path.to_path_buf(),
         line: e.span().map_or(1, |s| line_of(s.start)),
         message: format!("{} (see the format at the top of prompts/templates/python.toml)", e.message().trim()),
@@ -126,7 +135,7 @@ pub fn load_file(path: &Path) -> Result<Vec<Template>> {
     let mut out = Vec::new();
     for raw in parsed.template {
         // The template's own line: where its id is written (ids are unique, checked below).
-        let start = find_id(&text, &raw.id, search_from).unwrap_or(search_from);
+        let start = find_id(text, &raw.id, search_from).unwrap_or(search_from);
         search_from = start;
         let line = line_of(start);
         let err = |line: usize, message: String| PromptsError::Template { path: path.to_path_buf(), line, message };

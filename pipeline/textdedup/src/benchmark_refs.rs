@@ -8,20 +8,18 @@
 //! first `>>>` example is added as a second docstring, so a prompt that pastes the description
 //! without the doctests is still caught by the substring test.
 
-use std::path::Path;
-
 use crate::decontam::{RefKind, Reference};
-use distill_benchmarks::{Benchmark, TextKind};
+use distill_benchmarks::{Benchmark, DataSource, TextKind};
 
 /// `(benchmark name, sha256 of its data file)`.
 pub type FileDigest = (String, String);
 
-/// The references of `benchmarks`, loaded from `data_dir`, and each file's sha256.
-pub fn load(data_dir: &Path, benchmarks: &[Benchmark]) -> Result<(Vec<Reference>, Vec<FileDigest>), distill_benchmarks::Error> {
+/// The references of `benchmarks`, loaded from `data`, and each file's sha256.
+pub fn load(data: &DataSource, benchmarks: &[Benchmark]) -> Result<(Vec<Reference>, Vec<FileDigest>), distill_benchmarks::Error> {
     let mut refs = Vec::new();
     let mut digests = Vec::new();
     for &b in benchmarks {
-        let ds = distill_benchmarks::load_from(data_dir, b)?;
+        let ds = data.load(b)?;
         digests.push((b.name().to_string(), ds.sha256.clone()));
         for task in &ds.tasks {
             for (kind, text) in task.contamination_texts() {

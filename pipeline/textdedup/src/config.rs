@@ -29,8 +29,8 @@ impl Default for DedupConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct DecontaminationConfig {
     pub enabled: bool,
-    /// Folder of the vendored benchmark files (checked against their sha256), relative to the
-    /// working directory.
+    /// Folder of the benchmark files under their vendored names (checked against their sha256),
+    /// relative to the config file. Empty: the copies built into `distill`.
     pub data_dir: String,
     /// Benchmarks compared against: humaneval, humaneval+, mbpp (the test split), mbpp-full
     /// (all 974), mbpp-sanitized, mbpp+.
@@ -43,7 +43,7 @@ impl Default for DecontaminationConfig {
     fn default() -> Self {
         DecontaminationConfig {
             enabled: true,
-            data_dir: "evals/data".into(),
+            data_dir: String::new(),
             benchmarks: vec![Benchmark::HumanEval, Benchmark::HumanEvalPlus, Benchmark::MbppFull, Benchmark::MbppSanitized, Benchmark::MbppPlus],
             matching: DecontamConfig::default(),
         }

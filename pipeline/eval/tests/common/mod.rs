@@ -20,7 +20,14 @@ pub fn data_dir() -> PathBuf {
 /// sets' smallest per-input limit is 5 s instead of EvalPlus's 1 s (Mbpp/255's largest input
 /// takes the canonical solution 0.24 s idle, over 1 s under load).
 pub fn config() -> EvalConfig {
-    EvalConfig { data_dir: data_dir(), k: vec![1, 2, 10], bootstrap_resamples: 200, timeout_secs: 20.0, plus_min_time_limit_secs: 5.0, ..EvalConfig::default() }
+    EvalConfig {
+        data_dir: data_dir().display().to_string(),
+        k: vec![1, 2, 10],
+        bootstrap_resamples: 200,
+        timeout_secs: 20.0,
+        plus_min_time_limit_secs: 5.0,
+        ..EvalConfig::default()
+    }
 }
 
 pub fn settings() -> EvalSettings {

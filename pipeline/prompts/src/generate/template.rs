@@ -96,7 +96,7 @@ mod tests {
     fn same_seed_same_prompts_and_every_placeholder_is_filled() {
         let root = distill_core::testing::repo_root();
         let templates = crate::templates::load_dir(&root.join("prompts/templates")).unwrap();
-        let specs = crate::data::load_specs(&root.join("prompts/specs.jsonl")).unwrap();
+        let specs = crate::data::load_specs(&crate::builtin::DataText::read(&root.join("prompts/specs.jsonl")).unwrap()).unwrap();
         let seed = Seed {
             file: "m.py".into(),
             line: 3,
