@@ -26,24 +26,45 @@ fn direct_mode_reports_what_it_cannot_do_and_still_runs_programs() {
     assert_eq!((o.status, o.exception.as_deref(), o.message.as_deref()), (Status::Failed, Some("ValueError"), Some("bad value")));
 }
 
+/// Pids of processes whose command line holds `marker` as one argument.
+fn pids_with(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == marker.as_bytes())))
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
 #[test]
-fn direct_mode_kills_a_setsid_orphan_and_times_out_loops() {
+fn direct_mode_kills_the_programs_group_and_a_setsid_orphan_as_its_report_says() {
     let sb = direct();
-    let marker = format!("distill-direct-orphan-{}", std::process::id());
+    let child = format!("distill-direct-child-{}", std::process::id());
+    let orphan = format!("distill-direct-orphan-{}", std::process::id());
     let started = Instant::now();
     let limits = Limits { wall_timeout: Duration::from_millis(1500), ..Limits::default() };
+    // A child left in the program's process group, and one that leaves it with setsid.
+    let sleeper = |marker: &str| format!("os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', '{marker}'])");
     let o = sb.run(&Program::with_limits(
-        format!(
-            "import os, sys, time\nif os.fork() == 0:\n    os.setsid()\n    os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', '{marker}'])\nwhile True: pass"
-        ),
+        format!("import os, sys, time\nif os.fork() == 0:\n    {}\nif os.fork() == 0:\n    os.setsid()\n    {}\nwhile True: pass", sleeper(&child), sleeper(&orphan)),
         limits,
     ));
     assert_eq!(o.status, Status::Timeout, "{o:#?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(200));
-    let alive = std::fs::read_dir("/proc").unwrap().flatten().any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == marker.as_bytes())));
-    // Only a root parent can sweep a setsid orphan (by uid); a non-root parent kills the group.
-    if sb.isolation().drops_root {
-        assert!(!alive, "the setsid orphan survived");
+    assert!(pids_with(&child).is_empty(), "a child in the program's process group survived the timeout");
+    let surviving = pids_with(&orphan);
+    let report = sb.isolation();
+    let promise = report.protections().into_iter().find(|(threat, _)| threat.starts_with("orphans")).unwrap().1;
+    if report.drops_root {
+        // A root parent sweeps by uid: kill(-1) as the slot's uid.
+        assert!(surviving.is_empty(), "the setsid orphan survived");
+        assert_eq!(promise, "kill(-1, SIGKILL) as the slot's uid after every program");
+    } else {
+        // A non-root parent can only kill the group, and the report must not claim more.
+        assert_eq!(promise, "process group kill only: a setsid orphan can survive");
+        for pid in surviving {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
     }
 }
