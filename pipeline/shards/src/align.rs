@@ -12,8 +12,12 @@
 //!    exactly one student token, the teacher's own segmentation becomes the student's input ids
 //!    (`exact_teacher_tokens`): a sampling model often emits a valid but non-canonical split
 //!    ("de" + "f" where BPE would write "def"), and with a shared vocabulary those ids are the
-//!    very positions the teacher's top-k describe. Otherwise `boundaries_differ`.
-//! 3. Then at each completion position every top-k alternative whose bytes are exactly one
+//!    very positions the teacher's top-k describe. Otherwise the two are walked by byte offset
+//!    into chunks (`chunks.rs`): a student position that is a 1:1 chunk (the same bytes as one
+//!    teacher token, after the same bytes) keeps the soft labels of that teacher position, the
+//!    others are trained on the hard label alone (`chunks`). A row without any 1:1 chunk is
+//!    `boundaries_differ`.
+//! 3. Then at each labelled completion position every top-k alternative whose bytes are exactly one
 //!    student token becomes `(student id, log-prob)`; the sampled token is always included (its
 //!    log-prob is known even when it was outside the top-k); the rest of the probability is the
 //!    tail: `tail_mass = max(0, 1 - sum_j exp(logprob_j))`.
@@ -21,6 +25,7 @@
 //! A row that fails 1 or 2, or has no teacher log-probs, is *hard-label only*: its completion is
 //! still trained with cross-entropy on the teacher's text, never with misaligned soft labels.
 //! With a shared tokenizer step 2 always holds, so every row with log-probs is exact.
+//! `Row::soft_label_bytes` counts the completion bytes whose positions carry soft labels.
 
 use std::collections::BTreeMap;
 
@@ -49,8 +54,12 @@ pub struct Row {
     pub token_logprob: Vec<f32>,
     pub tail_mass: Vec<f32>,
     pub hard_label_only: bool,
-    /// `exact`, or why the soft labels were not usable.
+    /// `exact`, `exact_teacher_tokens`, `chunks` (soft labels at some positions), or why the
+    /// soft labels were not usable.
     pub alignment: &'static str,
+    /// Completion bytes spelled by positions with soft labels (not a column: the manifest's
+    /// coverage figure).
+    pub soft_label_bytes: usize,
     pub split: &'static str,
     pub teacher_model: String,
     pub temperature: f32,
@@ -94,7 +103,7 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
         _ => None,
     };
     let (completion_ids, labels, alignment) = match align(&s.completion, &canonical_ids, tokens, tok) {
-        Ok(a) => (a.ids, Some((a.teacher, a.string_ids)), a.how),
+        Ok(a) => (a.ids, Some((a.teacher, a.string_ids, a.positions)), a.how),
         Err(reason) => (canonical_ids, None, reason),
     };
     let total = prompt_ids.len() + completion_ids.len() + usize::from(eos.is_some());
@@ -117,6 +126,7 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
         tail_mass: Vec::with_capacity(total),
         hard_label_only: labels.is_none(),
         alignment,
+        soft_label_bytes: 0,
         split,
         teacher_model: s.model.clone(),
         temperature: s.temperature,
@@ -135,9 +145,15 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
         push_empty(&mut row, id, 0);
     }
     match labels {
-        Some((teacher, string_ids)) => {
+        Some((teacher, string_ids, positions)) => {
             let mut pairs: Vec<(u32, f32)> = Vec::with_capacity(32);
-            for (p, &id) in completion_ids.iter().enumerate() {
+            for (&id, at) in completion_ids.iter().zip(positions) {
+                let Some(p) = at else {
+                    push_empty(&mut row, id, 1);
+                    continue;
+                };
+                let p = p as usize;
+                row.soft_label_bytes += teacher.sampled(p).0.len();
                 let token_logprob = teacher.sampled_entry(p).1.min(0.0);
                 soft_labels(teacher.top_entries(p), &string_ids, id, token_logprob, settings.max_topk, &mut pairs);
                 let mass: f32 = pairs.iter().map(|(_, lp)| lp.exp()).sum();
@@ -158,13 +174,14 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
     Ok(Ok(row))
 }
 
-/// A completion whose teacher tokens can label it: the completion's student ids (one per
-/// teacher position), the teacher's tokens, the student id of each of their strings, and how
-/// they were aligned (`exact` or `exact_teacher_tokens`).
+/// A completion whose teacher tokens can label it: the completion's student ids, the teacher's
+/// tokens, the student id of each of their strings, for each student position the teacher
+/// position whose labels it takes (`None`: hard label only), and how they were aligned.
 struct Aligned<'t> {
     ids: Vec<u32>,
     teacher: &'t FlatTokens,
     string_ids: Vec<Option<u32>>,
+    positions: Vec<Option<u32>>,
     how: &'static str,
 }
 
@@ -186,18 +203,24 @@ fn align<'t>(completion: &str, canonical: &[u32], teacher: Option<&'t FlatTokens
     // One vocabulary lookup per distinct string of the sample, not per entry.
     let string_ids: Vec<Option<u32>> = (0..teacher.string_count() as u32).map(|s| tok.id(teacher.string(s))).collect();
     let same_boundaries = n == canonical.len() && canonical.iter().enumerate().all(|(p, &id)| tok.bytes(id) == teacher.sampled(p).0);
-    let (ids, how) = if same_boundaries {
-        (canonical.to_vec(), "exact")
-    } else {
-        match (0..n).map(|p| string_ids[teacher.sampled_entry(p).0 as usize]).collect::<Option<Vec<u32>>>() {
-            Some(ids) => (ids, "exact_teacher_tokens"),
-            None => return Err("boundaries_differ"),
-        }
-    };
     if !(0..n).all(|p| teacher.sampled_entry(p).1.is_finite()) {
         return Err("bad_teacher_logprob");
     }
-    Ok(Aligned { ids, teacher, string_ids, how })
+    let every_position = || (0..n as u32).map(Some).collect();
+    let (ids, positions, how) = if same_boundaries {
+        (canonical.to_vec(), every_position(), "exact")
+    } else if let Some(ids) = (0..n).map(|p| string_ids[teacher.sampled_entry(p).0 as usize]).collect::<Option<Vec<u32>>>() {
+        (ids, every_position(), "exact_teacher_tokens")
+    } else {
+        let teacher_lens: Vec<usize> = (0..n).map(|p| teacher.sampled(p).0.len()).collect();
+        let student_lens: Vec<usize> = canonical.iter().map(|&id| tok.bytes(id).len()).collect();
+        let positions = crate::chunks::one_to_one(&teacher_lens, &student_lens);
+        if positions.iter().all(Option::is_none) {
+            return Err("boundaries_differ");
+        }
+        (canonical.to_vec(), positions, "chunks")
+    };
+    Ok(Aligned { ids, teacher, string_ids, positions, how })
 }
 
 /// Step 3 at one position into `pairs`: every alternative that is exactly one student token as

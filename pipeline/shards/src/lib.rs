@@ -19,6 +19,7 @@
 //! files.
 
 pub mod align;
+pub mod chunks;
 pub mod config;
 pub mod error;
 pub mod manifest;
@@ -86,6 +87,7 @@ pub fn run(ctx: &StageContext, cfg: &ShardsConfig) -> distill_core::Result<serde
         "soft_label_positions": soft,
         "alignment": m.alignment,
         "hard_label_only_rows": m.hard_label_only_rows,
+        "soft_label_byte_share": (m.completion_bytes > 0).then(|| m.soft_label_bytes as f64 / m.completion_bytes as f64),
         "skipped": skipped,
         "write_secs": t0.elapsed().as_secs_f64(),
     }))
@@ -181,6 +183,8 @@ struct Tally {
     temperatures: BTreeSet<String>,
     alignment: BTreeMap<String, usize>,
     hard_label_only: usize,
+    completion_bytes: u64,
+    soft_label_bytes: u64,
 }
 
 /// Tokenizes and aligns `samples` (in order), writes the Parquet files and the manifest into
@@ -262,6 +266,8 @@ pub fn write_shards(
         capture_temperatures: temps,
         alignment: tally.alignment,
         hard_label_only_rows: tally.hard_label_only,
+        completion_bytes: tally.completion_bytes,
+        soft_label_bytes: tally.soft_label_bytes,
         row_group_rows: s.row_group_rows,
         compression: format!("zstd({})", s.zstd_level),
         validation_fraction: s.validation_fraction,
@@ -279,6 +285,8 @@ impl Tally {
         self.temperatures.insert(format!("{:?}", row.temperature));
         *self.alignment.entry(row.alignment.to_string()).or_default() += 1;
         self.hard_label_only += usize::from(row.hard_label_only);
+        self.completion_bytes += row.completion_text.len() as u64;
+        self.soft_label_bytes += row.soft_label_bytes as u64;
     }
 }
 

@@ -33,6 +33,12 @@ pub struct ShardManifest {
     /// Rows per alignment outcome (`exact`, `boundaries_differ`, ...).
     pub alignment: BTreeMap<String, usize>,
     pub hard_label_only_rows: usize,
+    /// Bytes of every row's completion, and those spelled by positions with soft labels: their
+    /// ratio is the run's soft-label coverage (1 with a shared tokenizer; see `align.rs`).
+    #[serde(default)]
+    pub completion_bytes: u64,
+    #[serde(default)]
+    pub soft_label_bytes: u64,
     pub row_group_rows: usize,
     pub compression: String,
     pub validation_fraction: f64,

@@ -282,6 +282,59 @@ fn a_different_teacher_tokenizer_falls_back_to_hard_labels_and_is_counted() {
 }
 
 #[test]
+fn a_teacher_with_another_bpe_keeps_soft_labels_where_its_tokens_coincide_with_the_students() {
+    let s = setup();
+    let teacher = StudentTokenizer::load(&s.different).unwrap();
+    let student = StudentTokenizer::load(&s.shared).unwrap();
+    // Code the two BPEs merge differently, digits, and multi-byte UTF-8.
+    let c = "def add(a, b):\n    return a + b  # somme é 12345\n\nprint(add(1, 2))\n";
+    let tokens = teacher_tokens(&teacher, c);
+    let cfg = ShardsConfig { tokenizer: s.shared.display().to_string(), validation_fraction: 0.0, ..Default::default() };
+    let (out, stats) = run_stage(s.work.path(), &[sample("p1", 0, c, Some(tokens.clone()))], &cfg);
+
+    // The oracle: a student position is labelled exactly when its byte span is a teacher token's.
+    let spans = |lens: Vec<usize>| {
+        lens.iter()
+            .scan(0, |at, &l| {
+                *at += l;
+                Some((*at - l, *at))
+            })
+            .collect::<Vec<_>>()
+    };
+    let teacher_spans = spans(tokens.iter().map(|t| t.bytes.as_ref().unwrap().len()).collect());
+    let comp_ids = student.encode(c).unwrap();
+    let student_spans = spans(comp_ids.iter().map(|&id| student.bytes(id).len()).collect());
+    let labelled: Vec<bool> = student_spans.iter().map(|s| teacher_spans.contains(s)).collect();
+    let soft_bytes: usize = student_spans.iter().zip(&labelled).filter(|(_, &l)| l).map(|(s, _)| s.1 - s.0).sum();
+    assert!(labelled.contains(&true) && labelled.contains(&false), "the test needs both kinds of position: {labelled:?}");
+
+    let m = manifest(&out);
+    assert_eq!(m.alignment, BTreeMap::from([("chunks".to_string(), 1)]));
+    assert_eq!(m.hard_label_only_rows, 0);
+    assert_eq!((m.soft_label_bytes, m.completion_bytes), (soft_bytes as u64, c.len() as u64));
+    assert!((stats["soft_label_byte_share"].as_f64().unwrap() - soft_bytes as f64 / c.len() as f64).abs() < 1e-12, "{stats}");
+
+    let py = read_back(&out);
+    let row = &py["files"]["train-00000-of-00001.parquet"]["rows_data"][0];
+    assert_eq!((row["alignment"].as_str(), row["hard_label_only"].as_bool()), (Some("chunks"), Some(false)));
+    let ids: Vec<u32> = serde_json::from_value(row["input_ids"].clone()).unwrap();
+    let mask: Vec<u8> = serde_json::from_value(row["loss_mask"].clone()).unwrap();
+    let topk: Vec<Vec<u32>> = serde_json::from_value(row["teacher_topk_ids"].clone()).unwrap();
+    let lps: Vec<Vec<f32>> = serde_json::from_value(row["teacher_topk_logprobs"].clone()).unwrap();
+    let first = row["prompt_tokens"].as_u64().unwrap() as usize;
+    assert_eq!(ids[first..first + comp_ids.len()], comp_ids[..], "the student's own tokenization is the input");
+    for (j, &is_labelled) in labelled.iter().enumerate() {
+        let p = first + j;
+        assert_eq!(mask[p], 1, "every completion position trains on the hard label");
+        assert_eq!(!topk[p].is_empty(), is_labelled, "position {j}: {:?}", String::from_utf8_lossy(student.bytes(comp_ids[j])));
+        if is_labelled {
+            // The sampled token, at the teacher's log-prob, heads the list.
+            assert_eq!((topk[p][0], lps[p][0]), (comp_ids[j], -0.25));
+        }
+    }
+}
+
+#[test]
 fn files_row_groups_and_bytes_are_deterministic() {
     let s = setup();
     let tok = StudentTokenizer::load(&s.shared).unwrap();
