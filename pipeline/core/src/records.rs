@@ -166,34 +166,38 @@ pub struct Exclusion {
 }
 
 /// Column names of the Parquet shards (schema version [`shard_columns::SCHEMA_VERSION`]).
+///
+/// Names only: the column types are written down once, in `distill_shards::schema::schema`
+/// (what the shards stage writes and the trainer checks what it reads against), and README.md's
+/// table, held to that schema by a test, says what each column means.
 pub mod shard_columns {
     pub const SCHEMA_VERSION: u32 = 1;
     pub const ROW_ID: &str = "row_id";
     pub const PROMPT_ID: &str = "prompt_id";
     pub const PROMPT_TEXT: &str = "prompt_text";
     pub const COMPLETION_TEXT: &str = "completion_text";
-    /// list<u32>: student token ids of prompt + completion.
+    /// Student token ids of prompt + completion.
     pub const INPUT_IDS: &str = "input_ids";
-    /// list<u8>: 1 on completion tokens (the positions that carry loss).
+    /// 1 on completion tokens (the positions that carry loss).
     pub const LOSS_MASK: &str = "loss_mask";
-    /// list<list<u32>>: per input position, the teacher's top-k as student ids (empty off-completion).
+    /// Per input position, the teacher's top-k as student ids (empty off-completion).
     pub const TEACHER_TOPK_IDS: &str = "teacher_topk_ids";
-    /// list<list<f32>>: matching log-probs.
+    /// Matching log-probs.
     pub const TEACHER_TOPK_LOGPROBS: &str = "teacher_topk_logprobs";
-    /// list<f32>: log-prob of the token actually sampled.
+    /// Log-prob of the token actually sampled.
     pub const TEACHER_TOKEN_LOGPROB: &str = "teacher_token_logprob";
-    /// list<f32>: 1 - sum(exp(top-k log-probs)), the probability outside the top-k.
+    /// 1 - sum(exp(top-k log-probs)), the probability outside the top-k.
     pub const TAIL_MASS: &str = "tail_mass";
-    /// bool: true when soft labels could not be aligned and only the hard label is usable.
+    /// True when soft labels could not be aligned and only the hard label is usable.
     pub const HARD_LABEL_ONLY: &str = "hard_label_only";
-    /// string: how the teacher's tokens were mapped onto the student's (`exact`, or why not).
+    /// How the teacher's tokens were mapped onto the student's (`exact`, or why not).
     pub const ALIGNMENT: &str = "alignment";
     pub const SPLIT: &str = "split";
-    /// u32: number of prompt positions.
+    /// Number of prompt positions.
     pub const PROMPT_TOKENS: &str = "prompt_tokens";
-    /// list<bool>: which teacher-written tests the sample passed.
+    /// Which teacher-written tests the sample passed.
     pub const PASS_VECTOR: &str = "pass_vector";
-    /// f64, nullable: prefix of the one column per filter score (`score_pass_rate`, ...).
+    /// Prefix of the one column per filter score (`score_pass_rate`, ...).
     pub const SCORE_PREFIX: &str = "score_";
 }
 

@@ -1,25 +1,13 @@
-//! The shards' Arrow/Parquet schema (version [`SCHEMA_VERSION`]), built explicitly.
+//! The shards' Arrow/Parquet schema (version [`SCHEMA_VERSION`]): the one place the column
+//! types are written down. The shards stage writes files with [`schema`]; the trainer checks
+//! the columns it reads against it with [`check`] before casting them; the manifest's column
+//! list is [`describe`] of it; and a test (`tests/readme_columns.rs`) holds README.md's column
+//! table ("The Parquet shards", which also says what each column means) to it.
 //!
-//! | column | type | meaning |
-//! |---|---|---|
-//! | `row_id` | string | `<prompt id>#<sample index>`, stable across runs |
-//! | `prompt_id` | string | the prompt's id (the split is decided by it) |
-//! | `prompt_text` | string | the text the student is conditioned on |
-//! | `completion_text` | string | the teacher's answer, exactly |
-//! | `input_ids` | list<u32> | student ids of prompt + completion (+ end-of-text) |
-//! | `loss_mask` | list<u8> | 1 on completion positions |
-//! | `teacher_topk_ids` | list<list<u32>> | per position: teacher's top-k as student ids, most probable first (empty: no soft label) |
-//! | `teacher_topk_logprobs` | list<list<f32>> | matching log-probs |
-//! | `teacher_token_logprob` | list<f32> | log-prob of the sampled token (0 where unknown) |
-//! | `tail_mass` | list<f32> | `1 - sum(exp(top-k))`, the (k+1)-th bucket (0 where no soft label) |
-//! | `hard_label_only` | bool | soft labels unusable for this row; train on the text only |
-//! | `alignment` | string | `exact`, `exact_teacher_tokens` (the teacher's own split, all in the student vocabulary), or why not: `no_teacher_logprobs`, `teacher_bytes_mismatch`, `boundaries_differ`, `bad_teacher_logprob` |
-//! | `split` | string | `train` or `validation` |
-//! | `prompt_tokens` | u32 | number of prompt positions |
-//! | `pass_vector` | list<bool> | which teacher-written tests the sample passed |
-//! | `score_<name>` | f64, nullable | one column per filter score (`score_pass_rate`, `score_agreement`, ...) |
-//!
-//! Entry `i` of a per-position list describes `input_ids[i]` given `input_ids[..i]`.
+//! Column names are `distill_core::records::shard_columns`. Entry `i` of a per-position list
+//! describes `input_ids[i]` given `input_ids[..i]`; where a position has no soft label its
+//! top-k lists are empty and its log-prob and tail mass 0. The `score_<name>` columns are
+//! nullable: a sample may lack a score.
 
 use std::sync::Arc;
 
@@ -65,7 +53,8 @@ pub fn describe(schema: &Schema) -> Vec<(String, String)> {
     schema.fields().iter().map(|f| (f.name().clone(), type_name(f.data_type()))).collect()
 }
 
-fn type_name(dt: &DataType) -> String {
+/// The type of a column as README.md's table writes it (`list<uint32>`, `string`, ...).
+pub fn type_name(dt: &DataType) -> String {
     match dt {
         DataType::List(f) => format!("list<{}>", type_name(f.data_type())),
         DataType::Utf8 => "string".into(),
@@ -75,5 +64,60 @@ fn type_name(dt: &DataType) -> String {
         DataType::Float64 => "double".into(),
         DataType::Boolean => "bool".into(),
         other => other.to_string(),
+    }
+}
+
+/// Checks that `actual` has each of `columns` with the type [`schema`] gives it: what a reader
+/// does before it casts the columns it needs (extra columns, and columns it does not ask for,
+/// are not its business). `Err`: what is wrong and the fix, for a person.
+pub fn check(actual: &Schema, columns: &[&str]) -> Result<(), String> {
+    let expected = schema(&[]);
+    for &name in columns {
+        let want = expected.field_with_name(name).map_err(|_| format!("'{name}' is not a shard column"))?.data_type();
+        let field = actual.field_with_name(name).map_err(|_| format!("missing column '{name}' (shards from an older schema? re-run the shards stage)"))?;
+        if !same_shape(field.data_type(), want) {
+            return Err(format!("column '{name}' is {}, the shards stage writes {} (re-run the shards stage)", type_name(field.data_type()), type_name(want)));
+        }
+    }
+    Ok(())
+}
+
+/// Equal types, ignoring the name and nullability of list items: writers differ there (the
+/// shards stage writes non-null `element`s, Arrow's builders nullable `item`s) and every such
+/// file reads the same way.
+fn same_shape(a: &DataType, b: &DataType) -> bool {
+    match (a, b) {
+        (DataType::List(x), DataType::List(y)) => same_shape(x.data_type(), y.data_type()),
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(name: &str, dt: DataType) -> Schema {
+        Schema::new(vec![Field::new(col::ROW_ID, DataType::Utf8, false), Field::new(name, dt, true)])
+    }
+
+    #[test]
+    fn the_written_schema_passes_its_own_check() {
+        let s = schema(&["pass_rate".into()]);
+        let all: Vec<&str> = s.fields().iter().map(|f| f.name().as_str()).filter(|n| !n.starts_with(SCORE_PREFIX)).collect();
+        assert_eq!(check(&s, &all), Ok(()));
+    }
+
+    #[test]
+    fn list_items_may_be_named_and_nullable_as_any_writer_likes() {
+        let nullable_item = DataType::List(Arc::new(Field::new("item", DataType::UInt32, true)));
+        assert_eq!(check(&with(col::INPUT_IDS, nullable_item), &[col::ROW_ID, col::INPUT_IDS]), Ok(()));
+    }
+
+    #[test]
+    fn a_missing_column_or_another_type_names_the_column_and_the_fix() {
+        let err = check(&with(col::INPUT_IDS, list_of(DataType::UInt32)), &[col::LOSS_MASK]).unwrap_err();
+        assert!(err.contains("missing column 'loss_mask'") && err.contains("re-run the shards stage"), "{err}");
+        let err = check(&with(col::INPUT_IDS, list_of(DataType::UInt8)), &[col::INPUT_IDS]).unwrap_err();
+        assert_eq!(err, "column 'input_ids' is list<uint8>, the shards stage writes list<uint32> (re-run the shards stage)");
     }
 }

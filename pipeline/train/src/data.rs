@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, UInt32Type, UInt8Type};
-use arrow_array::{Array, ListArray, RecordBatch};
+use arrow_array::{Array, BooleanArray, ListArray, RecordBatch, StringArray};
 use distill_core::records::shard_columns as col;
+use distill_shards::schema as shard_schema;
 
 use crate::error::{Error, Result};
 
@@ -84,12 +85,43 @@ pub enum Split {
     Validation,
 }
 
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> std::result::Result<&'a dyn Array, String> {
-    batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| format!("missing column '{name}' (shards from an older schema? re-run the shards stage)"))
+/// The columns the trainer reads (the text, score and diagnostic columns it leaves alone).
+const READ: [&str; 7] = [col::ROW_ID, col::SPLIT, col::HARD_LABEL_ONLY, col::INPUT_IDS, col::LOSS_MASK, col::TEACHER_TOPK_IDS, col::TEACHER_TOPK_LOGPROBS];
+
+/// The columns the trainer reads, cast to the types [`distill_shards::schema`] gives them.
+struct Columns<'a> {
+    row_id: &'a StringArray,
+    split: &'a StringArray,
+    hard_label_only: &'a BooleanArray,
+    input_ids: &'a ListArray,
+    loss_mask: &'a ListArray,
+    topk_ids: &'a ListArray,
+    topk_logprobs: &'a ListArray,
 }
 
-fn list<'a>(batch: &'a RecordBatch, name: &str) -> std::result::Result<&'a ListArray, String> {
-    column(batch, name)?.as_list_opt::<i32>().ok_or_else(|| format!("column '{name}' is not a list"))
+impl<'a> Columns<'a> {
+    /// Checks the batch's schema against the shards' ([`distill_shards::schema::check`]), then
+    /// casts. `Err`: the batch is not a shard (a column missing, or of another type).
+    fn of(batch: &'a RecordBatch) -> std::result::Result<Self, String> {
+        shard_schema::check(batch.schema_ref(), &READ)?;
+        let column = |name: &str| batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| mismatch(name));
+        let list = |name: &str| column(name)?.as_list_opt::<i32>().ok_or_else(|| mismatch(name));
+        Ok(Columns {
+            row_id: column(col::ROW_ID)?.as_string_opt::<i32>().ok_or_else(|| mismatch(col::ROW_ID))?,
+            split: column(col::SPLIT)?.as_string_opt::<i32>().ok_or_else(|| mismatch(col::SPLIT))?,
+            hard_label_only: column(col::HARD_LABEL_ONLY)?.as_boolean_opt().ok_or_else(|| mismatch(col::HARD_LABEL_ONLY))?,
+            input_ids: list(col::INPUT_IDS)?,
+            loss_mask: list(col::LOSS_MASK)?,
+            topk_ids: list(col::TEACHER_TOPK_IDS)?,
+            topk_logprobs: list(col::TEACHER_TOPK_LOGPROBS)?,
+        })
+    }
+}
+
+/// A cast that the schema check should have made safe failed (the casts here and the types in
+/// [`distill_shards::schema`] disagree): an error, not a panic, like any other bad shard.
+fn mismatch(name: &str) -> String {
+    format!("column '{name}' does not have the type the shards stage writes (re-run the shards stage)")
 }
 
 /// A shard row read back: the example and its split, or why it is left out.
@@ -98,32 +130,26 @@ pub type RowRead = std::result::Result<(Example, Split), String>;
 /// The rows of a record batch: each an example and its split, or why it is left out (a
 /// malformed row never stops training). `Err`: the batch itself is not a shard.
 pub fn read_batch(batch: &RecordBatch) -> std::result::Result<Vec<RowRead>, String> {
-    let ids = column(batch, col::ROW_ID)?.as_string_opt::<i32>().ok_or("row_id is not a string column")?;
-    let split = column(batch, col::SPLIT)?.as_string_opt::<i32>().ok_or("split is not a string column")?;
-    let hard = column(batch, col::HARD_LABEL_ONLY)?.as_boolean_opt().ok_or("hard_label_only is not a bool column")?;
-    let input_ids = list(batch, col::INPUT_IDS)?;
-    let loss_mask = list(batch, col::LOSS_MASK)?;
-    let topk_ids = list(batch, col::TEACHER_TOPK_IDS)?;
-    let topk_lps = list(batch, col::TEACHER_TOPK_LOGPROBS)?;
+    let c = Columns::of(batch)?;
     let mut out = Vec::with_capacity(batch.num_rows());
     for r in 0..batch.num_rows() {
-        let id = ids.value(r).to_string();
-        let tokens: Vec<u32> = input_ids.value(r).as_primitive_opt::<UInt32Type>().ok_or("input_ids is not list<u32>")?.values().to_vec();
-        let mask: Vec<u8> = loss_mask.value(r).as_primitive_opt::<UInt8Type>().ok_or("loss_mask is not list<u8>")?.values().to_vec();
-        let tk = topk_ids.value(r);
-        let tk = tk.as_list_opt::<i32>().ok_or("teacher_topk_ids is not list<list<u32>>")?;
-        let tl = topk_lps.value(r);
-        let tl = tl.as_list_opt::<i32>().ok_or("teacher_topk_logprobs is not list<list<f32>>")?;
+        let id = c.row_id.value(r).to_string();
+        let tokens: Vec<u32> = c.input_ids.value(r).as_primitive_opt::<UInt32Type>().ok_or_else(|| mismatch(col::INPUT_IDS))?.values().to_vec();
+        let mask: Vec<u8> = c.loss_mask.value(r).as_primitive_opt::<UInt8Type>().ok_or_else(|| mismatch(col::LOSS_MASK))?.values().to_vec();
+        let tk = c.topk_ids.value(r);
+        let tk = tk.as_list_opt::<i32>().ok_or_else(|| mismatch(col::TEACHER_TOPK_IDS))?;
+        let tl = c.topk_logprobs.value(r);
+        let tl = tl.as_list_opt::<i32>().ok_or_else(|| mismatch(col::TEACHER_TOPK_LOGPROBS))?;
         let mut k_ids = Vec::with_capacity(tk.len());
         let mut k_lps = Vec::with_capacity(tl.len());
         for p in 0..tk.len() {
-            k_ids.push(tk.value(p).as_primitive_opt::<UInt32Type>().ok_or("teacher_topk_ids items are not u32")?.values().to_vec());
+            k_ids.push(tk.value(p).as_primitive_opt::<UInt32Type>().ok_or_else(|| mismatch(col::TEACHER_TOPK_IDS))?.values().to_vec());
         }
         for p in 0..tl.len() {
-            k_lps.push(tl.value(p).as_primitive_opt::<Float32Type>().ok_or("teacher_topk_logprobs items are not f32")?.values().to_vec());
+            k_lps.push(tl.value(p).as_primitive_opt::<Float32Type>().ok_or_else(|| mismatch(col::TEACHER_TOPK_LOGPROBS))?.values().to_vec());
         }
-        let ex = Example { id: id.clone(), input_ids: tokens, loss_mask: mask, topk_ids: k_ids, topk_logprobs: k_lps, hard_label_only: hard.value(r) };
-        out.push(match (check(&ex), split.value(r)) {
+        let ex = Example { id: id.clone(), input_ids: tokens, loss_mask: mask, topk_ids: k_ids, topk_logprobs: k_lps, hard_label_only: c.hard_label_only.value(r) };
+        out.push(match (check(&ex), c.split.value(r)) {
             (Err(why), _) => Err(format!("{id}: {why}")),
             (Ok(()), "train") => Ok((ex, Split::Train)),
             (Ok(()), "validation") => Ok((ex, Split::Validation)),
@@ -143,16 +169,11 @@ pub struct Checked {
 /// on the Arrow arrays themselves (offsets and values; no example is built): each row's length
 /// and split, or why it is left out.
 pub fn check_batch(batch: &RecordBatch, vocab: usize) -> std::result::Result<Vec<std::result::Result<Checked, String>>, String> {
-    let ids = column(batch, col::ROW_ID)?.as_string_opt::<i32>().ok_or("row_id is not a string column")?;
-    let split = column(batch, col::SPLIT)?.as_string_opt::<i32>().ok_or("split is not a string column")?;
-    let input_ids = list(batch, col::INPUT_IDS)?;
-    let loss_mask = list(batch, col::LOSS_MASK)?;
-    let topk_ids = list(batch, col::TEACHER_TOPK_IDS)?;
-    let topk_lps = list(batch, col::TEACHER_TOPK_LOGPROBS)?;
-    let tokens = input_ids.values().as_primitive_opt::<UInt32Type>().ok_or("input_ids is not list<u32>")?.values();
-    let inner_ids = topk_ids.values().as_list_opt::<i32>().ok_or("teacher_topk_ids is not list<list<u32>>")?;
-    let inner_lps = topk_lps.values().as_list_opt::<i32>().ok_or("teacher_topk_logprobs is not list<list<f32>>")?;
-    let listed = inner_ids.values().as_primitive_opt::<UInt32Type>().ok_or("teacher_topk_ids items are not u32")?.values();
+    let Columns { row_id: ids, split, input_ids, loss_mask, topk_ids, topk_logprobs: topk_lps, .. } = Columns::of(batch)?;
+    let tokens = input_ids.values().as_primitive_opt::<UInt32Type>().ok_or_else(|| mismatch(col::INPUT_IDS))?.values();
+    let inner_ids = topk_ids.values().as_list_opt::<i32>().ok_or_else(|| mismatch(col::TEACHER_TOPK_IDS))?;
+    let inner_lps = topk_lps.values().as_list_opt::<i32>().ok_or_else(|| mismatch(col::TEACHER_TOPK_LOGPROBS))?;
+    let listed = inner_ids.values().as_primitive_opt::<UInt32Type>().ok_or_else(|| mismatch(col::TEACHER_TOPK_IDS))?.values();
     let (id_offsets, lp_offsets) = (inner_ids.value_offsets(), inner_lps.value_offsets());
     let span = |l: &ListArray, r: usize| (l.value_offsets()[r] as usize, l.value_offsets()[r + 1] as usize);
     let mut out = Vec::with_capacity(batch.num_rows());
@@ -240,4 +261,33 @@ pub fn pack_documents(docs: &[Vec<u32>], seq_len: usize, separator: Option<u32>,
         }
     }
     ds
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::builder::{Int64Builder, ListBuilder};
+    use arrow_array::{ArrayRef, BooleanArray, StringArray};
+
+    use super::*;
+
+    /// A batch whose `input_ids` are 64-bit (a file from another writer): not read as a shard,
+    /// and the message names the column, both types and the fix.
+    #[test]
+    fn a_column_of_another_type_than_the_shards_write_is_refused_by_name() {
+        let mut ids = ListBuilder::new(Int64Builder::new());
+        ids.values().append_slice(&[1, 2, 3]);
+        ids.append(true);
+        let cols: Vec<(&str, ArrayRef)> = vec![
+            (col::ROW_ID, Arc::new(StringArray::from(vec!["p#0"]))),
+            (col::SPLIT, Arc::new(StringArray::from(vec!["train"]))),
+            (col::HARD_LABEL_ONLY, Arc::new(BooleanArray::from(vec![false]))),
+            (col::INPUT_IDS, Arc::new(ids.finish())),
+        ];
+        let batch = RecordBatch::try_from_iter(cols).unwrap();
+        let want = "column 'input_ids' is list<Int64>, the shards stage writes list<uint32> (re-run the shards stage)";
+        assert_eq!(read_batch(&batch).err().as_deref(), Some(want));
+        assert_eq!(check_batch(&batch, 10).err().as_deref(), Some(want));
+    }
 }
