@@ -2,11 +2,9 @@
 //! stopping on end-of-sequence ids, token stop sequences or a caller's test, and returning
 //! every generated token's log-probability and the top alternatives.
 //!
-//! Prompts of different lengths are left-padded to one (B, L) batch; each row gets its own
-//! positions (0 at its first real token) and an attention mask that hides the padding, so a
-//! prompt's continuation does not depend on what else is in the batch. The prompt is processed
-//! in one call (prefill); each further step feeds one token per unfinished row and drops
-//! finished rows from the batch and the cache.
+//! The batch is run by [`Decoder`](crate::decode::Decoder): prompts left-padded to one batch and
+//! processed in one call (prefill), then one token per unfinished row a step, finished rows
+//! dropped from the batch and the cache. This module decides each row's tokens and stops.
 //!
 //! Log-probabilities are those of the distribution sampled from, before top-k / top-p
 //! truncation: `log_softmax(logits / T)` for `T > 0`, `log_softmax(logits)` for greedy. This is
@@ -19,9 +17,9 @@ use candle_core::{Tensor, D};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::model::CausalLm;
-use crate::nn;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateParams {
@@ -94,7 +92,6 @@ pub fn generate_with_stop(model: &CausalLm, prompts: &[Vec<u32>], params: &Gener
     if prompts.is_empty() || params.max_new_tokens == 0 {
         return Ok(out);
     }
-    let device = model.device().clone();
     let max_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let room = model.config().max_positions().saturating_sub(max_len);
     let max_new = params.max_new_tokens.min(room);
@@ -103,17 +100,12 @@ pub fn generate_with_stop(model: &CausalLm, prompts: &[Vec<u32>], params: &Gener
     }
     let mut rngs: Vec<StdRng> = (0..prompts.len()).map(|r| StdRng::seed_from_u64(row_seed(params.seed, r))).collect();
 
-    let b = prompts.len();
-    let Prefilled { mut cache, mut last, mut valid } = prefill(model, &prompts.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
-
-    let mut active: Vec<usize> = (0..b).collect(); // batch slot -> original row
-    let mut next_pos: Vec<u32> = prompts.iter().map(|p| p.len() as u32).collect();
+    let prompts: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+    let mut batch = Decoder::new(model, &prompts)?;
     for step in 0..max_new {
-        let rows = last.to_vec2::<f32>()?;
-        let mut still = Vec::new(); // batch slots that continue
-        let mut fed = Vec::new();
-        for (slot, row_logits) in rows.iter().enumerate() {
-            let row = active[slot];
+        let logits = batch.logits()?;
+        let mut next = Vec::new(); // (row, token) of the rows that continue
+        for (&row, row_logits) in batch.rows().iter().zip(&logits) {
             let (token, lp, top) = choose(row_logits, params, &mut rngs[row]);
             let g = &mut out[row];
             if params.stop_token_ids.contains(&token) {
@@ -136,62 +128,15 @@ pub fn generate_with_stop(model: &CausalLm, prompts: &[Vec<u32>], params: &Gener
                 continue;
             }
             if step + 1 < max_new {
-                still.push(slot);
-                fed.push(token);
+                next.push((row, token));
             }
         }
-        if still.is_empty() {
+        if next.is_empty() {
             break;
         }
-        if still.len() < active.len() {
-            let keep = Tensor::from_vec(still.iter().map(|&s| s as u32).collect::<Vec<_>>(), still.len(), &device)?;
-            cache.select_rows(&keep)?;
-            valid = still.iter().map(|&s| valid[s].clone()).collect();
-            active = still.iter().map(|&s| active[s]).collect();
-        }
-        for v in valid.iter_mut() {
-            v.push(1);
-        }
-        let n = active.len();
-        let past = cache.seq_len();
-        let positions: Vec<u32> = active.iter().map(|&r| next_pos[r]).collect();
-        for &r in &active {
-            next_pos[r] += 1;
-        }
-        let mask = nn::attention_mask(&valid, past, 1, &device)?;
-        let logits = model.forward_cached(&Tensor::from_vec(fed, (n, 1), &device)?, &Tensor::from_vec(positions, (n, 1), &device)?, &mask, &mut cache)?;
-        last = logits.squeeze(1)?; // (n, V)
+        batch.step(&next)?;
     }
     Ok(out)
-}
-
-/// The state after [`prefill`]: what batched decoding continues from.
-pub struct Prefilled {
-    pub cache: crate::KvCache,
-    /// Logits (B, V) at each row's last prompt token.
-    pub last: Tensor,
-    /// Per row, 1 for real key positions and 0 for left padding (extended as decoding goes).
-    pub valid: Vec<Vec<u8>>,
-}
-
-/// Prefill for batched decoding: runs the prompts left-padded to the longest, with per-row
-/// positions and the padding masked out.
-pub fn prefill(model: &CausalLm, prompts: &[&[u32]]) -> Result<Prefilled> {
-    let device = model.device().clone();
-    let (b, max_len) = (prompts.len(), prompts.iter().map(|p| p.len()).max().unwrap_or(0));
-    let mut ids = Vec::with_capacity(b * max_len);
-    let mut pos = Vec::with_capacity(b * max_len);
-    let mut valid: Vec<Vec<u8>> = Vec::with_capacity(b);
-    for p in prompts {
-        let pad = max_len - p.len();
-        ids.extend(std::iter::repeat_n(0u32, pad).chain(p.iter().copied()));
-        pos.extend(std::iter::repeat_n(0u32, pad).chain(0..p.len() as u32));
-        valid.push(std::iter::repeat_n(0u8, pad).chain(std::iter::repeat_n(1u8, p.len())).collect());
-    }
-    let mut cache = model.new_cache();
-    let mask = nn::attention_mask(&valid, 0, max_len, &device)?;
-    let logits = model.forward_cached(&Tensor::from_vec(ids, (b, max_len), &device)?, &Tensor::from_vec(pos, (b, max_len), &device)?, &mask, &mut cache)?; // (B, L, V)
-    Ok(Prefilled { cache, last: logits.narrow(1, max_len - 1, 1)?.squeeze(1)?, valid })
 }
 
 fn row_seed(seed: u64, row: usize) -> u64 {

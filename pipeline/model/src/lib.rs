@@ -4,13 +4,15 @@
 //! - [`config`]: serde mirrors of HF `config.json` (Llama, Qwen2, GPT-2) and the presets.
 //! - [`CausalLm`]: logits at every position `(B, T, V)`; [`TrainableLm`] holds its weights
 //!   as trainable vars with seeded init and HF `model.safetensors` load/save.
-//! - [`generate`](generate::generate): batched KV-cache decoding with log-probs.
+//! - [`generate`](generate::generate): batched KV-cache generation with log-probs, over
+//!   [`decode::Decoder`], the batch-decoding loop the server's engine shares.
 //! - [`loss`]: forward/reverse KL, JSD and CE on sparse top-k teacher log-probs.
 
 pub mod cache;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda_kernels;
+pub mod decode;
 pub mod error;
 pub mod fused;
 pub mod generate;

@@ -7,17 +7,15 @@
 //! choices is `n` sequences. A batch only groups sequences that fit the model's context
 //! together (longest prompt + largest `max_tokens` <= max positions); the others wait.
 //!
-//! Decoding (shapes as in `distill_model`): prompts are left-padded to one (B, L) batch with
-//! per-row positions (0 at each row's first real token) and an attention mask hiding the
-//! padding; one prefill call gives logits (B, L, V), of which the last position (B, V) is
-//! sampled. Each further step feeds (B', 1) tokens of the B' unfinished rows; finished rows
-//! leave the batch and the cache (`KvCache::select_rows`). Each row samples with its own
-//! parameters and RNG (see [`sample`](crate::sample)), so its output does not depend on its
-//! batch-mates (up to float rounding of different batch shapes).
+//! Decoding: the batch runs through [`Decoder`] (left-padded prefill, then one token per
+//! unfinished row a step, finished rows leaving the batch and the cache), the same loop
+//! `distill_model::generate` uses. Each row samples with its own parameters and RNG (see
+//! [`sample`](crate::sample)), so its output does not depend on its batch-mates (up to float
+//! rounding of different batch shapes).
 //!
-//! This loop is ours rather than `distill_model::generate` because a server batch mixes
-//! requests with different temperatures, top_p, stop strings, lengths and seeds, needs text
-//! stop strings checked on bytes as tokens arrive, and must stream tokens as they are made.
+//! The choice of tokens is ours rather than `distill_model::generate`'s because a server batch
+//! mixes requests with different temperatures, top_p, stop strings, lengths and seeds, needs
+//! text stop strings checked on bytes as tokens arrive, and must stream tokens as they are made.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,11 +23,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::Tensor;
 use rand::rngs::StdRng;
 use tokio::sync::mpsc::UnboundedSender;
 
-use distill_model::{nn, CausalLm, FinishReason};
+use distill_model::decode::Decoder;
+use distill_model::{CausalLm, FinishReason};
 
 use crate::error::{Error, Result};
 use crate::sample::{choose, Choice, Sampling};
@@ -189,22 +187,18 @@ impl Row {
 
 /// Decodes one batch to completion; returns the number of tokens generated.
 fn run_batch(model: &CausalLm, vocab: &Vocab, jobs: Vec<SeqJob>, stats: &EngineStats) -> Result<usize> {
-    let device = model.device().clone();
     let max_pos = model.config().max_positions();
     let mut rows: Vec<Row> = jobs.into_iter().map(|job| Row { text: TextState::new(&job.stops), job, unreleased: VecDeque::new(), generated: 0, finished: false }).collect();
-    let b = rows.len();
     let result = (|| -> Result<usize> {
         let prompts: Vec<&[u32]> = rows.iter().map(|r| r.job.prompt.as_slice()).collect();
-        let distill_model::generate::Prefilled { mut cache, mut last, mut valid } = distill_model::generate::prefill(model, &prompts)?;
-        let mut active: Vec<usize> = (0..b).collect(); // batch slot -> row
+        let mut batch = Decoder::new(model, &prompts)?;
         let mut total = 0;
         loop {
-            let logits = last.to_vec2::<f32>()?;
-            let room = cache.seq_len() < max_pos;
-            let mut still = Vec::new();
-            let mut fed = Vec::new();
-            for (slot, row_logits) in logits.iter().enumerate() {
-                let row = &mut rows[active[slot]];
+            let logits = batch.logits()?;
+            let room = batch.context_len() < max_pos;
+            let mut next = Vec::new(); // (row, token) of the rows that continue
+            for (&i, row_logits) in batch.rows().iter().zip(&logits) {
+                let row = &mut rows[i];
                 let c = choose(row_logits, &row.job.sampling, &mut row.job.rng);
                 row.generated += 1;
                 total += 1;
@@ -222,29 +216,14 @@ fn run_batch(model: &CausalLm, vocab: &Vocab, jobs: Vec<SeqJob>, stats: &EngineS
                 } else if row.generated >= row.job.max_new || !room {
                     row.done(FinishReason::Length);
                 } else if alive {
-                    still.push(slot);
-                    fed.push(id);
+                    next.push((i, id));
                 }
             }
             stats.generated_tokens.fetch_add(logits.len() as u64, Ordering::Relaxed);
-            if still.is_empty() {
+            if next.is_empty() {
                 return Ok(total);
             }
-            if still.len() < active.len() {
-                let keep = Tensor::from_vec(still.iter().map(|&s| s as u32).collect::<Vec<_>>(), still.len(), &device)?;
-                cache.select_rows(&keep)?;
-                valid = still.iter().map(|&s| valid[s].clone()).collect();
-                active = still.iter().map(|&s| active[s]).collect();
-            }
-            for v in valid.iter_mut() {
-                v.push(1);
-            }
-            let n = active.len();
-            let past = cache.seq_len();
-            let positions: Vec<u32> = active.iter().map(|&r| (rows[r].job.prompt.len() + rows[r].generated - 1) as u32).collect();
-            let mask = nn::attention_mask(&valid, past, 1, &device)?; // (n, 1, 1, past + 1)
-            let logits = model.forward_cached(&Tensor::from_vec(fed, (n, 1), &device)?, &Tensor::from_vec(positions, (n, 1), &device)?, &mask, &mut cache)?;
-            last = logits.squeeze(1)?; // (n, V)
+            batch.step(&next)?;
         }
     })();
     if let Err(e) = &result {
