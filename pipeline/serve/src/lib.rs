@@ -9,11 +9,12 @@
 //! Errors are OpenAI's JSON shape with its status codes ([`api_error`]); optional bearer-token
 //! auth and a request-rate limit with OpenAI's headers ([`guard`]).
 //!
-//! Inside: handlers check a request ([`protocol`]), render and tokenize it ([`vocab`]), and
-//! hand one job per choice to the [`engine`], a thread that batches the jobs arriving together
-//! and decodes them with a KV cache, each with its own sampling settings ([`sample`]) and stop
-//! strings ([`text`]), streaming tokens back. [`cli::ServeArgs`] are the subcommand's flags;
-//! [`fixture`] writes tiny random model folders for tests and the benchmark.
+//! Inside: handlers check a request ([`head`], [`protocol`]), render and tokenize it
+//! ([`vocab`]), and hand one job per choice to the [`engine`], a thread that batches the jobs
+//! arriving together and decodes them with a KV cache, each with its own sampling settings
+//! ([`sample`]) and stop strings ([`text`]), streaming tokens back; both endpoints answer in
+//! one envelope ([`reply`]). [`cli::ServeArgs`] are the subcommand's flags; [`fixture`] writes
+//! tiny random model folders for tests and the benchmark.
 //!
 //! ```no_run
 //! let cfg = distill_serve::ServeConfig { model_dir: "runs/teacher".into(), port: 0, ..Default::default() };
@@ -33,7 +34,9 @@ pub mod error;
 pub mod fixture;
 pub mod generate;
 pub mod guard;
+pub mod head;
 pub mod protocol;
+pub mod reply;
 pub mod sample;
 pub mod server;
 pub mod text;

@@ -163,8 +163,20 @@ impl Common {
     }
 }
 
-impl ChatRequest {
-    pub fn check(&self, limit: u32) -> Result<GenRequest, ApiError> {
+/// What the two endpoints' bodies offer the head they share ([`accept`](crate::head::accept)).
+pub trait GenBody: serde::de::DeserializeOwned {
+    /// The fields both endpoints have.
+    fn common(&self) -> &Common;
+    /// Checks the body into its [`GenRequest`]; `limit` caps `max_tokens`.
+    fn check(&self, limit: u32) -> Result<GenRequest, ApiError>;
+}
+
+impl GenBody for ChatRequest {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn check(&self, limit: u32) -> Result<GenRequest, ApiError> {
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages", "[] is too short - 'messages'"));
         }
@@ -174,7 +186,9 @@ impl ChatRequest {
         }
         self.common.check(self.max_completion_tokens.or(self.common.max_tokens), self.logprobs, top, limit)
     }
+}
 
+impl ChatRequest {
     /// (role, text) of every message; content parts of type `text` are concatenated.
     pub fn messages(&self) -> Result<Vec<(String, String)>, ApiError> {
         let mut out = Vec::with_capacity(self.messages.len());
@@ -212,8 +226,12 @@ pub enum Prompt {
     Ids(Vec<u32>),
 }
 
-impl CompletionRequest {
-    pub fn check(&self, limit: u32) -> Result<GenRequest, ApiError> {
+impl GenBody for CompletionRequest {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn check(&self, limit: u32) -> Result<GenRequest, ApiError> {
         if self.echo {
             return Err(ApiError::invalid("echo", "echo is not supported by this server"));
         }
@@ -226,7 +244,9 @@ impl CompletionRequest {
         let top = self.logprobs.unwrap_or(0);
         self.common.check(self.common.max_tokens, self.logprobs.is_some(), top, limit)
     }
+}
 
+impl CompletionRequest {
     pub fn prompts(&self) -> Result<Vec<Prompt>, ApiError> {
         let p: Vec<Prompt> = match &self.prompt {
             PromptField::Text(s) => vec![Prompt::Text(s.clone())],
