@@ -32,6 +32,11 @@ pub enum Error {
     #[error("stage '{stage}' failed: {source}")]
     Stage { stage: String, source: Box<dyn std::error::Error + Send + Sync> },
 
+    /// A stage crate's own error, kept whole: its message as it is, and `source()` still
+    /// reaches its cause (an `io::Error`, a Parquet error, ...) instead of a flattened string.
+    #[error(transparent)]
+    Wrapped(Box<dyn std::error::Error + Send + Sync>),
+
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Other(String),

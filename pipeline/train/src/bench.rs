@@ -79,7 +79,7 @@ pub fn synthetic_examples(n: usize, seq_len: usize, prompt_len: usize, k: usize,
 /// reports the timed ones.
 pub fn bench(lm: &TrainableLm, s: &Settings, k: usize, warmup: usize, steps: usize) -> Result<BenchReport> {
     if steps == 0 {
-        return Err(Error::Other("--bench needs at least 1 step".into()));
+        return Err(Error::BenchWithoutSteps);
     }
     let device = lm.model.device().clone();
     let vocab = lm.model.config().vocab_size();

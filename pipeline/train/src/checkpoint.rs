@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
+use distill_core::error::IoContext;
+
 use crate::error::{Error, Result};
 
 /// Where in the data the next micro-batch comes from.
@@ -85,23 +87,22 @@ pub fn latest(scratch: &Path) -> Option<(u64, PathBuf)> {
 pub fn save(scratch: &Path, state: &CheckpointState, lm: &distill_model::TrainableLm, opt: &crate::optim::AdamW, keep_last: usize) -> Result<PathBuf> {
     let dest = step_dir(scratch, state.step);
     let tmp = checkpoints_dir(scratch).join(format!(".step-{:08}.tmp-{}", state.step, std::process::id()));
-    let io = |p: &Path, e: std::io::Error| Error::Checkpoint { path: p.to_path_buf(), message: e.to_string() };
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        std::fs::remove_dir_all(&tmp).at(&tmp)?;
     }
-    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    std::fs::create_dir_all(&tmp).at(&tmp)?;
     lm.save_weights(&tmp.join("model.safetensors"))?;
     distill_model::weights::write_safetensors(&tmp.join("optimizer.safetensors"), &opt.state(), &Default::default())?;
     distill_core::atomic::write_json(&tmp.join("state.json"), state)?;
     if dest.exists() {
-        std::fs::remove_dir_all(&dest).map_err(|e| io(&dest, e))?;
+        std::fs::remove_dir_all(&dest).at(&dest)?;
     }
-    std::fs::rename(&tmp, &dest).map_err(|e| io(&dest, e))?;
+    std::fs::rename(&tmp, &dest).at(&dest)?;
     let all = list(scratch);
     for (_, old) in all.iter().take(all.len().saturating_sub(keep_last.max(1))) {
-        std::fs::remove_dir_all(old).map_err(|e| io(old, e))?;
+        std::fs::remove_dir_all(old).at(old)?;
     }
-    remove_leftovers(scratch).map_err(|e| io(&checkpoints_dir(scratch), e))?;
+    remove_leftovers(scratch).at(checkpoints_dir(scratch))?;
     Ok(dest)
 }
 
@@ -122,10 +123,12 @@ fn remove_leftovers(scratch: &Path) -> std::io::Result<()> {
 /// Reads a checkpoint's state and restores weights and optimizer moments.
 pub fn load(dir: &Path, lm: &distill_model::TrainableLm, opt: &mut crate::optim::AdamW, device: &Device) -> Result<CheckpointState> {
     let path = dir.join("state.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::Checkpoint { path: path.clone(), message: e.to_string() })?;
-    let state: CheckpointState = serde_json::from_str(&text).map_err(|e| Error::Checkpoint { path: path.clone(), message: e.to_string() })?;
+    let text = std::fs::read_to_string(&path).at(&path)?;
+    let state: CheckpointState = serde_json::from_str(&text).map_err(|e| distill_core::Error::json(&path, e))?;
     lm.load_weights(&dir.join("model.safetensors"))?;
-    let (moments, _) = distill_model::weights::read_safetensors(&dir.join("optimizer.safetensors"), device)?;
-    opt.load_state(&moments, state.adam_t)?;
+    let moments_path = dir.join("optimizer.safetensors");
+    let (moments, _) = distill_model::weights::read_safetensors(&moments_path, device)?;
+    // The optimizer's own errors name a tensor, not the file it came from.
+    opt.load_state(&moments, state.adam_t).map_err(|e| Error::CheckpointContent { path: moments_path, source: Box::new(e) })?;
     Ok(state)
 }

@@ -69,11 +69,11 @@ pub struct Dataset {
 
 /// Every `*.parquet` file in `dir`, sorted by name.
 pub fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::Shard { path: dir.to_path_buf(), message: format!("{e} (run the shards stage first)") })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::ShardsFolder { path: dir.to_path_buf(), source })?;
     let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "parquet")).collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::Shard { path: dir.to_path_buf(), message: "no .parquet shards here (run the shards stage first)".into() });
+        return Err(Error::NoShards { path: dir.to_path_buf() });
     }
     Ok(files)
 }

@@ -11,6 +11,7 @@
 
 use std::path::Path;
 
+use distill_core::error::IoContext;
 use distill_model::TrainableLm;
 use serde_json::{json, Value};
 
@@ -27,8 +28,8 @@ pub struct TokenizerInfo {
 
 /// Reads a HF `tokenizer.json` (any model type with a `vocab`, plus `added_tokens`).
 pub fn tokenizer_info(path: &Path) -> Result<TokenizerInfo> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Other(format!("{}: {e} (set [train] tokenizer, or run the tokenizer and shards stages)", path.display())))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: not a tokenizer.json: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::TokenizerMissing { path: path.to_path_buf(), source })?;
+    let v: Value = serde_json::from_str(&text).map_err(|source| Error::TokenizerJson { path: path.to_path_buf(), source })?;
     let mut max_id: Option<u64> = None;
     let mut special = std::collections::BTreeMap::new();
     match &v["model"]["vocab"] {
@@ -44,7 +45,7 @@ pub fn tokenizer_info(path: &Path) -> Result<TokenizerInfo> {
         }
     }
     let Some(max_id) = max_id else {
-        return Err(Error::Other(format!("{}: no vocabulary found in the tokenizer", path.display())));
+        return Err(Error::TokenizerVocab { path: path.to_path_buf() });
     };
     let find = |names: &[&str]| names.iter().find_map(|n| special.get(*n).copied());
     Ok(TokenizerInfo {
@@ -76,10 +77,10 @@ pub fn generation_config(lm: &TrainableLm, pad: Option<u32>) -> Value {
 
 /// Writes config.json, model.safetensors, tokenizer.json and generation_config.json.
 pub fn write_hf_folder(lm: &TrainableLm, tokenizer: &Path, pad: Option<u32>, out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(|e| Error::Other(format!("{}: {e}", out.display())))?;
+    std::fs::create_dir_all(out).at(out)?;
     distill_core::atomic::write_json(&out.join("config.json"), &lm.model.config().to_json())?;
     lm.save_weights(&out.join("model.safetensors"))?;
-    let bytes = std::fs::read(tokenizer).map_err(|e| Error::Other(format!("{}: {e}", tokenizer.display())))?;
+    let bytes = std::fs::read(tokenizer).at(tokenizer)?;
     distill_core::atomic::write_file(&out.join("tokenizer.json"), &bytes)?;
     distill_core::atomic::write_json(&out.join("generation_config.json"), &generation_config(lm, pad))?;
     Ok(())
@@ -108,5 +109,5 @@ pub fn loss_curve(metrics: &str, png: &Path) -> Result<()> {
         .filter(|(_, p)| !p.is_empty())
         .map(|(n, points)| distill_plot::Series { name: n.to_string(), points })
         .collect();
-    distill_plot::line_chart(png, "training", "step", "nats / token", &series).map_err(|e| Error::Other(e.to_string()))
+    Ok(distill_plot::line_chart(png, "training", "step", "nats / token", &series)?)
 }

@@ -157,7 +157,7 @@ fn train_and_export(
     for s in data.skipped.iter().take(5) {
         tracing::warn!("skipped row {s}");
     }
-    let train_config = serde_json::to_value(cfg).map_err(|e| Error::Other(e.to_string()))?;
+    let train_config = serde_json::to_value(cfg).map_err(Error::ConfigJson)?;
     let run = trainer::TrainRun { settings, train_config, scratch_dir, quiet, resume: opts.resume, stop_after: opts.stop_after };
     let report = trainer::train(lm, data.train, data.validation, &run)?;
     let metrics = std::fs::read_to_string(scratch_dir.join(trainer::METRICS_FILE)).unwrap_or_default();

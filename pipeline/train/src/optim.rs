@@ -127,9 +127,9 @@ impl AdamW {
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>, t: u64) -> Result<()> {
         for (i, (name, p)) in self.params.iter().enumerate() {
             for (key, slot) in [(format!("m.{name}"), &mut self.m[i]), (format!("v.{name}"), &mut self.v[i])] {
-                let s = state.get(&key).ok_or_else(|| Error::Other(format!("optimizer state lacks '{key}'")))?;
+                let s = state.get(&key).ok_or_else(|| Error::OptimizerStateMissing { key: key.clone() })?;
                 if s.dims() != p.dims() {
-                    return Err(Error::Other(format!("optimizer state '{key}' has shape {:?}, parameter has {:?}", s.dims(), p.dims())));
+                    return Err(Error::OptimizerStateShape { key, found: s.dims().to_vec(), expected: p.dims().to_vec() });
                 }
                 // A private contiguous copy: the CUDA optimizer updates the moments in place.
                 *slot = s.to_dtype(candle_core::DType::F32)?.copy()?;

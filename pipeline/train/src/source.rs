@@ -16,9 +16,10 @@
 //! row): bad rows are counted and left out, as before.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
+use distill_core::error::IoContext;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -92,20 +93,18 @@ pub struct ShardData {
     pub truncated: usize,
 }
 
-fn open_metadata(path: &PathBuf) -> Result<ArrowReaderMetadata> {
-    let err = |m: String| Error::Shard { path: path.clone(), message: m };
-    let file = File::open(path).map_err(|e| err(e.to_string()))?;
-    ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| err(e.to_string()))
+fn open_metadata(path: &Path) -> Result<ArrowReaderMetadata> {
+    let file = File::open(path).at(path)?;
+    ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|source| Error::Parquet { path: path.to_path_buf(), source })
 }
 
 /// Decodes row group `index` of a file whose metadata is `meta`.
-fn read_group(path: &PathBuf, meta: &ArrowReaderMetadata, index: usize) -> Result<Vec<RecordBatch>> {
-    let err = |m: String| Error::Shard { path: path.clone(), message: m };
-    let file = File::open(path).map_err(|e| err(e.to_string()))?;
+fn read_group(path: &Path, meta: &ArrowReaderMetadata, index: usize) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).at(path)?;
     let rows = meta.metadata().row_group(index).num_rows().max(1) as usize;
-    let reader =
-        ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone()).with_row_groups(vec![index]).with_batch_size(rows).build().map_err(|e| err(e.to_string()))?;
-    reader.map(|b| b.map_err(|e| err(e.to_string()))).collect()
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone()).with_row_groups(vec![index]).with_batch_size(rows);
+    let reader = builder.build().map_err(|source| Error::Parquet { path: path.to_path_buf(), source })?;
+    reader.map(|b| b.map_err(|source| Error::Arrow { path: path.to_path_buf(), source })).collect()
 }
 
 impl ShardData {

@@ -25,6 +25,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
+use distill_core::error::IoContext;
 use distill_model::loss::{self, LossWeights, TokenCounts};
 use distill_model::nn::Dropout;
 use distill_model::weights::fnv1a;
@@ -90,12 +91,12 @@ pub fn device(name: &str) -> Result<Device> {
     let ordinal = name.strip_prefix("cuda").map(|r| r.trim_start_matches(':')).map(|r| if r.is_empty() { Ok(0) } else { r.parse::<usize>() });
     match ordinal {
         Some(Ok(n)) => {
-            let dev = Device::new_cuda(n).map_err(|e| Error::Other(format!("device '{name}': {e} (build with `--features cuda`, see `make cuda`)")))?;
+            let dev = Device::new_cuda(n).map_err(|source| Error::CudaDevice { name: name.to_string(), source })?;
             disable_event_tracking(&dev);
             keep_freed_device_memory(&dev)?;
             Ok(dev)
         }
-        _ => Err(Error::Other(format!("device '{name}': use \"cpu\" or \"cuda[:N]\""))),
+        _ => Err(Error::UnknownDevice { name: name.to_string() }),
     }
 }
 
@@ -139,7 +140,7 @@ fn keep_freed_device_memory(dev: &Device) -> Result<()> {
         }
     };
     if status != sys::CUresult::CUDA_SUCCESS {
-        return Err(Error::Other(format!("cuda memory pool: {status:?}")));
+        return Err(Error::CudaMemoryPool { status: format!("{status:?}") });
     }
     Ok(())
 }
@@ -222,7 +223,7 @@ impl<'a> Feeder<'a> {
                 first += n;
             }
             if first == 0 {
-                return Err(Error::Other("no training examples (are the shards empty, or every row skipped?)".into()));
+                return Err(Error::NoTrainingExamples);
             }
             self.pos = DataPosition { epoch: self.pos.epoch + 1, batch: 0 };
         }
@@ -249,12 +250,12 @@ impl<'a> Feeder<'a> {
 pub fn train(lm: &TrainableLm, train: &dyn Source, validation: &dyn Source, run: &TrainRun) -> Result<TrainReport> {
     let s = run.settings;
     if train.is_empty() {
-        return Err(Error::Other("no training examples (are the shards empty, or every row skipped?)".into()));
+        return Err(Error::NoTrainingExamples);
     }
     let device = lm.model.device().clone();
     let mut opt = AdamW::new(lm.vars(), s.adamw)?;
     let metrics_path = run.scratch_dir.join(METRICS_FILE);
-    std::fs::create_dir_all(run.scratch_dir).map_err(|e| Error::Other(format!("{}: {e}", run.scratch_dir.display())))?;
+    std::fs::create_dir_all(run.scratch_dir).at(run.scratch_dir)?;
 
     let mut start = 0u64;
     // Tokens trained on by the invocations before this one (from the checkpoint resumed).
@@ -279,12 +280,12 @@ pub fn train(lm: &TrainableLm, train: &dyn Source, validation: &dyn Source, run:
         }
         let ckpts = checkpoint::checkpoints_dir(run.scratch_dir);
         if ckpts.exists() {
-            std::fs::remove_dir_all(&ckpts).map_err(|e| Error::Other(format!("{}: {e}", ckpts.display())))?;
+            std::fs::remove_dir_all(&ckpts).at(&ckpts)?;
         }
-        std::fs::write(&metrics_path, b"").map_err(|e| Error::Other(format!("{}: {e}", metrics_path.display())))?;
+        std::fs::write(&metrics_path, b"").at(&metrics_path)?;
     }
-    let mut metrics = std::fs::OpenOptions::new().append(true).open(&metrics_path).map_err(|e| Error::Other(format!("{}: {e}", metrics_path.display())))?;
-    let mut log = |v: serde_json::Value| -> Result<()> { writeln!(metrics, "{v}").map_err(|e| Error::Other(format!("{}: {e}", metrics_path.display()))) };
+    let mut metrics = std::fs::OpenOptions::new().append(true).open(&metrics_path).at(&metrics_path)?;
+    let mut log = |v: serde_json::Value| -> Result<()> { Ok(writeln!(metrics, "{v}").at(&metrics_path)?) };
 
     let mut feeder = Feeder::new(train, s.batch_size, s.seed, pos)?;
     let bar = distill_core::progress::bar(s.steps, "train", run.quiet);
@@ -302,7 +303,7 @@ pub fn train(lm: &TrainableLm, train: &dyn Source, validation: &dyn Source, run:
         step += 1;
         final_loss = total;
         if !total.is_finite() {
-            return Err(Error::Other(format!("loss became {total} at step {step}; lower [train.optimizer] lr or check the shards")));
+            return Err(Error::Diverged { loss: total, step });
         }
         if every(step, s.log_every) || step == s.steps {
             log(json!({"kind": "train", "step": step, "lr": lr, "loss": total, "forward_kl": fkl, "reverse_kl": rkl, "jsd": jsd, "ce": ce, "grad_norm": grad_norm}))?;
@@ -471,7 +472,7 @@ fn keep_metrics_up_to(path: &Path, step: u64) -> Result<()> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let kept: String =
         text.lines().filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step)).map(|l| format!("{l}\n")).collect();
-    std::fs::write(path, kept).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+    Ok(std::fs::write(path, kept).at(path)?)
 }
 
 #[cfg(test)]
