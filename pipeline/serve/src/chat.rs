@@ -14,12 +14,11 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use serde_json::{json, Value};
 
 use crate::api_error::ApiError;
-use crate::generate::{chat_logprobs, collect_all, submit, AppState};
+use crate::generate::{chat_logprobs, submit, AppState};
 use crate::head::accept;
 use crate::protocol::ChatRequest;
 use crate::reply::{self, Envelope, Piece};
@@ -35,7 +34,7 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, body: Bytes) -
         let first: Vec<Value> =
             (0..sub.receivers.len()).map(|i| env.wrap(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]))).collect();
         let vocab = state.vocab.clone();
-        return Ok(reply::stream(env, first, sub.receivers, gen.include_usage, sub.prompt_tokens, move |i, piece| match piece {
+        return Ok(reply::stream(env, first, sub, gen.include_usage, move |i, piece| match piece {
             Piece::Delta { text, tokens } => {
                 let lp = if gen.logprobs { chat_logprobs(&vocab, &tokens) } else { Value::Null };
                 json!({"index": i, "delta": {"content": text}, "logprobs": lp, "finish_reason": null})
@@ -43,16 +42,10 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, body: Bytes) -
             Piece::Done(finish) => json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": finish.as_str()}),
         }));
     }
-    let results = collect_all(sub.receivers).await?;
-    let completion_tokens = results.iter().map(|r| r.completion_tokens).sum();
-    let choices: Vec<Value> = results
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let lp = if gen.logprobs { chat_logprobs(&state.vocab, &r.tokens) } else { Value::Null };
-            json!({"index": i, "message": {"role": "assistant", "content": r.text, "refusal": null}, "logprobs": lp, "finish_reason": r.finish.as_str()})
-        })
-        .collect();
     let env = Envelope::new("chatcmpl", "chat.completion", &state.model_name);
-    Ok(Json(env.whole(choices, sub.prompt_tokens, completion_tokens)).into_response())
+    reply::whole(env, sub, |i, r| {
+        let lp = if gen.logprobs { chat_logprobs(&state.vocab, &r.tokens) } else { Value::Null };
+        json!({"index": i, "message": {"role": "assistant", "content": r.text, "refusal": null}, "logprobs": lp, "finish_reason": r.finish.as_str()})
+    })
+    .await
 }

@@ -11,12 +11,11 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use serde_json::{json, Value};
 
 use crate::api_error::ApiError;
-use crate::generate::{chars_of, collect_all, completion_logprobs, submit, AppState};
+use crate::generate::{chars_of, completion_logprobs, submit, AppState};
 use crate::head::accept;
 use crate::protocol::{CompletionRequest, Prompt};
 use crate::reply::{self, Envelope, Piece};
@@ -49,7 +48,7 @@ pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Res
     if gen.stream {
         let vocab = state.vocab.clone();
         let mut offsets: Vec<usize> = (0..sub.receivers.len()).map(&start_of).collect();
-        return Ok(reply::stream(env, Vec::new(), sub.receivers, gen.include_usage, sub.prompt_tokens, move |i, piece| match piece {
+        return Ok(reply::stream(env, Vec::new(), sub, gen.include_usage, move |i, piece| match piece {
             Piece::Delta { text, tokens } => {
                 let lp = if gen.logprobs { completion_logprobs(&vocab, &tokens, offsets[i]) } else { Value::Null };
                 offsets[i] += chars_of(&vocab, &tokens);
@@ -58,15 +57,9 @@ pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Res
             Piece::Done(finish) => json!({"text": "", "index": i, "logprobs": null, "finish_reason": finish.as_str()}),
         }));
     }
-    let results = collect_all(sub.receivers).await?;
-    let completion_tokens = results.iter().map(|r| r.completion_tokens).sum();
-    let choices: Vec<Value> = results
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let lp = if gen.logprobs { completion_logprobs(&state.vocab, &r.tokens, start_of(i)) } else { Value::Null };
-            json!({"text": r.text, "index": i, "logprobs": lp, "finish_reason": r.finish.as_str()})
-        })
-        .collect();
-    Ok(Json(env.whole(choices, sub.prompt_tokens, completion_tokens)).into_response())
+    reply::whole(env, sub, |i, r| {
+        let lp = if gen.logprobs { completion_logprobs(&state.vocab, &r.tokens, start_of(i)) } else { Value::Null };
+        json!({"text": r.text, "index": i, "logprobs": lp, "finish_reason": r.finish.as_str()})
+    })
+    .await
 }

@@ -1,6 +1,7 @@
 //! The shape both completion endpoints answer in: every response object and stream chunk
 //! carries the same envelope (`id`, `object`, `created`, `model`, `system_fingerprint`,
-//! `choices`), and a stream ends the same way (an optional usage chunk with `choices: []`,
+//! `choices`), a whole answer lists every choice with the token counts, and a stream ends the
+//! same way (an optional usage chunk with `choices: []`,
 //! then `data: [DONE]`). The endpoints differ only in what a choice looks like.
 
 use std::convert::Infallible;
@@ -9,15 +10,15 @@ use std::sync::Arc;
 
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use distill_model::FinishReason;
 
 use crate::api_error::ApiError;
 use crate::engine::Event;
-use crate::generate::{merged, new_id, now_unix, usage};
+use crate::generate::{collect_all, merged, new_id, now_unix, usage, Collected, Submitted};
 use crate::sample::Choice;
 
 pub const FINGERPRINT: &str = "fp_distill_serve";
@@ -42,12 +43,21 @@ impl Envelope {
         json!({"id": self.id, "object": self.object, "created": self.created, "model": self.model, "system_fingerprint": FINGERPRINT, "choices": choices})
     }
 
-    /// A whole (not streamed) answer: `choices` and the request's token counts.
-    pub fn whole(&self, choices: Vec<Value>, prompt_tokens: usize, completion_tokens: usize) -> Value {
+    /// The object holding `choices` and the request's token counts.
+    fn with_usage(&self, choices: Vec<Value>, prompt_tokens: usize, completion_tokens: usize) -> Value {
         let mut v = self.wrap(Value::Array(choices));
         v["usage"] = usage(prompt_tokens, completion_tokens);
         v
     }
+}
+
+/// A whole (not streamed) answer: waits for every choice, in order, and answers the choice
+/// objects `choice(index, result)` makes, with the token counts.
+pub async fn whole(env: Envelope, sub: Submitted, choice: impl Fn(usize, &Collected) -> Value) -> Result<Response, ApiError> {
+    let results = collect_all(sub.receivers).await?;
+    let completion_tokens = results.iter().map(|r| r.completion_tokens).sum();
+    let choices: Vec<Value> = results.iter().enumerate().map(|(i, r)| choice(i, r)).collect();
+    Ok(Json(env.with_usage(choices, sub.prompt_tokens, completion_tokens)).into_response())
 }
 
 /// What one stream chunk of a choice reports.
@@ -61,18 +71,12 @@ pub enum Piece {
 }
 
 /// A server-sent-events answer: the `first` chunks, then a chunk per engine event of every
-/// choice (holding the choice object `choice(index, piece)` makes; a failure becomes an error
+/// submitted choice (holding the choice object `choice(index, piece)` makes; a failure becomes an error
 /// body instead), then with `include_usage` a usage chunk, then `[DONE]`.
-pub fn stream(
-    env: Envelope,
-    first: Vec<Value>,
-    receivers: Vec<UnboundedReceiver<Event>>,
-    include_usage: bool,
-    prompt_tokens: usize,
-    mut choice: impl FnMut(usize, Piece) -> Value + Send + 'static,
-) -> Response {
+pub fn stream(env: Envelope, first: Vec<Value>, sub: Submitted, include_usage: bool, mut choice: impl FnMut(usize, Piece) -> Value + Send + 'static) -> Response {
     let completion = Arc::new(AtomicUsize::new(0));
     let (done_count, chunk) = (completion.clone(), env.clone());
+    let (receivers, prompt_tokens) = (sub.receivers, sub.prompt_tokens);
     let events = merged(receivers).map(move |(i, ev)| match ev {
         Event::Delta { text, tokens } => chunk.wrap(json!([choice(i, Piece::Delta { text, tokens })])),
         Event::Done { finish, completion_tokens } => {
@@ -106,7 +110,7 @@ mod tests {
     fn every_object_of_a_response_shares_its_envelope() {
         let env = Envelope::new("cmpl", "text_completion", "nano");
         let chunk = env.wrap(json!([{"index": 0}]));
-        let whole = env.whole(vec![json!({"index": 0})], 3, 4);
+        let whole = env.with_usage(vec![json!({"index": 0})], 3, 4);
         for key in ["id", "object", "created", "model", "system_fingerprint", "choices"] {
             assert_eq!(chunk[key], whole[key], "{key}");
         }
