@@ -7,11 +7,11 @@
 use std::path::Path;
 
 use candle_core::Device;
-use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
+use tokenizers::Tokenizer;
 
 use distill_model::{ModelConfig, TrainableLm};
+use distill_tokenizer::config::ENDOFTEXT;
+use distill_tokenizer::train::{train_byte_level, BpeSpec};
 
 use crate::error::{Error, Result};
 
@@ -26,25 +26,8 @@ const CORPUS: &[&str] = &[
 
 /// Trains the byte-level BPE of the module docs with `vocab_size` entries at most.
 pub fn tiny_tokenizer(vocab_size: usize) -> Result<Tokenizer> {
-    let fail = |e: tokenizers::Error| Error::model_dir("tokenizer.json", format!("training the fixture tokenizer: {e}"));
-    let mut trainer = BpeTrainerBuilder::new()
-        .show_progress(false)
-        .vocab_size(vocab_size)
-        .min_frequency(1)
-        .special_tokens(vec![AddedToken::from("<|endoftext|>", true)])
-        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .build();
-    let bl = ByteLevel::new(false, false, true);
-    let mut tk = TokenizerBuilder::new()
-        .with_model(BPE::default())
-        .with_normalizer(None::<tokenizers::NormalizerWrapper>)
-        .with_pre_tokenizer(Some(tokenizers::PreTokenizerWrapper::ByteLevel(bl)))
-        .with_post_processor(Some(tokenizers::PostProcessorWrapper::ByteLevel(bl)))
-        .with_decoder(Some(tokenizers::DecoderWrapper::ByteLevel(bl)))
-        .build()
-        .map_err(fail)?;
-    tk.train(&mut trainer, CORPUS.iter().map(|s| s.to_string())).map_err(fail)?;
-    Ok(Tokenizer::from(tk))
+    let spec = BpeSpec { vocab_size, min_frequency: 1, special_tokens: &[ENDOFTEXT], max_token_length: None };
+    train_byte_level(CORPUS.iter(), &spec).map_err(|e| Error::model_dir("tokenizer.json", format!("training the fixture tokenizer: {e}")))
 }
 
 /// Writes a model folder for `preset` with random weights from `seed`, its vocabulary cut to
@@ -65,7 +48,7 @@ pub fn write_model_dir_sized(dir: &Path, preset: &str, seed: u64, keep_vocab: bo
     if !keep_vocab {
         cfg.set_vocab_size(tk.get_vocab_size(true));
     }
-    let eot = tk.token_to_id("<|endoftext|>");
+    let eot = tk.token_to_id(ENDOFTEXT);
     cfg.set_special_tokens(eot, eot);
     let lm = TrainableLm::init(&cfg, &Device::Cpu, seed)?;
     lm.save_weights(&dir.join("model.safetensors"))?;

@@ -12,9 +12,8 @@ use std::time::Instant;
 
 use distill_core::records::{KeptSample, PromptRecord, TokenLogprob, TopLogprob};
 use distill_shards::{build_row, Sample, ShardFile, ShardsConfig, StudentTokenizer};
-use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
+use distill_tokenizer::config::{ENDOFTEXT, PAD};
+use distill_tokenizer::train::{train_byte_level, BpeSpec};
 
 const TOPK: usize = 20;
 
@@ -37,27 +36,11 @@ fn stdlib_text(max_bytes: usize) -> Vec<String> {
     texts
 }
 
+/// The tokenizer stage's kind of tokenizer, at its default size, trained on `corpus`.
 fn tokenizer(dir: &Path, corpus: &[String]) -> StudentTokenizer {
-    let specials = ["<|endoftext|>", "<|pad|>"].map(|t| AddedToken::from(t, true)).to_vec();
-    let mut trainer = BpeTrainerBuilder::new()
-        .show_progress(false)
-        .vocab_size(4096)
-        .min_frequency(2)
-        .special_tokens(specials)
-        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .build();
-    let bl = ByteLevel::new(false, false, true);
-    let mut t = TokenizerBuilder::new()
-        .with_model(BPE::default())
-        .with_normalizer(None::<tokenizers::NormalizerWrapper>)
-        .with_pre_tokenizer(Some(tokenizers::PreTokenizerWrapper::ByteLevel(bl)))
-        .with_post_processor(Some(tokenizers::PostProcessorWrapper::ByteLevel(bl)))
-        .with_decoder(Some(tokenizers::DecoderWrapper::ByteLevel(bl)))
-        .build()
-        .unwrap();
-    t.train(&mut trainer, corpus.iter()).unwrap();
+    let spec = BpeSpec { vocab_size: 4096, min_frequency: 2, special_tokens: &[ENDOFTEXT, PAD], max_token_length: None };
     let path = dir.join("tokenizer.json");
-    Tokenizer::from(t).save(&path, false).unwrap();
+    train_byte_level(corpus.iter(), &spec).unwrap().save(&path, false).unwrap();
     StudentTokenizer::load(&path).unwrap()
 }
 

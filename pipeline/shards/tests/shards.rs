@@ -8,34 +8,16 @@ use std::process::Command;
 use distill_core::records::{KeptSample, PromptRecord, TokenLogprob, TopLogprob};
 use distill_core::StageContext;
 use distill_shards::{run, ShardManifest, ShardsConfig, StudentTokenizer};
-use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
+use distill_tokenizer::config::{ENDOFTEXT, PAD};
+use distill_tokenizer::train::{train_byte_level, BpeSpec};
 
 const CODE: &str = "def add(a, b):\n    return a + b\n\nclass Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, x):\n        self.items.append(x)\n\nfor i in range(10):\n    print(i, add(i, i))\n";
 
-/// A real byte-level BPE trained on a little code, like the tokenizer stage's.
+/// A real byte-level BPE trained on a little code, the tokenizer stage's kind.
 fn train_tokenizer(dir: &Path, name: &str, vocab: usize, corpus: &[&str]) -> PathBuf {
-    let specials = ["<|endoftext|>", "<|pad|>"].map(|t| AddedToken::from(t, true)).to_vec();
-    let mut trainer = BpeTrainerBuilder::new()
-        .show_progress(false)
-        .vocab_size(vocab)
-        .min_frequency(1)
-        .special_tokens(specials)
-        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .build();
-    let bl = ByteLevel::new(false, false, true);
-    let mut t = TokenizerBuilder::new()
-        .with_model(BPE::default())
-        .with_normalizer(None::<tokenizers::NormalizerWrapper>)
-        .with_pre_tokenizer(Some(tokenizers::PreTokenizerWrapper::ByteLevel(bl)))
-        .with_post_processor(Some(tokenizers::PostProcessorWrapper::ByteLevel(bl)))
-        .with_decoder(Some(tokenizers::DecoderWrapper::ByteLevel(bl)))
-        .build()
-        .unwrap();
-    t.train(&mut trainer, corpus.iter()).unwrap();
+    let spec = BpeSpec { vocab_size: vocab, min_frequency: 1, special_tokens: &[ENDOFTEXT, PAD], max_token_length: None };
     let path = dir.join(name);
-    Tokenizer::from(t).save(&path, false).unwrap();
+    train_byte_level(corpus.iter(), &spec).unwrap().save(&path, false).unwrap();
     path
 }
 

@@ -18,16 +18,41 @@ fn tk_err(what: &'static str) -> impl Fn(tokenizers::Error) -> Error {
     move |e| Error::Tokenizers { what, path: None, message: e.to_string() }
 }
 
-/// Trains a tokenizer on `texts` (one entry per file, in training order).
+/// Trains the stage's tokenizer on `texts` (one entry per file, in training order).
 pub fn train(texts: &[String], settings: &Settings) -> Result<Tokenizer> {
-    let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
+    let spec = BpeSpec { vocab_size: settings.vocab_size, min_frequency: settings.min_frequency, special_tokens: &SPECIAL_TOKENS, max_token_length: settings.max_token_length };
+    train_byte_level(texts.iter(), &spec)
+}
+
+/// What a byte-level BPE is trained with.
+#[derive(Debug, Clone)]
+pub struct BpeSpec<'a> {
+    /// Most entries: special tokens, the 256 byte symbols and the merges.
+    pub vocab_size: usize,
+    /// The least count a pair needs to be merged.
+    pub min_frequency: u64,
+    /// Special tokens, given ids from 0 in this order.
+    pub special_tokens: &'a [&'a str],
+    /// Longest token in characters (`None`: no limit).
+    pub max_token_length: Option<usize>,
+}
+
+/// Trains a byte-level BPE as the module docs describe. The workspace's one builder of such
+/// tokenizers: the stage, the test fixtures and the benchmarks all train through it, so what
+/// they test is the kind of tokenizer the stage makes.
+pub fn train_byte_level<I, S>(texts: I, spec: &BpeSpec) -> Result<Tokenizer>
+where
+    I: Iterator<Item = S> + Send,
+    S: AsRef<str> + Send,
+{
+    let specials: Vec<AddedToken> = spec.special_tokens.iter().map(|t| AddedToken::from(*t, true)).collect();
     let mut trainer = BpeTrainerBuilder::new()
         .show_progress(false)
-        .vocab_size(settings.vocab_size)
-        .min_frequency(settings.min_frequency)
+        .vocab_size(spec.vocab_size)
+        .min_frequency(spec.min_frequency)
         .special_tokens(specials)
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .max_token_length(settings.max_token_length)
+        .max_token_length(spec.max_token_length)
         .build();
     let byte_level = ByteLevel::new(false, false, true);
     let mut tokenizer = TokenizerBuilder::new()
@@ -38,7 +63,7 @@ pub fn train(texts: &[String], settings: &Settings) -> Result<Tokenizer> {
         .with_decoder(Some(tokenizers::DecoderWrapper::ByteLevel(byte_level)))
         .build()
         .map_err(tk_err("building"))?;
-    tokenizer.train(&mut trainer, texts.iter()).map_err(tk_err("training"))?;
+    tokenizer.train(&mut trainer, texts).map_err(tk_err("training"))?;
     Ok(Tokenizer::from(tokenizer))
 }
 
@@ -56,4 +81,32 @@ pub fn bytes_per_token(tokenizer: &Tokenizer, texts: &[String]) -> Result<f64> {
         tokens += tokenizer.encode(t.as_str(), false).map_err(tk_err("encoding"))?.len();
     }
     Ok(if tokens == 0 { 0.0 } else { bytes as f64 / tokens as f64 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CODE: &[&str] = &["def add(a, b):\n    return a + b\n", "for i in range(10):\n    print(i, add(i, i))\n", "# héllo wörld\n"];
+
+    #[test]
+    fn specials_come_first_and_any_text_round_trips() {
+        let spec = BpeSpec { vocab_size: 300, min_frequency: 1, special_tokens: &["<|a|>", "<|b|>"], max_token_length: None };
+        let tk = train_byte_level(CODE.iter(), &spec).unwrap();
+        assert_eq!((tk.token_to_id("<|a|>"), tk.token_to_id("<|b|>")), (Some(0), Some(1)));
+        assert!(tk.get_vocab_size(true) <= 300 && tk.get_vocab_size(true) > 2 + 256, "merges were learnt");
+        // Text the corpus never saw still encodes: every byte has a symbol, and no prefix space.
+        let text = " ünseen\t\u{1F600} text<|a|>";
+        let ids = tk.encode(text, false).unwrap().get_ids().to_vec();
+        assert_eq!(tk.decode(&ids, false).unwrap(), text);
+        assert_eq!(ids.last(), Some(&0), "special tokens are matched whole");
+    }
+
+    #[test]
+    fn max_token_length_caps_the_merges() {
+        let spec = BpeSpec { vocab_size: 400, min_frequency: 1, special_tokens: &[], max_token_length: Some(2) };
+        let tk = train_byte_level(CODE.iter(), &spec).unwrap();
+        let longest = tk.get_vocab(false).keys().map(|t| t.chars().count()).max().unwrap();
+        assert_eq!(longest, 2);
+    }
 }
