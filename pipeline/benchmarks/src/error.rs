@@ -30,7 +30,7 @@ impl From<Error> for distill_core::Error {
             Error::Io { path, source } => distill_core::Error::Io { path, source },
             Error::Parse { path, line, message } => distill_core::Error::Input { path, line, message },
             e @ Error::UnknownBenchmark(_) => distill_core::Error::Usage(e.to_string()),
-            e @ Error::Checksum { .. } => distill_core::Error::Other(e.to_string()),
+            e @ Error::Checksum { .. } => distill_core::Error::Wrapped(Box::new(e)),
         }
     }
 }

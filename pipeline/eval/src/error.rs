@@ -34,7 +34,7 @@ impl From<Error> for distill_core::Error {
             Error::Core(e) => e,
             Error::Benchmark(e) => e.into(),
             Error::Samples { path, message } => distill_core::Error::Input { path, line: 0, message },
-            other => distill_core::Error::Other(other.to_string()),
+            other => distill_core::Error::Wrapped(Box::new(other)),
         }
     }
 }

@@ -23,7 +23,7 @@ impl From<Error> for distill_core::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::Core(inner) => inner,
-            other => distill_core::Error::Other(other.to_string()),
+            other => distill_core::Error::Wrapped(Box::new(other)),
         }
     }
 }

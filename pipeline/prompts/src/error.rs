@@ -42,7 +42,7 @@ impl From<PromptsError> for distill_core::Error {
             PromptsError::Template { path, line, message } | PromptsError::DataLine { path, line, message } => distill_core::Error::Input { path, line, message },
             PromptsError::Io { path, source } => distill_core::Error::Io { path, source },
             PromptsError::Core(e) => e,
-            other => distill_core::Error::Other(other.to_string()),
+            other => distill_core::Error::Wrapped(Box::new(other)),
         }
     }
 }

@@ -33,7 +33,7 @@ impl From<Error> for distill_core::Error {
         match e {
             Error::Config { key, message } => distill_core::Error::config_value("config", None, &format!("sandbox.{key}"), message),
             Error::Io { path, source } => distill_core::Error::io(path, source),
-            other => distill_core::Error::Other(other.to_string()),
+            other => distill_core::Error::Wrapped(Box::new(other)),
         }
     }
 }

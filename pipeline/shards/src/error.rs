@@ -22,7 +22,21 @@ impl From<Error> for distill_core::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::Core(inner) => inner,
-            other => distill_core::Error::Other(other.to_string()),
+            other => distill_core::Error::Wrapped(Box::new(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stage's own error crosses into the core error whole: a caller can still downcast it.
+    #[test]
+    fn the_core_error_keeps_the_stage_error() {
+        let core: distill_core::Error = Error::Tokenizer { path: "t.json".into(), message: "gone".into() }.into();
+        assert!(core.to_string().starts_with("student tokenizer t.json: gone"), "{core}");
+        let distill_core::Error::Wrapped(inner) = &core else { panic!("{core:?}") };
+        assert!(matches!(inner.downcast_ref::<Error>(), Some(Error::Tokenizer { .. })));
     }
 }
