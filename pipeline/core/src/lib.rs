@@ -17,6 +17,7 @@ pub mod progress;
 pub mod records;
 pub mod runner;
 pub mod shard;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod varint;
 

@@ -13,8 +13,8 @@
 //! ([`vocab`]), and hand one job per choice to the [`engine`], a thread that batches the jobs
 //! arriving together and decodes them with a KV cache, each with its own sampling settings
 //! ([`sample`]) and stop strings ([`text`]), streaming tokens back; both endpoints answer in
-//! one envelope ([`reply`]). [`cli::ServeArgs`] are the subcommand's flags; [`fixture`] writes
-//! tiny random model folders for tests and the benchmark.
+//! one envelope ([`reply`]). [`cli::ServeArgs`] are the subcommand's flags; `fixture` (feature
+//! `testing`) writes tiny random model folders for tests and the benchmark.
 //!
 //! ```no_run
 //! let cfg = distill_serve::ServeConfig { model_dir: "runs/teacher".into(), port: 0, ..Default::default() };
@@ -31,6 +31,7 @@ pub mod completions;
 pub mod config;
 pub mod engine;
 pub mod error;
+#[cfg(any(test, feature = "testing"))]
 pub mod fixture;
 pub mod generate;
 pub mod guard;
