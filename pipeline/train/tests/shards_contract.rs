@@ -16,12 +16,11 @@ use distill_core::records::shard_columns as col;
 use distill_core::records::{ChatMessage, KeptSample, PromptRecord, TokenLogprob, TopLogprob};
 use distill_core::StageContext;
 use distill_shards::{split_of, ShardsConfig, StudentTokenizer};
+use distill_tokenizer::config::{ENDOFTEXT, PAD};
+use distill_tokenizer::train::{train_byte_level, BpeSpec};
 use distill_train::data::{shard_files, Example};
 use distill_train::source::{ShardData, Source};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
 
 const CODE: &str = "def add(a, b):\n    return a + b\n\nclass Stack:\n    def push(self, x):\n        self.items.append(x)\n\nfor i in range(10):\n    print(i, add(i, i))\n";
 const COMPLETIONS: [&str; 2] = ["def add(a, b):\n    return a + b\n", "for i in range(3):\n    print(i)\n"];
@@ -30,27 +29,10 @@ const VALIDATION_FRACTION: f64 = 0.4;
 /// An alternative no student token spells: its mass belongs to the tail.
 const FOREIGN: &str = "\u{1F600}qzxv";
 
-/// A real byte-level BPE trained on a little code, like the tokenizer stage's.
+/// A real byte-level BPE trained on a little code, through the tokenizer stage's own builder.
 fn train_tokenizer(path: &Path) {
-    let specials = ["<|endoftext|>", "<|pad|>"].map(|t| AddedToken::from(t, true)).to_vec();
-    let mut trainer = BpeTrainerBuilder::new()
-        .show_progress(false)
-        .vocab_size(400)
-        .min_frequency(1)
-        .special_tokens(specials)
-        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .build();
-    let bl = ByteLevel::new(false, false, true);
-    let mut t = TokenizerBuilder::new()
-        .with_model(BPE::default())
-        .with_normalizer(None::<tokenizers::NormalizerWrapper>)
-        .with_pre_tokenizer(Some(tokenizers::PreTokenizerWrapper::ByteLevel(bl)))
-        .with_post_processor(Some(tokenizers::PostProcessorWrapper::ByteLevel(bl)))
-        .with_decoder(Some(tokenizers::DecoderWrapper::ByteLevel(bl)))
-        .build()
-        .unwrap();
-    t.train(&mut trainer, [CODE, CODE].iter()).unwrap();
-    Tokenizer::from(t).save(path, false).unwrap();
+    let spec = BpeSpec { vocab_size: 400, min_frequency: 1, special_tokens: &[ENDOFTEXT, PAD], max_token_length: None };
+    train_byte_level([CODE, CODE].iter(), &spec).unwrap().save(path, false).unwrap();
 }
 
 /// Log-probs on the teacher codec's 1/1024-nat grid, so they travel without rounding.
