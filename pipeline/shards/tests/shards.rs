@@ -316,6 +316,48 @@ fn a_teacher_with_another_bpe_keeps_soft_labels_where_its_tokens_coincide_with_t
     }
 }
 
+/// Claude's tokenizer as the `anthropic` Python SDK 0.34.2 ships it (MIT licence), installed
+/// into the test venv by `scripts/requirements-test.txt`.
+fn published_tokenizer() -> PathBuf {
+    let find = "import importlib.util, os; print(os.path.join(importlib.util.find_spec('anthropic').submodule_search_locations[0], 'tokenizer.json'))";
+    let o = Command::new(distill_core::testing::reference_python()).args(["-c", find]).output().unwrap();
+    assert!(o.status.success(), "anthropic is not in the test venv (run scripts/python-env.sh): {}", String::from_utf8_lossy(&o.stderr));
+    PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
+}
+
+#[test]
+fn a_published_teacher_tokenizer_keeps_soft_labels_on_every_span_it_shares_with_the_student() {
+    let s = setup();
+    let teacher = StudentTokenizer::load(&published_tokenizer()).unwrap();
+    let student = StudentTokenizer::load(&s.shared).unwrap();
+    assert!(teacher.vocab_size() > 60_000, "{}", teacher.vocab_size());
+    let completions = [CODE, "def mean(xs):\n    return sum(xs) / len(xs)  # moyenne é, 3.14159\n", "x = [1, 22, 333]\nprint(x)\n"];
+    let samples: Vec<Sample> = completions.iter().enumerate().map(|(i, c)| sample(&format!("p{i}"), 0, c, Some(teacher_tokens(&teacher, c)))).collect();
+    let cfg = ShardsConfig { tokenizer: s.shared.display().to_string(), validation_fraction: 0.0, ..Default::default() };
+    let (out, _) = run_stage(s.work.path(), &samples, &cfg);
+
+    // Every student token whose byte span is also one of Claude's tokens carries soft labels.
+    let spans = |lens: Vec<usize>| {
+        lens.iter()
+            .scan(0, |at, &l| {
+                *at += l;
+                Some((*at - l, *at))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut soft_bytes = 0;
+    for c in completions {
+        let teacher_spans = spans(teacher.encode(c).unwrap().iter().map(|&id| teacher.bytes(id).len()).collect());
+        let student_spans = spans(student.encode(c).unwrap().iter().map(|&id| student.bytes(id).len()).collect());
+        soft_bytes += student_spans.iter().filter(|s| teacher_spans.contains(s)).map(|s| s.1 - s.0).sum::<usize>();
+    }
+    let m = manifest(&out);
+    let total: usize = completions.iter().map(|c| c.len()).sum();
+    assert_eq!((m.soft_label_bytes, m.completion_bytes), (soft_bytes as u64, total as u64));
+    assert!(soft_bytes * 2 > total, "most of plain code lines up: {soft_bytes} of {total} bytes");
+    assert_eq!(m.hard_label_only_rows, 0, "{:?}", m.alignment);
+}
+
 #[test]
 fn files_row_groups_and_bytes_are_deterministic() {
     let s = setup();
