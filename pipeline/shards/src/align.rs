@@ -147,7 +147,8 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
     match labels {
         Some((teacher, string_ids, positions)) => {
             let mut pairs: Vec<(u32, f32)> = Vec::with_capacity(32);
-            for (&id, at) in completion_ids.iter().zip(positions) {
+            for (j, &id) in completion_ids.iter().enumerate() {
+                let at = positions.as_ref().map_or(Some(j as u32), |v| v[j]);
                 let Some(p) = at else {
                     push_empty(&mut row, id, 1);
                     continue;
@@ -176,12 +177,13 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
 
 /// A completion whose teacher tokens can label it: the completion's student ids, the teacher's
 /// tokens, the student id of each of their strings, for each student position the teacher
-/// position whose labels it takes (`None`: hard label only), and how they were aligned.
+/// position whose labels it takes (`None`: hard label only; no list: position `j` takes teacher
+/// position `j`, as with `exact` and `exact_teacher_tokens`), and how they were aligned.
 struct Aligned<'t> {
     ids: Vec<u32>,
     teacher: &'t FlatTokens,
     string_ids: Vec<Option<u32>>,
-    positions: Vec<Option<u32>>,
+    positions: Option<Vec<Option<u32>>>,
     how: &'static str,
 }
 
@@ -206,11 +208,10 @@ fn align<'t>(completion: &str, canonical: &[u32], teacher: Option<&'t FlatTokens
     if !(0..n).all(|p| teacher.sampled_entry(p).1.is_finite()) {
         return Err("bad_teacher_logprob");
     }
-    let every_position = || (0..n as u32).map(Some).collect();
     let (ids, positions, how) = if same_boundaries {
-        (canonical.to_vec(), every_position(), "exact")
+        (canonical.to_vec(), None, "exact")
     } else if let Some(ids) = (0..n).map(|p| string_ids[teacher.sampled_entry(p).0 as usize]).collect::<Option<Vec<u32>>>() {
-        (ids, every_position(), "exact_teacher_tokens")
+        (ids, None, "exact_teacher_tokens")
     } else {
         let teacher_lens: Vec<usize> = (0..n).map(|p| teacher.sampled(p).0.len()).collect();
         let student_lens: Vec<usize> = canonical.iter().map(|&id| tok.bytes(id).len()).collect();
@@ -218,7 +219,7 @@ fn align<'t>(completion: &str, canonical: &[u32], teacher: Option<&'t FlatTokens
         if positions.iter().all(Option::is_none) {
             return Err("boundaries_differ");
         }
-        (canonical.to_vec(), positions, "chunks")
+        (canonical.to_vec(), Some(positions), "chunks")
     };
     Ok(Aligned { ids, teacher, string_ids, positions, how })
 }
