@@ -45,6 +45,8 @@ pub struct ConfigFile {
     pub text: String,
     /// The folder its relative paths are relative to.
     pub dir: PathBuf,
+    /// The file's stem: the run's name when the config sets none.
+    pub stem: String,
 }
 
 impl ConfigFile {
@@ -60,10 +62,11 @@ impl ConfigFile {
             }
             Some(path) => path,
             None if Path::new(DEFAULT_FILE).is_file() => Path::new(DEFAULT_FILE),
-            None => return Ok(ConfigFile { name: format!("{DEFAULT_FILE} (built in)"), text: BUILTIN_DEFAULT.to_string(), dir: PathBuf::new() }),
+            None => return Ok(ConfigFile { name: format!("{DEFAULT_FILE} (built in)"), text: BUILTIN_DEFAULT.to_string(), dir: PathBuf::new(), stem: "default".into() }),
         };
         let text = std::fs::read_to_string(path).map_err(|e| distill_core::Error::io(path, e))?;
-        Ok(ConfigFile { name: path.display().to_string(), text, dir: path.parent().map(Path::to_path_buf).unwrap_or_default() })
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "default".into());
+        Ok(ConfigFile { name: path.display().to_string(), text, dir: path.parent().map(Path::to_path_buf).unwrap_or_default(), stem })
     }
 }
 
@@ -73,8 +76,7 @@ impl Config {
     pub fn load(file: &ConfigFile) -> distill_core::Result<Config> {
         let mut cfg: Config = distill_core::config::parse(&file.text, &file.name)?;
         if cfg.name.is_empty() {
-            let stem = Path::new(file.name.trim_end_matches(" (built in)")).file_stem();
-            cfg.name = stem.map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "default".into());
+            cfg.name = file.stem.clone();
         }
         crate::paths::resolve(&mut cfg, &file.dir);
         Ok(cfg)

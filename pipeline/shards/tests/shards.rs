@@ -263,6 +263,24 @@ fn a_different_teacher_tokenizer_falls_back_to_hard_labels_and_is_counted() {
     }
 }
 
+/// The alignment oracle, with no walk: a student token keeps soft labels exactly when its byte
+/// span is also a teacher token's. Per student token of `text`: (its byte length, labelled).
+fn same_span_oracle(teacher: &StudentTokenizer, student: &StudentTokenizer, text: &str) -> Vec<(usize, bool)> {
+    let spans = |tok: &StudentTokenizer| {
+        let mut at = 0;
+        tok.encode(text)
+            .unwrap()
+            .iter()
+            .map(|&id| {
+                at += tok.bytes(id).len();
+                (at - tok.bytes(id).len(), at)
+            })
+            .collect::<Vec<_>>()
+    };
+    let teacher_spans = spans(teacher);
+    spans(student).into_iter().map(|s| (s.1 - s.0, teacher_spans.contains(&s))).collect()
+}
+
 #[test]
 fn a_teacher_with_another_bpe_keeps_soft_labels_where_its_tokens_coincide_with_the_students() {
     let s = setup();
@@ -270,24 +288,13 @@ fn a_teacher_with_another_bpe_keeps_soft_labels_where_its_tokens_coincide_with_t
     let student = StudentTokenizer::load(&s.shared).unwrap();
     // Code the two BPEs merge differently, digits, and multi-byte UTF-8.
     let c = "def add(a, b):\n    return a + b  # somme é 12345\n\nprint(add(1, 2))\n";
-    let tokens = teacher_tokens(&teacher, c);
     let cfg = ShardsConfig { tokenizer: s.shared.display().to_string(), validation_fraction: 0.0, ..Default::default() };
-    let (out, stats) = run_stage(s.work.path(), &[sample("p1", 0, c, Some(tokens.clone()))], &cfg);
+    let (out, stats) = run_stage(s.work.path(), &[sample("p1", 0, c, Some(teacher_tokens(&teacher, c)))], &cfg);
 
-    // The oracle: a student position is labelled exactly when its byte span is a teacher token's.
-    let spans = |lens: Vec<usize>| {
-        lens.iter()
-            .scan(0, |at, &l| {
-                *at += l;
-                Some((*at - l, *at))
-            })
-            .collect::<Vec<_>>()
-    };
-    let teacher_spans = spans(tokens.iter().map(|t| t.bytes.as_ref().unwrap().len()).collect());
+    let oracle = same_span_oracle(&teacher, &student, c);
+    let labelled: Vec<bool> = oracle.iter().map(|&(_, l)| l).collect();
+    let soft_bytes: usize = oracle.iter().filter(|&&(_, l)| l).map(|&(len, _)| len).sum();
     let comp_ids = student.encode(c).unwrap();
-    let student_spans = spans(comp_ids.iter().map(|&id| student.bytes(id).len()).collect());
-    let labelled: Vec<bool> = student_spans.iter().map(|s| teacher_spans.contains(s)).collect();
-    let soft_bytes: usize = student_spans.iter().zip(&labelled).filter(|(_, &l)| l).map(|(s, _)| s.1 - s.0).sum();
     assert!(labelled.contains(&true) && labelled.contains(&false), "the test needs both kinds of position: {labelled:?}");
 
     let m = manifest(&out);
@@ -337,20 +344,7 @@ fn a_published_teacher_tokenizer_keeps_soft_labels_on_every_span_it_shares_with_
     let (out, _) = run_stage(s.work.path(), &samples, &cfg);
 
     // Every student token whose byte span is also one of Claude's tokens carries soft labels.
-    let spans = |lens: Vec<usize>| {
-        lens.iter()
-            .scan(0, |at, &l| {
-                *at += l;
-                Some((*at - l, *at))
-            })
-            .collect::<Vec<_>>()
-    };
-    let mut soft_bytes = 0;
-    for c in completions {
-        let teacher_spans = spans(teacher.encode(c).unwrap().iter().map(|&id| teacher.bytes(id).len()).collect());
-        let student_spans = spans(student.encode(c).unwrap().iter().map(|&id| student.bytes(id).len()).collect());
-        soft_bytes += student_spans.iter().filter(|s| teacher_spans.contains(s)).map(|s| s.1 - s.0).sum::<usize>();
-    }
+    let soft_bytes: usize = completions.iter().flat_map(|c| same_span_oracle(&teacher, &student, c)).filter(|&(_, l)| l).map(|(len, _)| len).sum();
     let m = manifest(&out);
     let total: usize = completions.iter().map(|c| c.len()).sum();
     assert_eq!((m.soft_label_bytes, m.completion_bytes), (soft_bytes as u64, total as u64));
