@@ -11,12 +11,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use reqwest::header::HeaderValue;
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 
 use distill_core::records::{FailedPrompt, PromptRecord, TeacherRecord};
 
 use crate::cache::{Entry, SledStore, Store, Writer};
-use crate::config::{SamplingOverrides, Settings, TeacherConfig};
+use crate::config::{Api, SamplingOverrides, Settings, TeacherConfig};
 use crate::error::Error;
 use crate::request;
 use crate::send::Shared;
@@ -89,14 +89,21 @@ impl TeacherClient {
         let secret = api_key(&settings);
         let auth = match &secret {
             Some(k) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {k}"))
+                let (name, value) = match settings.api {
+                    Api::Openai => (AUTHORIZATION, format!("Bearer {k}")),
+                    Api::Anthropic => (HeaderName::from_static("x-api-key"), k.clone()),
+                };
+                let mut v = HeaderValue::from_str(&value)
                     .map_err(|_| Error::Setup(format!("the value of ${} is not a valid HTTP header value (stray newline or non-ASCII character?)", settings.api_key_env)))?;
                 // Marks it for redaction in any Debug output of the request.
                 v.set_sensitive(true);
-                Some(v)
+                Some((name, v))
             }
             None => None,
         };
+        if settings.api == Api::Anthropic && settings.sampling.logprobs {
+            tracing::info!("Anthropic returns no log-probabilities: the teacher's records carry none, and the shards stage trains them on hard labels");
+        }
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .pool_max_idle_per_host(settings.max_concurrency)
@@ -193,30 +200,38 @@ fn plan(
             plan.invalid += 1;
             continue;
         }
-        let req = request::build(&prompt, &s.model, sampling, &s.extra_body);
+        let req = request::build_for(s.api, &prompt, &s.model, sampling, &s.extra_body);
         let state = match seen.get(&req.key) {
             Some(&state) => {
                 plan.duplicates += 1;
                 state
             }
             None => {
-                let cached = match store {
-                    Some(st) => st.get(&req.key)?.and_then(|v| Entry::decode_meta(&v)),
-                    None => None,
-                };
-                let state = match cached {
-                    Some((false, meta)) => {
-                        answered += 1;
-                        answered_completion += meta.usage.map_or(0, |u| u.completion_tokens);
-                        State::Cached
+                // Every part answered: cached; any part a cached failure: that failure;
+                // otherwise the parts without an answer are to be sent.
+                let (mut missing, mut failed, mut completion) = (0u64, false, 0u64);
+                for key in &req.parts {
+                    let cached = match store {
+                        Some(st) => st.get(key)?.and_then(|v| Entry::decode_meta(&v)),
+                        None => None,
+                    };
+                    match cached {
+                        Some((false, meta)) => completion += meta.usage.map_or(0, |u| u.completion_tokens),
+                        Some((true, _)) if !retry_failed => failed = true,
+                        _ => missing += 1,
                     }
-                    Some((true, _)) if !retry_failed => State::CachedFailed,
-                    _ => {
-                        plan.to_request += 1;
-                        plan.projected_prompt_tokens += req.prompt_tokens_estimate;
-                        plan.projected_completion_tokens_max += req.completion_tokens_max;
-                        State::ToRequest
-                    }
+                }
+                let state = if failed {
+                    State::CachedFailed
+                } else if missing == 0 {
+                    answered += 1;
+                    answered_completion += completion;
+                    State::Cached
+                } else {
+                    plan.to_request += 1;
+                    plan.projected_prompt_tokens += missing * req.prompt_tokens_estimate;
+                    plan.projected_completion_tokens_max += missing * req.completion_tokens_max;
+                    State::ToRequest
                 };
                 seen.insert(req.key, state);
                 state

@@ -16,13 +16,19 @@ use distill_core::config::ConfigProblem;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TeacherConfig {
+    /// Which API the teacher speaks: `"openai"` (chat/completions and completions, also vLLM,
+    /// llama.cpp, Ollama) or `"anthropic"` (the Messages API: no log-probabilities, so its
+    /// records are trained on hard labels; `n` > 1 sends `n` requests).
+    pub api: Api,
     /// Base URL of the OpenAI-compatible API, up to and including `/v1`
     /// (`https://api.openai.com/v1`, `http://127.0.0.1:8000/v1` for vLLM, ...).
     pub base_url: String,
     /// Model name sent in every request.
     pub model: String,
     /// Name of the environment variable holding the API key (sent only as `Authorization:
-    /// Bearer`). A missing variable is fine for local servers that need no key.
+    /// Bearer`, or `x-api-key` for `api = "anthropic"`). A missing variable is fine for local
+    /// servers that need no key. With `api = "anthropic"` the default `OPENAI_API_KEY` reads
+    /// `ANTHROPIC_API_KEY` instead.
     pub api_key_env: String,
     /// Requests per minute the client never exceeds (0 = no limit).
     pub requests_per_minute: u32,
@@ -77,6 +83,7 @@ pub struct TeacherConfig {
 impl Default for TeacherConfig {
     fn default() -> Self {
         TeacherConfig {
+            api: Api::Openai,
             base_url: "http://127.0.0.1:8080/v1".into(),
             model: "teacher".into(),
             api_key_env: "OPENAI_API_KEY".into(),
@@ -106,6 +113,20 @@ impl Default for TeacherConfig {
     }
 }
 
+/// The API the teacher speaks (`[teacher] api`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// OpenAI-compatible: `/chat/completions` and `/completions`, `Authorization: Bearer`.
+    #[default]
+    Openai,
+    /// Anthropic's Messages API: `/messages`, `x-api-key` and `anthropic-version`.
+    Anthropic,
+}
+
+/// The API version header Anthropic requires on every request.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
 /// What one request asks the model for (the sampling part of the cache key).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampling {
@@ -122,6 +143,7 @@ pub struct Sampling {
 /// The validated, runtime form of [`TeacherConfig`].
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub api: Api,
     /// Base URL without a trailing slash.
     pub base_url: String,
     pub model: String,
@@ -146,7 +168,8 @@ pub struct Settings {
 
 /// Request-body fields the client sets itself; `extra_body` may not override them (that would
 /// make the cache key lie about what was asked).
-const RESERVED: &[&str] = &["model", "messages", "prompt", "n", "temperature", "top_p", "max_tokens", "stop", "seed", "logprobs", "top_logprobs", "stream"];
+const RESERVED: &[&str] =
+    &["model", "messages", "prompt", "n", "temperature", "top_p", "max_tokens", "stop", "seed", "logprobs", "top_logprobs", "stream", "system", "stop_sequences"];
 
 impl TeacherConfig {
     /// The keys that decide what the answers are, not how fast or at what cost they arrive:
@@ -155,6 +178,10 @@ impl TeacherConfig {
     pub fn fingerprint_section(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("the teacher config serialises");
         if let serde_json::Value::Object(map) = &mut v {
+            // The default API is left out, so fingerprints made before the key existed hold.
+            if self.api == Api::Openai {
+                map.remove("api");
+            }
             for key in [
                 "requests_per_minute",
                 "tokens_per_minute",
@@ -231,6 +258,9 @@ impl TeacherConfig {
                 bad("extra_body", format!("'{k}' is set by the client; use the [teacher] key of that name instead"));
             }
         }
+        if self.api == Api::Anthropic && self.temperature > 1.0 {
+            bad("temperature", format!("{} is outside 0..=1, Anthropic's range", self.temperature));
+        }
         if self.cache_dir.trim().is_empty() {
             bad("cache_dir", "is empty; name a folder (default \"teacher-cache\")".into());
         }
@@ -241,10 +271,15 @@ impl TeacherConfig {
             (0, rpm) => (rpm / 60).max(1),
             (b, _) => b,
         };
+        let api_key_env = match self.api {
+            Api::Anthropic if self.api_key_env == TeacherConfig::default().api_key_env => "ANTHROPIC_API_KEY".to_string(),
+            _ => self.api_key_env.clone(),
+        };
         Ok(Settings {
+            api: self.api,
             base_url: base.to_string(),
             model: self.model.clone(),
-            api_key_env: self.api_key_env.clone(),
+            api_key_env,
             requests_per_minute: self.requests_per_minute,
             tokens_per_minute: self.tokens_per_minute,
             burst,

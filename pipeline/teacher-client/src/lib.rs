@@ -28,6 +28,11 @@
 //!   `seed`, `logprobs`, `top_logprobs`. Chat prompts (`messages`) go to `/chat/completions`,
 //!   completion prompts (`prompt`) to `/completions`.
 //!
+//! With `[teacher] api = "anthropic"` the same client speaks Anthropic's Messages API
+//! (`/messages`, `x-api-key`, `anthropic-version`, 529 overloaded retried, the
+//! `anthropic-ratelimit-*` headers fed to the limiter): no log-probabilities, and `n` samples
+//! are `n` requests with a cache key each ([`request`]).
+//!
 //! Parts: [`config`] (the `[teacher]` section), [`request`] (canonical body and cache key),
 //! [`response`] (lenient parsing), [`cache`] (the sled store with group commit) and
 //! [`compact`] (its value format), [`limits`]

@@ -12,6 +12,8 @@
 //!   actual usage plus at most the outstanding reservations, so the limit holds.
 //! - Server hints: `retry-after-ms` / `retry-after` on a 429 and `x-ratelimit-remaining-*: 0`
 //!   with `x-ratelimit-reset-*` set a shared pause: no request starts before it ends.
+//!   Anthropic's `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-*` are read
+//!   the same way; their reset is an RFC 3339 time rather than a duration.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -113,17 +115,35 @@ impl Limits {
             let num = |name: &str| header_str(headers, &format!("x-ratelimit-{name}-{kind}")).and_then(|v| v.trim().parse::<f64>().ok());
             if num("remaining").is_some_and(|r| r <= 0.0) {
                 if let Some(reset) = header_str(headers, &format!("x-ratelimit-reset-{kind}")).and_then(parse_duration) {
-                    let one = match num("limit") {
-                        Some(l) if l >= 1.0 => reset.div_f64(l),
-                        _ => reset,
-                    };
-                    let until = sent_at + one.min(Duration::from_secs(300));
-                    let mut p = self.pause_until.lock().expect("pause lock");
-                    if p.is_none_or(|old| old < until) {
-                        *p = Some(until);
-                    }
+                    self.pause_for_window(reset, num("limit"), sent_at);
                 }
             }
+        }
+        if !headers.keys().any(|k| k.as_str().starts_with("anthropic-ratelimit-")) {
+            return;
+        }
+        for kind in ["requests", "tokens", "input-tokens", "output-tokens"] {
+            let name = |part: &str| format!("anthropic-ratelimit-{kind}-{part}");
+            let num = |part: &str| header_str(headers, &name(part)).and_then(|v| v.trim().parse::<f64>().ok());
+            if num("remaining").is_some_and(|r| r <= 0.0) {
+                if let Some(at) = header_str(headers, &name("reset")).and_then(parse_rfc3339) {
+                    let reset = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+                    self.pause_for_window(reset, num("limit"), Instant::now());
+                }
+            }
+        }
+    }
+
+    /// A window of `limit` requests refilled in `reset` is empty: pause one request's share.
+    fn pause_for_window(&self, reset: Duration, limit: Option<f64>, sent_at: Instant) {
+        let one = match limit {
+            Some(l) if l >= 1.0 => reset.div_f64(l),
+            _ => reset,
+        };
+        let until = sent_at + one.min(Duration::from_secs(300));
+        let mut p = self.pause_until.lock().expect("pause lock");
+        if p.is_none_or(|old| old < until) {
+            *p = Some(until);
         }
     }
 }
@@ -141,6 +161,46 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         }
     }
     header_str(headers, "retry-after").and_then(|v| v.trim().parse::<f64>().ok()).filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+}
+
+/// An RFC 3339 time in UTC or with an offset (`2026-12-06T17:00:30Z`,
+/// `2026-12-06T18:00:30.25+01:00`), as Anthropic's reset headers give it.
+pub fn parse_rfc3339(text: &str) -> Option<std::time::SystemTime> {
+    let t = text.trim();
+    let b = t.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, s) = (n(0..4)?, n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?);
+    let mut rest = &t[19..];
+    let mut frac = 0.0;
+    if let Some(r) = rest.strip_prefix('.') {
+        let end = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+        frac = format!("0.{}", &r[..end]).parse().ok()?;
+        rest = &r[end..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
+            let m = o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60;
+            if o.starts_with('-') {
+                -m
+            } else {
+                m
+            }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (H. Hinnant's algorithm).
+    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + s - offset;
+    let secs = u64::try_from(secs).ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_secs_f64(frac))
 }
 
 /// OpenAI's reset format: `1s`, `6m0s`, `1h2m3.5s`, `20ms`, `0.5s`, or a bare number of seconds.
@@ -181,6 +241,46 @@ mod tests {
         assert_eq!(parse_duration("1h2m3.5s"), Some(Duration::from_secs_f64(3723.5)));
         assert_eq!(parse_duration("0.25"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn rfc3339_times_parse() {
+        let at = |s| parse_rfc3339(s).map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64());
+        assert_eq!(at("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(at("2024-02-29T12:00:30.5Z"), Some(1_709_208_030.5));
+        assert_eq!(at("2024-02-29T13:00:30.5+01:00"), Some(1_709_208_030.5));
+        assert_eq!(at("soon"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn anthropic_rate_limit_headers_pause_like_openai_ones() {
+        let limits = Limits::new(0, 0, 0);
+        let mut h = HeaderMap::new();
+        let reset = std::time::SystemTime::now() + Duration::from_secs(20);
+        let secs = reset.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        // Whole seconds, as the format below writes them; the pause is 1/10 of what is left.
+        let text = {
+            let (days, rem) = (secs / 86_400, secs % 86_400);
+            let z = days as i64 + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z - era * 146_097;
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let d = doy - (153 * mp + 2) / 5 + 1;
+            let m = if mp < 10 { mp + 3 } else { mp - 9 };
+            let y = yoe + era * 400 + i64::from(m <= 2);
+            format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+        };
+        assert_eq!(parse_rfc3339(&text).unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), secs);
+        h.insert("anthropic-ratelimit-requests-remaining", HeaderValue::from_static("0"));
+        h.insert("anthropic-ratelimit-requests-limit", HeaderValue::from_static("10"));
+        h.insert("anthropic-ratelimit-requests-reset", HeaderValue::from_str(&text).unwrap());
+        limits.observe(&h, Instant::now());
+        let t0 = Instant::now();
+        limits.admit(1).await;
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(1800) && waited <= Duration::from_millis(2000), "{waited:?}");
     }
 
     #[test]

@@ -177,7 +177,72 @@ fn tokens(lp: RawLogprobs) -> Option<Vec<TokenLogprob>> {
     )
 }
 
+#[derive(Debug, Default, Deserialize)]
+struct RawMessageResponse {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    content: Option<Vec<RawBlock>>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: Option<RawMessageUsage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawBlock {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawMessageUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+}
+
+/// The finish reason of an Anthropic `stop_reason`, in OpenAI's words where there is one:
+/// `end_turn` and `stop_sequence` are `stop`, `max_tokens` is `length`; others are kept.
+pub fn anthropic_finish_reason(stop_reason: &str) -> String {
+    match stop_reason {
+        "end_turn" | "stop_sequence" => "stop".into(),
+        "max_tokens" => "length".into(),
+        other => other.into(),
+    }
+}
+
+/// Parses a 2xx body of Anthropic's Messages API: one sample (the text blocks joined), no
+/// log-probabilities. A body without `content` is [`BadBody::NoChoices`].
+pub fn parse_message(body: &[u8]) -> Result<Parsed, BadBody> {
+    let raw: RawMessageResponse = serde_json::from_slice(body).map_err(|e| BadBody::Malformed(e.to_string()))?;
+    let blocks = raw.content.ok_or(BadBody::NoChoices)?;
+    let text: String = blocks.into_iter().filter(|b| b.kind.as_deref().is_none_or(|k| k == "text")).filter_map(|b| b.text).collect();
+    let sample = TeacherSample { text, finish_reason: raw.stop_reason.as_deref().map(anthropic_finish_reason), tokens: None };
+    let usage = raw.usage.map(|u| Usage { prompt_tokens: u.input_tokens.unwrap_or(0), completion_tokens: u.output_tokens.unwrap_or(0) });
+    Ok(Parsed { model: raw.model, samples: vec![sample], usage })
+}
+
+/// The answers of several requests for one prompt (Anthropic's `n` samples) as one: samples in
+/// order, usage summed (absent when any part reported none).
+pub fn merge(parts: Vec<Parsed>) -> Parsed {
+    let mut it = parts.into_iter();
+    let mut first = it.next().unwrap_or(Parsed { model: None, samples: Vec::new(), usage: None });
+    for p in it {
+        first.samples.extend(p.samples);
+        first.usage = match (first.usage, p.usage) {
+            (Some(a), Some(b)) => Some(Usage { prompt_tokens: a.prompt_tokens + b.prompt_tokens, completion_tokens: a.completion_tokens + b.completion_tokens }),
+            _ => None,
+        };
+    }
+    first
+}
+
 /// The server's error message from an error body (`{"error": {"message", "code", "type"}}`,
+/// Anthropic's `{"type": "error", "error": {"type", "message"}}`,
 /// `{"error": "text"}`, `{"detail": ...}` or plain text), and the code or type when given.
 pub fn error_message(body: &[u8]) -> (String, Option<String>) {
     let text = String::from_utf8_lossy(body);
@@ -233,6 +298,23 @@ mod tests {
         assert_eq!(parse(br#"{"choices":[]}"#), Err(BadBody::NoChoices));
         assert_eq!(parse(br#"{"object":"chat.completion"}"#), Err(BadBody::NoChoices));
         assert!(matches!(parse(br#"{"choices":[{"text":"#), Err(BadBody::Malformed(_))));
+    }
+
+    #[test]
+    fn anthropic_messages_parse_and_their_stop_reasons_map() {
+        let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"def f"},{"type":"text","text":"(): pass"}],
+            "stop_reason":"max_tokens","stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":7}}"#;
+        let p = parse_message(body).unwrap();
+        assert_eq!((p.samples[0].text.as_str(), p.samples[0].finish_reason.as_deref(), p.samples[0].tokens.is_none()), ("def f(): pass", Some("length"), true));
+        assert_eq!(p.usage, Some(Usage { prompt_tokens: 12, completion_tokens: 7 }));
+        for (raw, ours) in [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("refusal", "refusal")] {
+            assert_eq!(anthropic_finish_reason(raw), ours);
+        }
+        assert_eq!(parse_message(br#"{"type":"message"}"#), Err(BadBody::NoChoices));
+        let two = merge(vec![p.clone(), p.clone()]);
+        assert_eq!((two.samples.len(), two.usage), (2, Some(Usage { prompt_tokens: 24, completion_tokens: 14 })));
+        let (m, c) = error_message(br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#);
+        assert_eq!((m.as_str(), c.as_deref()), ("Overloaded", Some("overloaded_error")));
     }
 
     #[test]

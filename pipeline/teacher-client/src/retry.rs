@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+use crate::config::Api;
 use crate::response::{self, BadBody, Parsed};
 
 /// What to do with one attempt's outcome.
@@ -44,10 +45,22 @@ pub enum Verdict {
     },
 }
 
-/// Classifies a complete HTTP response.
+/// Classifies a complete HTTP response of an OpenAI-compatible server.
 pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Verdict {
+    classify_api(Api::Openai, status, body, retry_after)
+}
+
+/// Classifies a complete HTTP response in the dialect of `api`. Anthropic's differences: a
+/// 2xx is a message ([`response::parse_message`]); 529 `overloaded_error` is retried like any
+/// 5xx; an empty credit balance (a 400 whose message says so) stops the batch like OpenAI's
+/// `insufficient_quota`.
+pub fn classify_api(api: Api, status: u16, body: &[u8], retry_after: Option<Duration>) -> Verdict {
     if (200..300).contains(&status) {
-        return match response::parse(body) {
+        let parsed = match api {
+            Api::Openai => response::parse(body),
+            Api::Anthropic => response::parse_message(body),
+        };
+        return match parsed {
             Ok(p) => Verdict::Success(p),
             Err(BadBody::NoChoices) => Verdict::Retry { reason: "no_choices", message: format!("HTTP {status} without choices"), retry_after: None, rate_limited: false },
             Err(BadBody::Malformed(e)) => {
@@ -57,6 +70,9 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Verd
     }
     let (message, code) = response::error_message(body);
     let code = code.unwrap_or_default();
+    if api == Api::Anthropic && status == 400 && message.contains("credit balance") {
+        return Verdict::Fatal { message: format!("HTTP 400: {message} (add credit to the account, or point [teacher] base_url elsewhere)") };
+    }
     match status {
         429 if code == "insufficient_quota" || message.contains("insufficient_quota") => {
             Verdict::Fatal { message: format!("HTTP 429 insufficient_quota: {message} (add credit to the account, or point [teacher] base_url elsewhere)") }
@@ -119,6 +135,21 @@ mod tests {
         assert!(matches!(classify(403, b"", None), Verdict::Fatal { .. }));
         assert!(matches!(classify(400, br#"{"error":{"message":"context too long"}}"#, None),
             Verdict::Fail { reason: "bad_request", message } if message.contains("context too long")));
+    }
+
+    #[test]
+    fn anthropic_overload_is_retried_and_an_empty_credit_balance_stops() {
+        let overloaded = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        assert!(matches!(classify_api(Api::Anthropic, 529, overloaded, None), Verdict::Retry { reason: "server_error", rate_limited: false, .. }));
+        let wait = Some(Duration::from_secs(2));
+        let limited = br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#;
+        assert!(matches!(classify_api(Api::Anthropic, 429, limited, wait), Verdict::Retry { rate_limited: true, retry_after: Some(d), .. } if d == Duration::from_secs(2)));
+        let broke = br#"{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API."}}"#;
+        assert!(matches!(classify_api(Api::Anthropic, 400, broke, None), Verdict::Fatal { .. }));
+        assert!(matches!(classify_api(Api::Anthropic, 400, b"{}", None), Verdict::Fail { .. }));
+        let ok = br#"{"content":[{"type":"text","text":"x"}],"stop_reason":"end_turn"}"#;
+        assert!(matches!(classify_api(Api::Anthropic, 200, ok, None), Verdict::Success(_)));
+        assert!(matches!(classify_api(Api::Anthropic, 200, br#"{"choices":[{"text":"x"}]}"#, None), Verdict::Retry { reason: "no_choices", .. }));
     }
 
     #[test]

@@ -14,15 +14,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 
 use crate::cache::{Entry, Meta, Writer};
 use crate::concurrency::{Adaptive, Signal};
-use crate::config::Settings;
+use crate::config::{Api, Settings, ANTHROPIC_VERSION};
 use crate::limits::{self, Limits};
-use crate::request::{Endpoint, Request};
+use crate::request::Request;
 use crate::response::Parsed;
-use crate::retry::{classify, retry_loop, Backoff, Finished, Step, Verdict};
+use crate::retry::{classify_api, retry_loop, Backoff, Finished, Step, Verdict};
 use crate::stats::cost;
 
 /// How one distinct request ended.
@@ -61,7 +61,9 @@ struct Budget {
 pub struct Shared {
     pub settings: Settings,
     pub http: reqwest::Client,
-    pub auth: Option<HeaderValue>,
+    /// The credential header (`Authorization: Bearer <key>`, or Anthropic's `x-api-key`),
+    /// marked sensitive.
+    pub auth: Option<(HeaderName, HeaderValue)>,
     /// The key itself, only to scrub it from server messages before they are logged or stored.
     pub secret: Option<String>,
     pub limits: Limits,
@@ -75,7 +77,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(settings: Settings, http: reqwest::Client, auth: Option<HeaderValue>, secret: Option<String>, writer: Writer) -> Shared {
+    pub fn new(settings: Settings, http: reqwest::Client, auth: Option<(HeaderName, HeaderValue)>, secret: Option<String>, writer: Writer) -> Shared {
         Shared {
             limits: Limits::new(settings.requests_per_minute, settings.burst, settings.tokens_per_minute),
             concurrency: Adaptive::new(settings.max_concurrency),
@@ -100,15 +102,27 @@ impl Shared {
         self.budget.lock().expect("budget lock").spent
     }
 
-    fn redact(&self, text: String) -> String {
+    pub fn redact(&self, text: String) -> String {
         match &self.secret {
             Some(s) if s.len() >= 4 && text.contains(s.as_str()) => text.replace(s.as_str(), "***"),
             _ => text,
         }
     }
 
-    fn url(&self, endpoint: Endpoint) -> String {
-        format!("{}/{}", self.settings.base_url, endpoint.path())
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.settings.base_url, path)
+    }
+
+    /// A request to `path` with the credential and, for Anthropic, its version header.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut builder = self.http.request(method, self.url(path));
+        if let Some((name, value)) = &self.auth {
+            builder = builder.header(name.clone(), value.clone());
+        }
+        if self.settings.api == Api::Anthropic {
+            builder = builder.header("anthropic-version", ANTHROPIC_VERSION);
+        }
+        builder
     }
 
     fn worst_cost(&self, req: &Request) -> f64 {
@@ -148,21 +162,58 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Sends one distinct request with retries; see the module docs.
-pub async fn send_one(shared: Arc<Shared>, req: Arc<Request>) -> Sent {
+/// Answers one request: each of its parts from `cached` (the cache's value, when it holds an
+/// answer) or by sending it, the missing parts concurrently. One part for OpenAI; Anthropic's
+/// `n` samples are `n` parts, merged in order. The first fatal outcome of a part wins, then
+/// the first failure.
+pub async fn send_request(shared: Arc<Shared>, req: Arc<Request>, cached: Vec<Option<Vec<u8>>>) -> Sent {
+    if req.parts.len() == 1 && cached.first().is_none_or(Option::is_none) {
+        return send_one(shared, req, 0).await;
+    }
+    let futures = req.parts.iter().enumerate().map(|(i, _)| {
+        let have = cached.get(i).cloned().flatten().and_then(|v| match Entry::decode(&v) {
+            Some(Entry::Response { parsed, .. }) => Some(parsed),
+            _ => None,
+        });
+        let (sh, r) = (shared.clone(), req.clone());
+        async move {
+            match have {
+                Some(parsed) => Sent::Done(parsed),
+                None => send_one(sh, r, i).await,
+            }
+        }
+    });
+    let outcomes = futures::future::join_all(futures).await;
+    let mut parsed = Vec::with_capacity(outcomes.len());
+    let mut failed = None;
+    for o in outcomes {
+        match o {
+            Sent::Done(p) => parsed.push(p),
+            fatal @ Sent::Fatal { .. } => return fatal,
+            f @ Sent::Failed { .. } => {
+                failed.get_or_insert(f);
+            }
+        }
+    }
+    failed.unwrap_or_else(|| Sent::Done(crate::response::merge(parsed)))
+}
+
+/// Sends part `part` of a request with retries; see the module docs.
+pub async fn send_one(shared: Arc<Shared>, req: Arc<Request>, part: usize) -> Sent {
     shared.counters.requested.fetch_add(1, Relaxed);
-    let seed = u64::from_le_bytes(req.key[..8].try_into().expect("32-byte key"));
+    let key = req.parts[part];
+    let seed = u64::from_le_bytes(key[..8].try_into().expect("32-byte key"));
     let mut backoff = Backoff::new(shared.settings.backoff_base, shared.settings.backoff_max, seed);
     let max_retries = shared.settings.max_retries;
     let sh = shared.clone();
-    let out = retry_loop(max_retries, &mut backoff, move |k| attempt(sh.clone(), req.clone(), k)).await;
+    let out = retry_loop(max_retries, &mut backoff, move |k| attempt(sh.clone(), req.clone(), key, k)).await;
     match out {
         Finished::Finished(sent) => sent,
         Finished::Exhausted { attempts, last } => Sent::Failed { reason: "retries_exhausted".into(), message: format!("gave up after {attempts} attempts; last: {last}") },
     }
 }
 
-async fn attempt(shared: Arc<Shared>, req: Arc<Request>, k: u32) -> Step<Sent> {
+async fn attempt(shared: Arc<Shared>, req: Arc<Request>, key: [u8; 32], k: u32) -> Step<Sent> {
     if k > 0 {
         shared.counters.retries.fetch_add(1, Relaxed);
     }
@@ -178,10 +229,7 @@ async fn attempt(shared: Arc<Shared>, req: Arc<Request>, k: u32) -> Step<Sent> {
     shared.limits.admit(reserved).await;
     let t0 = Instant::now();
     let sent_at = tokio::time::Instant::now();
-    let mut builder = shared.http.post(shared.url(req.endpoint)).header(CONTENT_TYPE, "application/json").body(req.body.clone());
-    if let Some(auth) = &shared.auth {
-        builder = builder.header(AUTHORIZATION, auth.clone());
-    }
+    let builder = shared.request(reqwest::Method::POST, req.endpoint.path()).header(CONTENT_TYPE, "application/json").body(req.body.clone());
     let result = match builder.send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
@@ -194,7 +242,7 @@ async fn attempt(shared: Arc<Shared>, req: Arc<Request>, k: u32) -> Step<Sent> {
     let (status, verdict) = match result {
         Ok((status, headers, body)) => {
             shared.limits.observe(&headers, sent_at);
-            (status, classify(status, &body, limits::retry_after(&headers)))
+            (status, classify_api(shared.settings.api, status, &body, limits::retry_after(&headers)))
         }
         Err(e) => {
             let reason = if e.is_timeout() { "timeout" } else { "connection_error" };
@@ -228,7 +276,7 @@ async fn attempt(shared: Arc<Shared>, req: Arc<Request>, k: u32) -> Step<Sent> {
             shared.settle_budget(worst, cost(pt, ct, s.price_input_per_mtok, s.price_output_per_mtok));
             let meta = Meta { unix: unix_now(), latency_ms, usage: parsed.usage, status, reason: None, message: None };
             let entry = Entry::Response { meta, parsed };
-            let stored = shared.writer.put(&req.key, &entry).await;
+            let stored = shared.writer.put(&key, &entry).await;
             if let Some(permit) = permit {
                 shared.concurrency.release(permit, signal);
             }
@@ -251,7 +299,7 @@ async fn attempt(shared: Arc<Shared>, req: Arc<Request>, k: u32) -> Step<Sent> {
             let message = shared.redact(message);
             tracing::warn!(status, "teacher request failed, not retried: {message}");
             let meta = Meta { unix: unix_now(), latency_ms, usage: None, status, reason: Some(reason.into()), message: Some(message.clone()) };
-            if let Err(e) = shared.writer.put(&req.key, &Entry::Failed { meta }).await {
+            if let Err(e) = shared.writer.put(&key, &Entry::Failed { meta }).await {
                 let message = format!("cannot write to the teacher cache: {e}");
                 shared.fatal.lock().expect("fatal lock").get_or_insert((0, message.clone()));
                 shared.stopped.store(true, Relaxed);

@@ -40,7 +40,14 @@ type Answer = Result<Parsed, (String, String)>;
 /// prompt reaches the front, so a window of cache hits holds ~50 bytes a token, not ~2 KB).
 enum Slot {
     Ready(Answer),
-    Cached(Vec<u8>),
+    /// One value per part of the request (one, except for Anthropic's `n` samples).
+    Cached(Vec<Vec<u8>>),
+}
+
+/// What the cache holds for a request: a usable outcome, or the parts it has (the rest to send).
+enum Lookup {
+    Hit(Slot),
+    Miss(Vec<Option<Vec<u8>>>),
 }
 
 /// One distinct request of the window and the prompts waiting for it.
@@ -70,13 +77,27 @@ pub(crate) struct Engine<'a> {
 }
 
 impl Engine<'_> {
-    /// The cached outcome of a request, if there is one to use (answers left undecoded).
-    fn cached(&self, key: &[u8; 32]) -> distill_core::Result<Option<Slot>> {
-        let Some(value) = self.store.get(key)? else { return Ok(None) };
-        Ok(match Entry::decode_meta(&value) {
-            Some((false, _)) => Some(Slot::Cached(value)),
-            Some((true, meta)) if !self.retry_failed => Some(Slot::Ready(Err((meta.reason.unwrap_or_else(|| "bad_request".into()), meta.message.unwrap_or_default())))),
-            _ => None,
+    /// The cached outcome of a request, if there is one to use (answers left undecoded): every
+    /// part answered, or a part's remembered failure.
+    fn cached(&self, req: &Request) -> distill_core::Result<Lookup> {
+        let mut values = Vec::with_capacity(req.parts.len());
+        let mut complete = true;
+        for key in &req.parts {
+            let value = self.store.get(key)?;
+            match value.as_deref().and_then(Entry::decode_meta) {
+                Some((false, _)) => values.push(value),
+                Some((true, meta)) if !self.retry_failed => {
+                    return Ok(Lookup::Hit(Slot::Ready(Err((meta.reason.unwrap_or_else(|| "bad_request".into()), meta.message.unwrap_or_default())))))
+                }
+                _ => {
+                    complete = false;
+                    values.push(None);
+                }
+            }
+        }
+        Ok(match complete {
+            true => Lookup::Hit(Slot::Cached(values.into_iter().flatten().collect())),
+            false => Lookup::Miss(values),
         })
     }
 
@@ -110,7 +131,7 @@ impl Engine<'_> {
                     window.push_back((prompt, Err(e)));
                     continue;
                 }
-                let req = request::build(&prompt, &settings.model, self.sampling, &settings.extra_body);
+                let req = request::build_for(settings.api, &prompt, &settings.model, self.sampling, &settings.extra_body);
                 let key = req.key;
                 match active.entry(key) {
                     MapEntry::Occupied(mut o) => {
@@ -118,12 +139,15 @@ impl Engine<'_> {
                         o.get_mut().waiting += 1;
                     }
                     MapEntry::Vacant(v) => {
-                        let answer = self.cached(&key)?;
                         let req = Arc::new(req);
-                        if answer.is_none() {
-                            let (sh, r) = (shared.clone(), req.clone());
-                            tasks.spawn(async move { (key, send::send_one(sh, r).await) });
-                        }
+                        let answer = match self.cached(&req)? {
+                            Lookup::Hit(slot) => Some(slot),
+                            Lookup::Miss(have) => {
+                                let (sh, r) = (shared.clone(), req.clone());
+                                tasks.spawn(async move { (key, send::send_request(sh, r, have).await) });
+                                None
+                            }
+                        };
                         v.insert(Active { req, from_cache: answer.is_some(), answer, waiting: 1 });
                     }
                 }
@@ -133,15 +157,24 @@ impl Engine<'_> {
             while let Some((_, slot)) = window.front() {
                 if let Ok(key) = slot {
                     let a = active.get_mut(key).expect("active while waited for");
-                    if let Some(Slot::Cached(value)) = &a.answer {
-                        match Entry::decode(value) {
-                            Some(Entry::Response { parsed, .. }) => a.answer = Some(Slot::Ready(Ok(parsed))),
+                    if let Some(Slot::Cached(values)) = &a.answer {
+                        let parts: Option<Vec<Parsed>> = values
+                            .iter()
+                            .map(|v| match Entry::decode(v) {
+                                Some(Entry::Response { parsed, .. }) => Some(parsed),
+                                _ => None,
+                            })
+                            .collect();
+                        match parts {
+                            Some(mut parts) if parts.len() == 1 => a.answer = Some(Slot::Ready(Ok(parts.pop().expect("one part")))),
+                            Some(parts) => a.answer = Some(Slot::Ready(Ok(crate::response::merge(parts)))),
                             // Unreadable after all (decode logged why): ask the server.
-                            _ => {
+                            None => {
                                 a.answer = None;
                                 a.from_cache = false;
                                 let (sh, r, k) = (shared.clone(), a.req.clone(), *key);
-                                tasks.spawn(async move { (k, send::send_one(sh, r).await) });
+                                let none = vec![None; r.parts.len()];
+                                tasks.spawn(async move { (k, send::send_request(sh, r, none).await) });
                             }
                         }
                     }

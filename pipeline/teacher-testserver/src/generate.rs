@@ -70,6 +70,8 @@ pub struct Tok {
 pub struct Choice {
     pub text: String,
     pub finish_reason: &'static str,
+    /// The stop sequence that ended the answer, if one did.
+    pub stop_sequence: Option<String>,
     pub tokens: Vec<Tok>,
 }
 
@@ -93,6 +95,7 @@ pub fn choice(ask: &Ask, i: u32) -> Choice {
     let mut text = String::new();
     let mut tokens = Vec::new();
     let mut finish = "length";
+    let mut stop_sequence = None;
     let mut logits = [0f64; VOCAB.len()];
     for t in 0..ask.max_tokens {
         for (v, l) in logits.iter_mut().enumerate() {
@@ -132,14 +135,15 @@ pub fn choice(ask: &Ask, i: u32) -> Choice {
         }
         text.push_str(VOCAB[id]);
         tokens.push(Tok { id, logprob: (logits[id] - log_z) as f32, top });
-        if let Some(pos) = ask.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min() {
+        if let Some((pos, s)) = ask.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str()).map(|p| (p, s))).min() {
             text.truncate(pos);
             tokens.pop();
             finish = "stop";
+            stop_sequence = Some(s.clone());
             break;
         }
     }
-    Choice { text, finish_reason: finish, tokens }
+    Choice { text, finish_reason: finish, stop_sequence, tokens }
 }
 
 /// Rough prompt token count (bytes / 4, rounded up), as servers without a tokenizer estimate.
@@ -170,6 +174,21 @@ pub fn chat_body(ask: &Ask, id: &str) -> Value {
     let pt = prompt_tokens(&ask.prompt);
     json!({"id": id, "object": "chat.completion", "created": 0, "model": ask.model, "choices": choices,
            "usage": {"prompt_tokens": pt, "completion_tokens": completion_tokens, "total_tokens": pt + completion_tokens}})
+}
+
+/// An Anthropic Messages API body: one text block, no log-probabilities; `stop_reason` is
+/// `end_turn`, `stop_sequence` or `max_tokens`.
+pub fn message_body(ask: &Ask, id: &str) -> Value {
+    let c = choice(ask, 0);
+    let stop_reason = match (c.finish_reason, &c.stop_sequence) {
+        ("length", _) => "max_tokens",
+        (_, Some(_)) => "stop_sequence",
+        _ => "end_turn",
+    };
+    let output_tokens = c.tokens.len() as u64 + u64::from(c.finish_reason == "stop");
+    json!({"id": id, "type": "message", "role": "assistant", "model": ask.model,
+           "content": [{"type": "text", "text": c.text}], "stop_reason": stop_reason, "stop_sequence": c.stop_sequence,
+           "usage": {"input_tokens": prompt_tokens(&ask.prompt), "output_tokens": output_tokens}})
 }
 
 /// A legacy text_completion body (`logprobs` as parallel lists, alternatives as maps).

@@ -1,5 +1,5 @@
 //! An OpenAI-compatible server for tests and benchmarks: `POST /v1/chat/completions` and
-//! `POST /v1/completions`, with
+//! `POST /v1/completions`, and Anthropic's `POST /v1/messages`, with
 //!
 //! - deterministic answers computed from the request, with logprobs, top-k and bytes
 //!   ([`generate`]);
@@ -15,6 +15,13 @@
 //!   request;
 //! - an optional required API key (401 otherwise);
 //! - counters ([`Counters`]) a test reads to see what was sent.
+//!
+//! `/v1/messages` speaks Anthropic's dialect of all of the above: the key in `x-api-key`, an
+//! `anthropic-version` header required (400 without), error bodies `{"type": "error", "error":
+//! {"type", "message"}}`, 529 `overloaded_error` where OpenAI's side says 503 (the 503 fault and
+//! `[[fail-first:N]]`), `retry-after` in whole seconds, `anthropic-ratelimit-requests-*` headers
+//! with an RFC 3339 reset, a 400 "credit balance is too low" for `[[insufficient_quota]]`, and
+//! answers without log-probabilities (one per request: the API has no `n`).
 //!
 //! [`app`] gives the axum `Router`; [`spawn`] runs it on a thread of its own bound to
 //! `127.0.0.1:0` (the client under test is blocking and owns its own runtime).
@@ -110,7 +117,8 @@ pub struct Counters {
     pub arrivals: Mutex<HashMap<String, u64>>,
     /// sha256 (hex) of each request body -> valid answers sent.
     pub answers: Mutex<HashMap<String, u64>>,
-    /// Authorization headers seen, verbatim (tests check the key went only there).
+    /// Authorization (or, on `/v1/messages`, `x-api-key`) headers seen, verbatim (tests check
+    /// the key went only there).
     pub auth_headers: Mutex<Vec<String>>,
 }
 
@@ -159,8 +167,9 @@ impl Shared {
 /// The axum application.
 pub fn app(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(|s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| handle(s, h, b, true)))
-        .route("/v1/completions", post(|s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| handle(s, h, b, false)))
+        .route("/v1/chat/completions", post(|s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| handle(s, h, b, Dialect::Chat)))
+        .route("/v1/completions", post(|s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| handle(s, h, b, Dialect::Completions)))
+        .route("/v1/messages", post(|s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| handle(s, h, b, Dialect::Messages)))
         .with_state(shared)
 }
 
@@ -230,9 +239,52 @@ pub fn spawn(config: ServerConfig) -> std::io::Result<TestServer> {
     spawn_with_threads(config, 1)
 }
 
-fn error_response(status: u16, message: &str, kind: &str, code: &str) -> Response {
-    let body = json!({"error": {"message": message, "type": kind, "code": code, "param": null}});
+/// Which API a route speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Chat,
+    Completions,
+    /// Anthropic's Messages API.
+    Messages,
+}
+
+fn error_response(dialect: Dialect, status: u16, message: &str, kind: &str, code: &str) -> Response {
+    let body = match dialect {
+        Dialect::Messages => json!({"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}),
+        _ => json!({"error": {"message": message, "type": kind, "code": code, "param": null}}),
+    };
     (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(body)).into_response()
+}
+
+/// Anthropic's error type for a status.
+pub fn anthropic_error_type(status: u16) -> &'static str {
+    match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// An RFC 3339 time in UTC with whole seconds (`2026-12-06T17:00:30Z`).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 fn count_status(shared: &Shared, status: u16) {
@@ -240,7 +292,7 @@ fn count_status(shared: &Shared, status: u16) {
 }
 
 /// Takes one request from the quota: `Ok(headers)` or `Err(429 response)`.
-fn take_quota(shared: &Shared, rpm: u32, burst: u32) -> Result<Vec<(&'static str, String)>, Box<Response>> {
+fn take_quota(shared: &Shared, rpm: u32, burst: u32, dialect: Dialect) -> Result<Vec<(&'static str, String)>, Box<Response>> {
     if rpm == 0 {
         return Ok(Vec::new());
     }
@@ -256,20 +308,35 @@ fn take_quota(shared: &Shared, rpm: u32, burst: u32) -> Result<Vec<(&'static str
         bucket.tokens -= 1.0;
     }
     let reset = (cap - bucket.tokens) / rate;
-    let mut headers = vec![
-        ("x-ratelimit-limit-requests", format!("{}", cap as u64)),
-        ("x-ratelimit-remaining-requests", format!("{}", bucket.tokens.floor() as u64)),
-        ("x-ratelimit-reset-requests", format!("{:.3}s", reset)),
-    ];
+    let mut headers = match dialect {
+        Dialect::Messages => vec![
+            ("anthropic-ratelimit-requests-limit", format!("{}", cap as u64)),
+            ("anthropic-ratelimit-requests-remaining", format!("{}", bucket.tokens.floor() as u64)),
+            // Rounded up to the whole second the format can say.
+            ("anthropic-ratelimit-requests-reset", rfc3339(std::time::SystemTime::now() + Duration::from_secs_f64(reset.ceil()))),
+        ],
+        _ => vec![
+            ("x-ratelimit-limit-requests", format!("{}", cap as u64)),
+            ("x-ratelimit-remaining-requests", format!("{}", bucket.tokens.floor() as u64)),
+            ("x-ratelimit-reset-requests", format!("{:.3}s", reset)),
+        ],
+    };
     if ok {
         return Ok(headers);
     }
     let wait = (1.0 - bucket.tokens) / rate;
-    headers.push(("retry-after-ms", format!("{:.0}", (wait * 1000.0).ceil())));
+    if dialect != Dialect::Messages {
+        headers.push(("retry-after-ms", format!("{:.0}", (wait * 1000.0).ceil())));
+    }
     headers.push(("retry-after", format!("{}", wait.ceil() as u64)));
     drop(b);
-    let mut resp =
-        error_response(429, &format!("Rate limit reached: limit {rpm} requests per minute. Please try again in {:.0}ms.", wait * 1000.0), "requests", "rate_limit_exceeded");
+    let mut resp = error_response(
+        dialect,
+        429,
+        &format!("Rate limit reached: limit {rpm} requests per minute. Please try again in {:.0}ms.", wait * 1000.0),
+        "requests",
+        "rate_limit_exceeded",
+    );
     add_headers(&mut resp, &headers);
     Err(Box::new(resp))
 }
@@ -282,13 +349,27 @@ fn add_headers(resp: &mut Response, headers: &[(&'static str, String)]) {
     }
 }
 
-/// The prompt text a request carries: chat messages as `role: content` lines.
-fn prompt_text(req: &Value, chat: bool) -> String {
-    if chat {
-        req["messages"]
-            .as_array()
-            .map(|ms| ms.iter().map(|m| format!("{}: {}", m["role"].as_str().unwrap_or(""), m["content"].as_str().unwrap_or(""))).collect::<Vec<_>>().join("\n"))
-            .unwrap_or_default()
+/// Text of an Anthropic content field: a string or a list of text blocks.
+fn content_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks.iter().filter_map(|b| b["text"].as_str()).collect(),
+        _ => String::new(),
+    }
+}
+
+/// The prompt text a request carries: chat messages as `role: content` lines (Anthropic's
+/// `system` first, as a `system:` line).
+fn prompt_text(req: &Value, dialect: Dialect) -> String {
+    if dialect != Dialect::Completions {
+        let mut lines: Vec<String> = Vec::new();
+        if dialect == Dialect::Messages && !req["system"].is_null() {
+            lines.push(format!("system: {}", content_text(&req["system"])));
+        }
+        if let Some(ms) = req["messages"].as_array() {
+            lines.extend(ms.iter().map(|m| format!("{}: {}", m["role"].as_str().unwrap_or(""), content_text(&m["content"]))));
+        }
+        lines.join("\n")
     } else {
         match &req["prompt"] {
             Value::String(s) => s.clone(),
@@ -304,7 +385,7 @@ fn marker<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     Some(text[start..end].trim_start_matches(':'))
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes, chat: bool) -> Response {
+async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes, dialect: Dialect) -> Response {
     shared.counters.requests.fetch_add(1, Relaxed);
     let digest = hex_digest(&body);
     let arrival = {
@@ -314,7 +395,7 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         *n
     };
     let config = shared.config.lock().expect("config lock").clone();
-    let resp = respond(&shared, &config, &headers, &body, chat, &digest, arrival).await;
+    let resp = respond(&shared, &config, &headers, &body, dialect, &digest, arrival).await;
     count_status(&shared, resp.status().as_u16());
     resp
 }
@@ -323,17 +404,33 @@ fn hex_digest(body: &[u8]) -> String {
     Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn respond(shared: &Shared, config: &ServerConfig, headers: &HeaderMap, body: &Bytes, chat: bool, digest: &str, arrival: u64) -> Response {
+/// Checks the credential of a request (when the server requires one) and records the header.
+fn check_key(shared: &Shared, config: &ServerConfig, headers: &HeaderMap, dialect: Dialect) -> Result<(), Box<Response>> {
+    let (name, expect): (&str, fn(&str) -> String) = match dialect {
+        Dialect::Messages => ("x-api-key", |k| k.to_string()),
+        _ => ("authorization", |k| format!("Bearer {k}")),
+    };
+    let got = headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(key) = &config.require_key {
-        let got = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-        if got != format!("Bearer {key}") {
-            return error_response(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key");
+        if got != Some(expect(key).as_str()) {
+            return Err(Box::new(error_response(dialect, 401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")));
         }
     }
-    if let Some(a) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+    if let Some(a) = got {
         shared.counters.auth_headers.lock().expect("counters lock").push(a.to_string());
     }
-    let quota_headers = match take_quota(shared, config.quota_rpm, config.quota_burst) {
+    if dialect == Dialect::Messages && headers.get("anthropic-version").is_none() {
+        return Err(Box::new(error_response(dialect, 400, "anthropic-version: header is required", "invalid_request_error", "invalid_request")));
+    }
+    Ok(())
+}
+
+async fn respond(shared: &Shared, config: &ServerConfig, headers: &HeaderMap, body: &Bytes, dialect: Dialect, digest: &str, arrival: u64) -> Response {
+    if let Err(resp) = check_key(shared, config, headers, dialect) {
+        return *resp;
+    }
+    let chat = dialect == Dialect::Chat;
+    let quota_headers = match take_quota(shared, config.quota_rpm, config.quota_burst, dialect) {
         Ok(h) => h,
         Err(resp) => {
             shared.counters.rate_limited.fetch_add(1, Relaxed);
@@ -342,18 +439,28 @@ async fn respond(shared: &Shared, config: &ServerConfig, headers: &HeaderMap, bo
     };
     let req: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => return error_response(400, &format!("We could not parse the JSON body of your request: {e}"), "invalid_request_error", "invalid_json"),
+        Err(e) => return error_response(dialect, 400, &format!("We could not parse the JSON body of your request: {e}"), "invalid_request_error", "invalid_json"),
     };
-    let text = prompt_text(&req, chat);
+    let anthropic = dialect == Dialect::Messages;
+    if anthropic && req["max_tokens"].as_u64().is_none() {
+        return error_response(dialect, 400, "max_tokens: Field required", "invalid_request_error", "invalid_request");
+    }
+    let text = prompt_text(&req, dialect);
     if let Some(code) = marker(&text, "status").and_then(|c| c.parse::<u16>().ok()) {
-        return error_response(code, &format!("injected status {code} for this prompt"), "invalid_request_error", "injected");
+        return error_response(dialect, code, &format!("injected status {code} for this prompt"), "invalid_request_error", "injected");
     }
     if marker(&text, "insufficient_quota").is_some() {
-        return error_response(429, "You exceeded your current quota, please check your plan and billing details.", "insufficient_quota", "insufficient_quota");
+        return match anthropic {
+            true => {
+                error_response(dialect, 400, "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.", "", "")
+            }
+            false => error_response(dialect, 429, "You exceeded your current quota, please check your plan and billing details.", "insufficient_quota", "insufficient_quota"),
+        };
     }
+    let overloaded = if anthropic { 529 } else { 503 };
     if let Some(n) = marker(&text, "fail-first").and_then(|c| c.parse::<u64>().ok()) {
         if arrival <= n {
-            return error_response(503, "injected: the engine is overloaded", "server_error", "overloaded");
+            return error_response(dialect, overloaded, "injected: the engine is overloaded", "server_error", "overloaded");
         }
     }
     let fault = {
@@ -368,26 +475,30 @@ async fn respond(shared: &Shared, config: &ServerConfig, headers: &HeaderMap, bo
     let ask = Ask {
         model: req["model"].as_str().unwrap_or("test-model").to_string(),
         prompt: text,
-        n: req["n"].as_u64().unwrap_or(1).clamp(1, 128) as u32,
+        n: if anthropic { 1 } else { req["n"].as_u64().unwrap_or(1).clamp(1, 128) as u32 },
         temperature: req["temperature"].as_f64().unwrap_or(1.0),
         top_p: req["top_p"].as_f64().unwrap_or(1.0),
         max_tokens: req["max_tokens"].as_u64().unwrap_or(16).clamp(1, 4096) as u32,
-        stop: match &req["stop"] {
+        stop: match &req[if anthropic { "stop_sequences" } else { "stop" }] {
             Value::String(s) => vec![s.clone()],
             Value::Array(a) => a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect(),
             _ => Vec::new(),
         },
         seed: req["seed"].as_u64().unwrap_or(0),
-        top_logprobs: if chat {
+        top_logprobs: if anthropic {
+            None
+        } else if chat {
             (req["logprobs"].as_bool() == Some(true)).then(|| req["top_logprobs"].as_u64().unwrap_or(0).min(20) as u32)
         } else {
             req["logprobs"].as_u64().map(|k| k.min(20) as u32)
         },
     };
-    let id = format!("cmpl-{}", &digest[..24]);
-    let bytes = match (&config.code, chat) {
-        (Some(code), true) => code.chat_body(&ask, &id),
-        _ => serde_json::to_vec(&if chat { generate::chat_body(&ask, &id) } else { generate::completion_body(&ask, &id) }).expect("answer serialises"),
+    let id = format!("{}-{}", if anthropic { "msg" } else { "cmpl" }, &digest[..24]);
+    let bytes = match (&config.code, dialect) {
+        (_, Dialect::Messages) => serde_json::to_vec(&generate::message_body(&ask, &id)).expect("answer serialises"),
+        (Some(code), Dialect::Chat) => code.chat_body(&ask, &id),
+        (_, Dialect::Chat) => serde_json::to_vec(&generate::chat_body(&ask, &id)).expect("answer serialises"),
+        (_, Dialect::Completions) => serde_json::to_vec(&generate::completion_body(&ask, &id)).expect("answer serialises"),
     };
     if let Some(f) = fault {
         shared.counters.faults.fetch_add(1, Relaxed);
@@ -399,9 +510,9 @@ async fn respond(shared: &Shared, config: &ServerConfig, headers: &HeaderMap, bo
             r
         };
         return match f {
-            Fault::Status500 => error_response(500, "injected: internal error", "server_error", "internal"),
+            Fault::Status500 => error_response(dialect, 500, "injected: internal error", "server_error", "internal"),
             Fault::Status502 => json_resp(502, b"<html>502 Bad Gateway</html>".to_vec()),
-            Fault::Status503 => error_response(503, "injected: service unavailable", "server_error", "unavailable"),
+            Fault::Status503 => error_response(dialect, overloaded, "injected: service unavailable", "server_error", "unavailable"),
             Fault::Slow => {
                 tokio::time::sleep(config.slow_delay).await;
                 json_resp(200, bytes)
@@ -414,6 +525,7 @@ async fn respond(shared: &Shared, config: &ServerConfig, headers: &HeaderMap, bo
             }
             Fault::Malformed => json_resp(200, b"{\"id\": \"x\", \"choices\": [ {oops".to_vec()),
             Fault::Truncated => json_resp(200, bytes[..bytes.len() / 2].to_vec()),
+            Fault::NoChoices if anthropic => json_resp(200, serde_json::to_vec(&json!({"id": id, "type": "message", "role": "assistant"})).expect("json")),
             Fault::NoChoices => json_resp(200, serde_json::to_vec(&json!({"id": id, "object": "chat.completion", "choices": []})).expect("json")),
         };
     }

@@ -1,0 +1,112 @@
+//! With `api = "anthropic"` the API key reaches the server in `x-api-key` and nowhere else:
+//! not the cache, not a log line (captured at TRACE for every crate, reqwest and hyper
+//! included), not a failure message. Its own test binary: it installs the global subscriber
+//! and sets an environment variable.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use distill_teacher_client::cache::{Entry, TREE};
+use distill_teacher_client::config::Api;
+use distill_teacher_client::{SamplingOverrides, TeacherClient, TeacherConfig};
+use distill_teacher_testserver::{spawn, ServerConfig};
+
+const KEY: &str = "sk-ant-PLANTED-secret-4c2e8d0a9b";
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn the_anthropic_key_appears_in_no_file_and_no_log() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_ansi(false).with_writer(move || writer.clone()).finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    // This test binary runs this one test: no other thread reads the environment.
+    std::env::set_var("DISTILL_TEST_PLANTED_ANTHROPIC_KEY", KEY);
+    let server = spawn(ServerConfig { require_key: Some(KEY.into()), fault_rate: 0.2, quota_rpm: 600, quota_burst: 4, ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = TeacherConfig {
+        api: Api::Anthropic,
+        base_url: server.base_url.clone(),
+        model: "claude-test".into(),
+        api_key_env: "DISTILL_TEST_PLANTED_ANTHROPIC_KEY".into(),
+        requests_per_minute: 0,
+        max_concurrency: 4,
+        timeout_secs: 0.5,
+        max_retries: 30,
+        backoff_base_ms: 2,
+        backoff_max_secs: 0.05,
+        max_tokens: 16,
+        cache_dir: cache.display().to_string(),
+        ..Default::default()
+    };
+    let mut ps: Vec<distill_core::records::PromptRecord> =
+        (0..12).map(|i| serde_json::from_value(serde_json::json!({"id": format!("p{i}"), "messages": [{"role": "user", "content": format!("task {i}")}]})).unwrap()).collect();
+    ps.push(serde_json::from_value(serde_json::json!({"id": "bad", "messages": [{"role": "user", "content": "[[status:400]]"}]})).unwrap());
+    let client = TeacherClient::new(&cfg).unwrap();
+    let out = client.run_batch(&ps, &SamplingOverrides { n: Some(2), ..Default::default() }, false).unwrap();
+    assert_eq!(out.stats.completed, 12, "{:?}", out.stats.failed_by_reason);
+    assert!(server.counters().rate_limited() > 0 && server.counters().faults() > 0);
+    let failure = format!("{:?}", out.failures().collect::<Vec<_>>());
+    assert!(!failure.contains(KEY));
+    drop(client);
+
+    let auth = server.counters().auth_headers.lock().unwrap().clone();
+    assert!(!auth.is_empty() && auth.iter().all(|a| a == KEY), "sent only as x-api-key");
+    let mut files = Vec::new();
+    files_under(dir.path(), &mut files);
+    assert!(!files.is_empty());
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(!bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()), "the key is in {}", f.display());
+    }
+    // Decode every entry (values may be compressed).
+    let t0 = std::time::Instant::now();
+    let db = loop {
+        match sled::Config::new().path(&cache).open() {
+            Ok(db) => break db,
+            Err(e) => {
+                assert!(t0.elapsed().as_secs() < 10, "the cache stays locked: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    };
+    let tree = db.open_tree(TREE).unwrap();
+    assert!(tree.len() >= 25, "{} entries: 12 prompts x 2 samples and one failure", tree.len());
+    let values = distill_teacher_client::valuelog::ValueLog::open(&cache.join("values")).unwrap();
+    for kv in tree.iter() {
+        let (_, v) = kv.unwrap();
+        let v = match v.strip_prefix(b"P") {
+            Some(p) => values.read(&distill_teacher_client::valuelog::Pointer::decode(p).unwrap()).unwrap().unwrap(),
+            None => v.to_vec(),
+        };
+        let entry = Entry::decode(&v).expect("every entry decodes");
+        assert!(!format!("{entry:?}").contains(KEY), "the key is in a cache entry");
+    }
+    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+    assert!(logs.len() > 1000, "the logs were captured ({} bytes)", logs.len());
+    assert!(!logs.contains(KEY) && !logs.contains("4c2e8d0a9b"), "the key is in the logs");
+}
