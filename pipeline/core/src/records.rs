@@ -171,7 +171,9 @@ pub struct Exclusion {
 /// (what the shards stage writes and the trainer checks what it reads against), and README.md's
 /// table, held to that schema by a test, says what each column means.
 pub mod shard_columns {
-    pub const SCHEMA_VERSION: u32 = 1;
+    /// 2: cross-tokenizer chunk events and per-row coverage (`chunk_starts`, `chunk_lengths`,
+    /// `soft_label_byte_share`, `teacher_mass_captured`); the trainer still reads version 1.
+    pub const SCHEMA_VERSION: u32 = 2;
     pub const ROW_ID: &str = "row_id";
     pub const PROMPT_ID: &str = "prompt_id";
     pub const PROMPT_TEXT: &str = "prompt_text";
@@ -197,6 +199,14 @@ pub mod shard_columns {
     pub const PROMPT_TOKENS: &str = "prompt_tokens";
     /// Which teacher-written tests the sample passed.
     pub const PASS_VECTOR: &str = "pass_vector";
+    /// Positions holding the events of a chunk of several student tokens (cross-tokenizer).
+    pub const CHUNK_STARTS: &str = "chunk_starts";
+    /// Student tokens of each such chunk.
+    pub const CHUNK_LENGTHS: &str = "chunk_lengths";
+    /// Share of the completion's bytes spelled by positions with soft labels.
+    pub const SOFT_LABEL_BYTE_SHARE: &str = "soft_label_byte_share";
+    /// Mean teacher probability listed at the positions with soft labels.
+    pub const TEACHER_MASS_CAPTURED: &str = "teacher_mass_captured";
     /// Prefix of the one column per filter score (`score_pass_rate`, ...).
     pub const SCORE_PREFIX: &str = "score_";
 }

@@ -34,6 +34,17 @@
 //!   0 < beta < 1; beta = 0 is forward KL and beta = 1 reverse KL (as in TRL).
 //! - cross-entropy on the teacher's sampled token y: `logsumexp(z) - z_y` (temperature 1).
 //!
+//! # Chunk events (a teacher of another tokenizer)
+//!
+//! Where teacher and student tokens group differently (an m:n chunk of the same bytes, see
+//! `distill_shards::align`), the teacher's top-k at the chunk's first row are *events*: entry 0
+//! is the whole chunk, the others single tokens disjoint from it. The student's probability of
+//! the chunk is the product along it, so for each later row `i` of the chunk (`ChunkRows`) the
+//! student's log-prob of its sampled token, `log q_i(y_i)` at temperature `T`, is added to entry
+//! 0 of the chunk's first row before the tail is formed:
+//! `log q(chunk) = log q_start(y_start) + sum_i log q_i(y_i)`. Those later rows carry no soft
+//! labels of their own (`kd_mask` 0) and still count for CE. Without chunks nothing changes.
+//!
 //! KD terms are multiplied by `T^2` (Hinton et al.) so their gradients keep their scale when T
 //! changes. [`distill_loss`] combines them with weights: `w_kd FKL + w_rkl RKL + w_jsd JSD`
 //! (each times T^2) `+ w_ce CE`, each a masked mean `sum(loss * mask) / max(sum(mask), 1)`.
@@ -209,6 +220,27 @@ pub struct KdTargets {
     pub kd_mask: Tensor,
     /// `(N,)` f32: 1 where the hard label counts (completion tokens).
     pub ce_mask: Tensor,
+    /// The later rows of multi-token chunks (module docs); `None` when there are none.
+    pub chunks: Option<ChunkRows>,
+}
+
+/// Row `interior[m]`'s student log-prob of its sampled token is added to entry 0 of row
+/// `start[m]` (module docs, "Chunk events"). Both `(M,)` u32, M >= 1.
+pub struct ChunkRows {
+    pub interior: Tensor,
+    pub start: Tensor,
+}
+
+/// Adds the chunks' later rows to entry 0 of their first rows: `lq` `(N, K)` student log-probs at
+/// the teacher's ids, `sampled` `(N,)` the student's log-probs of the sampled tokens.
+fn with_chunk_events(lq: &Tensor, sampled: &Tensor, chunks: &ChunkRows) -> Result<Tensor> {
+    let (n, k) = lq.dims2()?;
+    let extra = Tensor::zeros(n, lq.dtype(), lq.device())?.index_add(&chunks.start, &sampled.contiguous()?.index_select(&chunks.interior, 0)?, 0)?; // (N,)
+    let first = lq.narrow(1, 0, 1)?.broadcast_add(&extra.unsqueeze(1)?)?;
+    if k == 1 {
+        return Ok(first);
+    }
+    Ok(Tensor::cat(&[&first, &lq.narrow(1, 1, k - 1)?], 1)?)
 }
 
 /// The token counts a loss's masked means divide by (see [`distill_loss_over`]).
@@ -252,15 +284,24 @@ pub fn distill_loss_over(logits: &Tensor, targets: &KdTargets, w: &LossWeights, 
     let mut parts = LossParts { total: total.clone(), forward_kl: 0.0, reverse_kl: 0.0, jsd: 0.0, ce: 0.0, kd_tokens, ce_tokens };
     let need_kd = kd_tokens > 0.0 && (w.kd != 0.0 || w.reverse_kl != 0.0 || w.jsd != 0.0 || report_all);
     let need_ce = ce_tokens > 0.0 && (w.ce != 0.0 || report_all);
-    // At T = 1 one pass over the (N, V) logits serves both the top-k and the sampled token.
+    // One pass over the (N, V) logits serves both the top-k and the sampled token: at T = 1 for
+    // CE, and at T for chunk events.
     let mut ce_rows = None;
     let mut student_topk = None;
-    if need_kd && need_ce && w.temperature == 1.0 {
+    let chunks = targets.chunks.as_ref().filter(|_| need_kd);
+    if need_kd && ((need_ce && w.temperature == 1.0) || chunks.is_some()) {
         let k = targets.topk_ids.dim(1)?;
+        let z = if w.temperature == 1.0 { logits.clone() } else { (logits.to_dtype(DType::F32)? / w.temperature)? }; // (N, V)
         let ids = Tensor::cat(&[&targets.topk_ids, &targets.sampled.unsqueeze(1)?], 1)?;
-        let lq = crate::recompute::log_softmax_gather(logits, &ids)?; // (N, K+1)
-        student_topk = Some(lq.narrow(1, 0, k)?);
-        ce_rows = Some(lq.narrow(1, k, 1)?.squeeze(1)?.neg()?);
+        let lq = crate::recompute::log_softmax_gather(&z, &ids)?; // (N, K+1)
+        let sampled = lq.narrow(1, k, 1)?.squeeze(1)?; // (N,)
+        if need_ce && w.temperature == 1.0 {
+            ce_rows = Some(sampled.neg()?);
+        }
+        student_topk = Some(match chunks {
+            Some(c) => with_chunk_events(&lq.narrow(1, 0, k)?, &sampled, c)?,
+            None => lq.narrow(1, 0, k)?,
+        });
     }
     if need_kd {
         let mask = targets.topk_mask.as_ref();

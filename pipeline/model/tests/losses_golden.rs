@@ -46,6 +46,24 @@ fn targets(f: &Value) -> KdTargets {
         sampled: Tensor::new(f["sampled"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<_>>(), &Device::Cpu).unwrap(),
         kd_mask: vec_f32(&f["kd_mask"]),
         ce_mask: vec_f32(&f["ce_mask"]),
+        chunks: None,
+    }
+}
+
+fn u32s(v: &Value) -> Tensor {
+    Tensor::new(v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<_>>(), &Device::Cpu).unwrap()
+}
+
+fn weights(case: &Value) -> LossWeights {
+    let w = &case["weights"];
+    LossWeights {
+        kd: w["kd"].as_f64().unwrap(),
+        reverse_kl: w["reverse_kl"].as_f64().unwrap(),
+        jsd: w["jsd"].as_f64().unwrap(),
+        jsd_beta: case["jsd_beta"].as_f64().unwrap(),
+        ce: w["ce"].as_f64().unwrap(),
+        temperature: case["temperature"].as_f64().unwrap(),
+        capture_temperature: case["capture_temperature"].as_f64().unwrap(),
     }
 }
 
@@ -88,16 +106,7 @@ fn every_loss_matches_the_numpy_reference() {
         assert_close(&loss::jsd(&logp, &logq, beta).unwrap().to_vec1().unwrap(), &floats(&rows["jsd"]), &what("jsd"));
         assert_close(&loss::cross_entropy(&logits, &tg.sampled).unwrap().to_vec1().unwrap(), &floats(&rows["ce"]), &what("ce"));
 
-        let w = &case["weights"];
-        let weights = LossWeights {
-            kd: w["kd"].as_f64().unwrap(),
-            reverse_kl: w["reverse_kl"].as_f64().unwrap(),
-            jsd: w["jsd"].as_f64().unwrap(),
-            jsd_beta: beta,
-            ce: w["ce"].as_f64().unwrap(),
-            temperature: t,
-            capture_temperature: tc,
-        };
+        let weights = weights(case);
         let parts = loss::distill_loss(&logits, &tg, &weights, true).unwrap();
         let means = &case["means"];
         for (name, got) in [("forward_kl", parts.forward_kl), ("reverse_kl", parts.reverse_kl), ("jsd", parts.jsd), ("ce", parts.ce)] {
@@ -105,6 +114,49 @@ fn every_loss_matches_the_numpy_reference() {
         }
         let total = parts.total.to_scalar::<f32>().unwrap() as f64;
         assert!((total - case["total"].as_f64().unwrap()).abs() <= TOL, "{}: {total} vs {}", what("total"), case["total"]);
+    }
+}
+
+/// Chunk events (a teacher of another tokenizer): the later rows of a chunk add their sampled
+/// token's log-prob to entry 0 of its first row.
+#[test]
+fn chunk_events_match_the_numpy_reference() {
+    let f = fixture();
+    let logits = mat_f32(&f["logits"]);
+    let mut tg = targets(&f);
+    tg.kd_mask = vec_f32(&f["chunk_kd_mask"]);
+    tg.chunks = Some(loss::ChunkRows { interior: u32s(&f["chunk_interior"]), start: u32s(&f["chunk_start"]) });
+    for case in f["chunk_cases"].as_array().unwrap() {
+        let parts = loss::distill_loss(&logits, &tg, &weights(case), true).unwrap();
+        let means = &case["means"];
+        for (name, got) in [("forward_kl", parts.forward_kl), ("reverse_kl", parts.reverse_kl), ("jsd", parts.jsd), ("ce", parts.ce)] {
+            assert!((got - means[name].as_f64().unwrap()).abs() <= TOL, "{name} at T={}: {got} vs {}", case["temperature"], means[name]);
+        }
+        let total = parts.total.to_scalar::<f32>().unwrap() as f64;
+        assert!((total - case["total"].as_f64().unwrap()).abs() <= TOL, "total at T={}: {total} vs {}", case["temperature"], case["total"]);
+    }
+}
+
+/// Under a KD-only loss a chunk's later rows learn through the chunk's event alone: their
+/// logits get a gradient with chunks, none without.
+#[test]
+fn a_chunks_later_rows_get_their_gradient_from_its_first_row() {
+    let f = fixture();
+    let var = Var::from_tensor(&mat_f32(&f["logits"])).unwrap();
+    let mut tg = targets(&f);
+    tg.kd_mask = vec_f32(&f["chunk_kd_mask"]);
+    let w = LossWeights { kd: 1.0, ce: 0.0, ..Default::default() };
+    let grad_norms = |tg: &KdTargets| {
+        let parts = loss::distill_loss(var.as_tensor(), tg, &w, false).unwrap();
+        let g = parts.total.backward().unwrap().get(var.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+        g.iter().map(|row| row.iter().map(|x| x * x).sum::<f32>().sqrt()).collect::<Vec<f32>>()
+    };
+    let without = grad_norms(&tg);
+    tg.chunks = Some(loss::ChunkRows { interior: u32s(&f["chunk_interior"]), start: u32s(&f["chunk_start"]) });
+    let with = grad_norms(&tg);
+    for row in [1, 2, 5] {
+        assert_eq!(without[row], 0.0, "row {row} has no soft labels of its own");
+        assert!(with[row] > 1e-4, "row {row} continues a chunk: {with:?}");
     }
 }
 
@@ -208,7 +260,15 @@ fn padding_contributes_nothing_to_the_loss_or_its_gradient() {
     let w = LossWeights { kd: 1.0, reverse_kl: 0.5, jsd: 0.5, jsd_beta: 0.4, ce: 0.7, temperature: 1.5, capture_temperature: 0.9 };
     let run = |logits: &Tensor, lps: &Tensor, sampled: &Tensor| {
         let var = Var::from_tensor(logits).unwrap();
-        let tg = KdTargets { topk_ids: ids.clone(), topk_logprobs: lps.clone(), topk_mask: None, sampled: sampled.clone(), kd_mask: kd_mask.clone(), ce_mask: ce_mask.clone() };
+        let tg = KdTargets {
+            topk_ids: ids.clone(),
+            topk_logprobs: lps.clone(),
+            topk_mask: None,
+            sampled: sampled.clone(),
+            kd_mask: kd_mask.clone(),
+            ce_mask: ce_mask.clone(),
+            chunks: None,
+        };
         let parts = loss::distill_loss(var.as_tensor(), &tg, &w, true).unwrap();
         let grads = parts.total.backward().unwrap();
         let g = grads.get(var.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
@@ -269,6 +329,7 @@ fn absent_top_k_entries_change_nothing() {
             sampled: Tensor::new(&[0u32], &dev).unwrap(),
             kd_mask: one.clone(),
             ce_mask: one.clone(),
+            chunks: None,
         };
         let parts = loss::distill_loss(var.as_tensor(), &tg, &w, true).unwrap();
         let g = parts.total.backward().unwrap().get(var.as_tensor()).unwrap().to_vec2::<f32>().unwrap();

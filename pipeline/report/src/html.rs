@@ -30,6 +30,7 @@ pub fn render(title: &str, s: &RunSummary, charts: &[Chart]) -> String {
     let _ = write!(h, "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>{STYLE}</style></head><body>\n<h1>{t}</h1>\n", t = escape(title));
     funnel(&mut h, s);
     teacher(&mut h, s);
+    soft_labels(&mut h, s);
     evals(&mut h, s);
     let _ = writeln!(h, "<h2>Charts</h2>");
     if charts.is_empty() {
@@ -81,6 +82,34 @@ fn teacher(h: &mut String, s: &RunSummary) {
          <tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
         get("prompts"), get("requested"), get("from_cache"), get("failed"), get("prompt_tokens"), get("completion_tokens"), get("cost_usd"), get("rate_limited")
     );
+}
+
+/// How much of the teacher's answers carries soft labels (the shards stage's coverage), and a
+/// plain line for rows that train on the hard label alone and why.
+fn soft_labels(h: &mut String, s: &RunSummary) {
+    let Some((_, st)) = s.stages.iter().find(|(n, _)| n == "shards") else { return };
+    let pct = |k: &str| st.get(k).and_then(|v| v.as_f64()).map(|x| format!("{:.1}%", 100.0 * x)).unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        h,
+        "<h2>Soft labels</h2><table><tr><th>completion bytes with soft labels</th><th>teacher probability captured</th><th>hard-label-only rows</th></tr>\
+         <tr><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+        pct("soft_label_byte_share"),
+        pct("teacher_mass_captured"),
+        st.get("hard_label_only_rows").and_then(number).unwrap_or_else(|| "-".into())
+    );
+    let count = |k: &str| st.get("alignment").and_then(|a| a.get(k)).and_then(|v| v.as_u64()).unwrap_or(0);
+    let why = [
+        ("no_teacher_logprobs", "the teacher sent no log-probs (Anthropic's API and OpenAI's reasoning models never do)"),
+        ("teacher_bytes_mismatch", "the teacher's tokens spell other text than the answer"),
+        ("boundaries_differ", "no teacher chunk of at most max_chunk_tokens tokens lines up with the student's"),
+        ("bad_teacher_logprob", "a log-prob was not a number"),
+    ];
+    for (key, text) in why {
+        let n = count(key);
+        if n > 0 {
+            let _ = writeln!(h, "<p>{n} rows train on the hard label only: {} (<code>{key}</code>).</p>", escape(text));
+        }
+    }
 }
 
 fn evals(h: &mut String, s: &RunSummary) {

@@ -69,6 +69,10 @@ fn make_run(work: &Path) {
         r#"{"prompts": 120, "completed": 118, "from_cache": 20, "requested": 98, "failed": 2, "failed_by_reason": {"bad_request": 2}, "prompt_tokens": 4321, "completion_tokens": 9876, "cost_usd": 0.0, "rate_limited": 3}"#,
     );
     write(&work.join("filter/stats.json"), r#"{"input": 236, "kept": 150, "dropped": {"no_code": 40, "syntax_error": 46}}"#);
+    write(
+        &work.join("shards/stats.json"),
+        r#"{"total_rows": 150, "hard_label_only_rows": 12, "soft_label_byte_share": 0.9312, "teacher_mass_captured": 0.8126, "alignment": {"chunks": 138, "no_teacher_logprobs": 12}}"#,
+    );
     write(&work.join("train/metrics.jsonl"), &metrics(50, 1.0));
     write(&work.join("train-baseline/metrics.jsonl"), &metrics(50, 1.2));
     write(&work.join("eval/humaneval/summary.json"), r#"{"pass@1": 0.125, "pass@10": 0.3, "pass@1_ci95": [0.08, 0.17], "samples": 1640}"#);
@@ -94,6 +98,9 @@ fn the_report_shows_every_section() {
         "kd-vs-ce.png",
         "completion-tokens.png",
         "href=\"../teacher/stats.json\"",
+        "<h2>Soft labels</h2>",
+        "<td>93.1%</td><td>81.3%</td><td>12</td>",
+        "12 rows train on the hard label only: the teacher sent no log-probs",
     ] {
         assert!(page.contains(needle), "index.html lacks {needle:?}");
     }

@@ -6,32 +6,47 @@
 //! Prompt positions carry no labels (`loss_mask` 0, empty top-k, log-prob and tail 0).
 //!
 //! Alignment (teacher tokens -> student tokens, compared by their bytes):
-//! 1. The teacher's tokens must spell the completion byte for byte; else `teacher_bytes_mismatch`.
-//! 2. The student's tokenization of the completion must have the same boundaries: token `i` of
-//!    both spells the same bytes (`exact`). If it does not, but every teacher token is itself
-//!    exactly one student token, the teacher's own segmentation becomes the student's input ids
-//!    (`exact_teacher_tokens`): a sampling model often emits a valid but non-canonical split
-//!    ("de" + "f" where BPE would write "def"), and with a shared vocabulary those ids are the
-//!    very positions the teacher's top-k describe. Otherwise the two are walked by byte offset
-//!    into chunks (`chunks.rs`): a student position that is a 1:1 chunk (the same bytes as one
-//!    teacher token, after the same bytes) keeps the soft labels of that teacher position, the
-//!    others are trained on the hard label alone (`chunks`). A row without any 1:1 chunk is
-//!    `boundaries_differ`.
-//! 3. Then at each labelled completion position every top-k alternative whose bytes are exactly one
-//!    student token becomes `(student id, log-prob)`; the sampled token is always included (its
-//!    log-prob is known even when it was outside the top-k); the rest of the probability is the
-//!    tail: `tail_mass = max(0, 1 - sum_j exp(logprob_j))`.
+//! 1. The teacher's tokens should spell the completion byte for byte. Where they do not (a
+//!    special token the text lacks, a replacement character for split UTF-8), the common prefix
+//!    and suffix keep their tokens and the span between is trained on the hard label
+//!    ([`crate::chunks::overlay`]); with nothing in common the row is `teacher_bytes_mismatch`.
+//! 2. If the student's tokenization of the completion has the same boundaries (token `i` of
+//!    both spells the same bytes), every position takes its teacher position (`exact`). If it
+//!    does not, but every teacher token is itself exactly one student token, the teacher's own
+//!    segmentation becomes the student's input ids (`exact_teacher_tokens`): a sampling model
+//!    often emits a valid but non-canonical split ("de" + "f" where BPE would write "def"), and
+//!    with a shared vocabulary those ids are the very positions the teacher's top-k describe.
+//! 3. Otherwise the two are walked by byte offset into chunks ([`crate::chunks::walk`]), and the
+//!    row is `chunks` if any chunk got soft labels (else `boundaries_differ`):
+//!    - a 1:1 chunk (one teacher token spelling one student token after the same bytes) takes
+//!      that teacher position's labels, as with a shared tokenizer;
+//!    - an m:n chunk of at most `max_chunk_tokens` tokens on either side gets *chunk events* at
+//!      its first student position: entry 0 is the chunk itself, whose teacher log-prob is the
+//!      sum of its teacher tokens' log-probs (the trainer adds the student's log-probs of the
+//!      chunk's later tokens to entry 0; `chunk_starts` / `chunk_lengths` say where), then the
+//!      teacher's alternatives at the chunk's first position that are exactly one student token
+//!      and neither a prefix of the chunk's bytes nor prefixed by them (events disjoint from the
+//!      chunk); the tail is the rest. The chunk's later positions and longer chunks are trained
+//!      on the hard label alone. (Approximate likelihood matching: Minixhofer et al. 2025.)
+//! 4. At each 1:1 position every top-k alternative whose bytes are exactly one student token
+//!    becomes `(student id, log-prob)`; the sampled token is always included (its log-prob is
+//!    known even when it was outside the top-k); the rest of the probability is the tail:
+//!    `tail_mass = max(0, 1 - sum_j exp(logprob_j))`.
 //!
-//! A row that fails 1 or 2, or has no teacher log-probs, is *hard-label only*: its completion is
-//! still trained with cross-entropy on the teacher's text, never with misaligned soft labels.
-//! With a shared tokenizer step 2 always holds, so every row with log-probs is exact.
-//! `Row::soft_label_bytes` counts the completion bytes whose positions carry soft labels.
+//! A row without teacher log-probs, or whose labels cannot be aligned anywhere, is *hard-label
+//! only*: its completion is still trained with cross-entropy on the teacher's text, never with
+//! misaligned soft labels. With a shared tokenizer step 2 always holds, so every row with
+//! log-probs is exact. Coverage per row: `soft_label_bytes` (completion bytes spelled by
+//! positions with soft labels) and `teacher_mass_captured` (mean listed teacher probability over
+//! those positions).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use distill_core::logprobs::FlatTokens;
 use distill_core::records::KeptSample;
 
+use crate::chunks;
 use crate::config::Settings;
 use crate::error::Result;
 use crate::vocab::StudentTokenizer;
@@ -53,6 +68,9 @@ pub struct Row {
     pub topk_logprobs: Vec<f32>,
     pub token_logprob: Vec<f32>,
     pub tail_mass: Vec<f32>,
+    /// Positions holding an m:n chunk's events, and the chunk's student tokens (>= 2 each).
+    pub chunk_starts: Vec<u32>,
+    pub chunk_lengths: Vec<u32>,
     pub hard_label_only: bool,
     /// `exact`, `exact_teacher_tokens`, `chunks` (soft labels at some positions), or why the
     /// soft labels were not usable.
@@ -60,6 +78,9 @@ pub struct Row {
     /// Completion bytes spelled by positions with soft labels (not a column: the manifest's
     /// coverage figure).
     pub soft_label_bytes: usize,
+    /// Mean over positions with soft labels of the teacher probability their events list (0
+    /// without soft labels).
+    pub teacher_mass_captured: f32,
     pub split: &'static str,
     pub teacher_model: String,
     pub temperature: f32,
@@ -70,6 +91,20 @@ pub struct Row {
 impl Row {
     pub fn positions(&self) -> usize {
         self.input_ids.len()
+    }
+
+    /// Positions with soft labels.
+    pub fn soft_label_positions(&self) -> usize {
+        self.topk_offsets.windows(2).filter(|w| w[1] > w[0]).count()
+    }
+
+    /// Share of the completion's bytes spelled by positions with soft labels.
+    pub fn soft_label_byte_share(&self) -> f32 {
+        if self.completion_text.is_empty() {
+            0.0
+        } else {
+            self.soft_label_bytes as f32 / self.completion_text.len() as f32
+        }
     }
 
     /// Labels at position `i`: (ids, log-probs).
@@ -102,8 +137,8 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
         (Some(t), Some("stop")) => tok.token_to_id(t),
         _ => None,
     };
-    let (completion_ids, labels, alignment) = match align(&s.completion, &canonical_ids, tokens, tok) {
-        Ok(a) => (a.ids, Some((a.teacher, a.string_ids, a.positions)), a.how),
+    let (completion_ids, labels, alignment) = match align(&s.completion, &canonical_ids, tokens, tok, settings.max_chunk_tokens) {
+        Ok(a) => (a.ids, Some((a.teacher, a.string_ids, a.labels)), a.how),
         Err(reason) => (canonical_ids, None, reason),
     };
     let total = prompt_ids.len() + completion_ids.len() + usize::from(eos.is_some());
@@ -124,9 +159,12 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
         topk_logprobs: Vec::new(),
         token_logprob: Vec::with_capacity(total),
         tail_mass: Vec::with_capacity(total),
+        chunk_starts: Vec::new(),
+        chunk_lengths: Vec::new(),
         hard_label_only: labels.is_none(),
         alignment,
         soft_label_bytes: 0,
+        teacher_mass_captured: 0.0,
         split,
         teacher_model: s.model.clone(),
         temperature: s.temperature,
@@ -145,19 +183,37 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
         push_empty(&mut row, id, 0);
     }
     match labels {
-        Some((teacher, string_ids, positions)) => {
+        Some((teacher, string_ids, labels)) => {
             let mut pairs: Vec<(u32, f32)> = Vec::with_capacity(32);
+            let (mut mass_sum, mut labelled) = (0f64, 0usize);
             for (j, &id) in completion_ids.iter().enumerate() {
-                let at = positions.as_ref().map_or(Some(j as u32), |v| v[j]);
-                let Some(p) = at else {
-                    push_empty(&mut row, id, 1);
-                    continue;
+                let label = labels.as_ref().map_or(Label::Token(j as u32), |v| v[j].clone());
+                let (token_logprob, bytes) = match label {
+                    Label::Hard => {
+                        push_empty(&mut row, id, 1);
+                        continue;
+                    }
+                    Label::Token(p) => {
+                        let p = p as usize;
+                        let token_logprob = teacher.sampled_entry(p).1.min(0.0);
+                        soft_labels(teacher.top_entries(p), &string_ids, id, token_logprob, settings.max_topk, &mut pairs);
+                        (token_logprob, teacher.sampled(p).0.len())
+                    }
+                    Label::Chunk { teacher: t, bytes, student_len } => {
+                        let chunk = &s.completion.as_bytes()[bytes.start as usize..bytes.end as usize];
+                        let logprob: f32 = t.clone().map(|p| teacher.sampled_entry(p as usize).1.min(0.0)).sum();
+                        chunk_events(teacher, t.start as usize, &string_ids, chunk, id, logprob, settings.max_topk, &mut pairs);
+                        if student_len > 1 {
+                            row.chunk_starts.push(row.input_ids.len() as u32);
+                            row.chunk_lengths.push(student_len);
+                        }
+                        (logprob, chunk.len())
+                    }
                 };
-                let p = p as usize;
-                row.soft_label_bytes += teacher.sampled(p).0.len();
-                let token_logprob = teacher.sampled_entry(p).1.min(0.0);
-                soft_labels(teacher.top_entries(p), &string_ids, id, token_logprob, settings.max_topk, &mut pairs);
                 let mass: f32 = pairs.iter().map(|(_, lp)| lp.exp()).sum();
+                mass_sum += mass.min(1.0) as f64;
+                labelled += 1;
+                row.soft_label_bytes += bytes;
                 row.input_ids.push(id);
                 row.loss_mask.push(1);
                 row.token_logprob.push(token_logprob);
@@ -166,6 +222,7 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
                 row.topk_logprobs.extend(pairs.iter().map(|&(_, lp)| lp));
                 row.topk_offsets.push(row.topk_ids.len() as u32);
             }
+            row.teacher_mass_captured = if labelled > 0 { (mass_sum / labelled as f64) as f32 } else { 0.0 };
         }
         None => completion_ids.iter().for_each(|&id| push_empty(&mut row, id, 1)),
     }
@@ -175,22 +232,37 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
     Ok(Ok(row))
 }
 
+/// What a completion position is trained on (module docs, step 3).
+#[derive(Debug, Clone, PartialEq)]
+enum Label {
+    /// The teacher's distribution at this teacher position.
+    Token(u32),
+    /// The first position of an m:n chunk: events from teacher positions `teacher` over
+    /// completion bytes `bytes`, the chunk spanning `student_len` student tokens.
+    Chunk { teacher: Range<u32>, bytes: Range<u32>, student_len: u32 },
+    /// The hard label alone (a later position of a chunk, or one without usable labels).
+    Hard,
+}
+
 /// A completion whose teacher tokens can label it: the completion's student ids, the teacher's
-/// tokens, the student id of each of their strings, for each student position the teacher
-/// position whose labels it takes (`None`: hard label only; no list: position `j` takes teacher
-/// position `j`, as with `exact` and `exact_teacher_tokens`), and how they were aligned.
+/// tokens, the student id of each of their strings, each student position's [`Label`] (no
+/// list: position `j` takes teacher position `j`, as with `exact` and `exact_teacher_tokens`),
+/// and how they were aligned.
 struct Aligned<'t> {
     ids: Vec<u32>,
     teacher: &'t FlatTokens,
     string_ids: Vec<Option<u32>>,
-    positions: Option<Vec<Option<u32>>>,
+    labels: Option<Vec<Label>>,
     how: &'static str,
 }
 
-/// The module docs' steps 1-2; `Err` names why the labels cannot be used.
-fn align<'t>(completion: &str, canonical: &[u32], teacher: Option<&'t FlatTokens>, tok: &StudentTokenizer) -> Result<Aligned<'t>, &'static str> {
+/// The module docs' steps 1-3; `Err` names why no label can be used.
+fn align<'t>(completion: &str, canonical: &[u32], teacher: Option<&'t FlatTokens>, tok: &StudentTokenizer, max_chunk_tokens: usize) -> Result<Aligned<'t>, &'static str> {
     let teacher = teacher.filter(|t| !t.is_empty()).ok_or("no_teacher_logprobs")?;
     let n = teacher.len();
+    if !(0..n).all(|p| teacher.sampled_entry(p).1.is_finite()) {
+        return Err("bad_teacher_logprob");
+    }
     let mut rest = completion.as_bytes();
     let spells_completion = (0..n).all(|p| match rest.strip_prefix(teacher.sampled(p).0) {
         Some(r) => {
@@ -199,32 +271,63 @@ fn align<'t>(completion: &str, canonical: &[u32], teacher: Option<&'t FlatTokens
         }
         None => false,
     }) && rest.is_empty();
-    if !spells_completion {
-        return Err("teacher_bytes_mismatch");
-    }
     // One vocabulary lookup per distinct string of the sample, not per entry.
     let string_ids: Vec<Option<u32>> = (0..teacher.string_count() as u32).map(|s| tok.id(teacher.string(s))).collect();
-    let same_boundaries = n == canonical.len() && canonical.iter().enumerate().all(|(p, &id)| tok.bytes(id) == teacher.sampled(p).0);
-    if !(0..n).all(|p| teacher.sampled_entry(p).1.is_finite()) {
-        return Err("bad_teacher_logprob");
-    }
-    let (ids, positions, how) = if same_boundaries {
-        (canonical.to_vec(), None, "exact")
-    } else if let Some(ids) = (0..n).map(|p| string_ids[teacher.sampled_entry(p).0 as usize]).collect::<Option<Vec<u32>>>() {
-        (ids, None, "exact_teacher_tokens")
-    } else {
-        let teacher_lens: Vec<usize> = (0..n).map(|p| teacher.sampled(p).0.len()).collect();
-        let student_lens: Vec<usize> = canonical.iter().map(|&id| tok.bytes(id).len()).collect();
-        let positions = crate::chunks::one_to_one(&teacher_lens, &student_lens);
-        if positions.iter().all(Option::is_none) {
-            return Err("boundaries_differ");
+    if spells_completion {
+        if n == canonical.len() && canonical.iter().enumerate().all(|(p, &id)| tok.bytes(id) == teacher.sampled(p).0) {
+            return Ok(Aligned { ids: canonical.to_vec(), teacher, string_ids, labels: None, how: "exact" });
         }
-        (canonical.to_vec(), Some(positions), "chunks")
-    };
-    Ok(Aligned { ids, teacher, string_ids, positions, how })
+        if let Some(ids) = (0..n).map(|p| string_ids[teacher.sampled_entry(p).0 as usize]).collect::<Option<Vec<u32>>>() {
+            return Ok(Aligned { ids, teacher, string_ids, labels: None, how: "exact_teacher_tokens" });
+        }
+    }
+    let overlay = chunks::overlay((0..n).map(|p| teacher.sampled(p).0), completion.as_bytes()).ok_or("teacher_bytes_mismatch")?;
+    let student_lens: Vec<usize> = canonical.iter().map(|&id| tok.bytes(id).len()).collect();
+    let mut labels = vec![Label::Hard; canonical.len()];
+    let mut at = 0usize;
+    for c in chunks::walk(&overlay.lens, &student_lens) {
+        let bytes = at..at + student_lens[c.student.clone()].iter().sum::<usize>();
+        at = bytes.end;
+        let usable = c.meets && !c.teacher.is_empty() && !c.student.is_empty() && overlay.spells[c.teacher.clone()].iter().all(|&s| s);
+        if !usable || c.teacher.len().max(c.student.len()) > max_chunk_tokens {
+            continue;
+        }
+        let t = overlay.teacher_of[c.teacher.start].start as u32..overlay.teacher_of[c.teacher.end - 1].end as u32;
+        labels[c.student.start] =
+            if c.is_one_to_one() { Label::Token(t.start) } else { Label::Chunk { teacher: t, bytes: bytes.start as u32..bytes.end as u32, student_len: c.student.len() as u32 } };
+    }
+    if labels.iter().all(|l| *l == Label::Hard) {
+        return Err(if spells_completion { "boundaries_differ" } else { "teacher_bytes_mismatch" });
+    }
+    Ok(Aligned { ids: canonical.to_vec(), teacher, string_ids, labels: Some(labels), how: "chunks" })
 }
 
-/// Step 3 at one position into `pairs`: every alternative that is exactly one student token as
+/// Step 3's chunk events into `pairs`: entry 0 is the chunk (student id `first`, the student's
+/// first token of it; teacher log-prob `logprob`), then the teacher's alternatives at position
+/// `p` that are exactly one student token and neither a prefix of `chunk` nor prefixed by it,
+/// most probable first; at most `max_topk` in all.
+#[allow(clippy::too_many_arguments)]
+fn chunk_events(teacher: &FlatTokens, p: usize, string_ids: &[Option<u32>], chunk: &[u8], first: u32, logprob: f32, max_topk: Option<usize>, pairs: &mut Vec<(u32, f32)>) {
+    pairs.clear();
+    pairs.push((first, logprob));
+    for &(string, lp) in teacher.top_entries(p) {
+        let alt = teacher.string(string);
+        if !lp.is_finite() || alt.is_empty() || chunk.starts_with(alt) || alt.starts_with(chunk) {
+            continue;
+        }
+        if let Some(id) = string_ids[string as usize] {
+            if !pairs.iter().any(|(i, _)| *i == id) {
+                pairs.push((id, lp.min(0.0)));
+            }
+        }
+    }
+    pairs[1..].sort_by(|a, b| b.1.total_cmp(&a.1));
+    if let Some(k) = max_topk {
+        pairs.truncate(k.max(1));
+    }
+}
+
+/// Step 4 at one position into `pairs`: every alternative that is exactly one student token as
 /// `(student id, log-prob)`, the sampled token `sampled` always among them, most probable
 /// first, at most `max_topk`.
 fn soft_labels(top: &[(u32, f32)], string_ids: &[Option<u32>], sampled: u32, token_logprob: f32, max_topk: Option<usize>, pairs: &mut Vec<(u32, f32)>) {

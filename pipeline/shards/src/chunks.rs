@@ -4,17 +4,37 @@
 //! are `de f | def` (2:1) and ` add | a dd` (1:2).
 //!
 //! A 1:1 chunk is one teacher token spelling exactly one student token, after the same bytes:
-//! the teacher's distribution at that position is a distribution over the student's next token
-//! (its alternatives that are single student tokens), so it labels the student position as with
-//! a shared tokenizer. Other chunks have no per-position teacher distribution; the shards stage
-//! trains them on the hard label (issue #16 plans chunk-level events for them).
+//! the teacher's distribution at that position is a distribution over the student's next token,
+//! so it labels the student position as with a shared tokenizer. An m:n chunk is labelled at its
+//! first student position by chunk-level events (`align.rs`).
+//!
+//! [`overlay`] lays teacher tokens over a completion they do not spell exactly: the common
+//! prefix and suffix keep their tokens, and what differs between them becomes one block that
+//! spells nothing, so one odd span costs only the chunk around it.
 
-/// For each student token (by byte length), the teacher token (by byte length) that forms a
-/// 1:1 chunk with it, if any. Both sequences must spell the same number of bytes; zero-length
-/// tokens join the chunk they fall in (which is then not 1:1).
-pub fn one_to_one(teacher_lens: &[usize], student_lens: &[usize]) -> Vec<Option<u32>> {
+use std::ops::Range;
+
+/// Teacher tokens `teacher` and student tokens `student` (index ranges) spelling the same
+/// bytes; `meets` is false for the last chunk when the two sides spell different totals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub teacher: Range<usize>,
+    pub student: Range<usize>,
+    pub meets: bool,
+}
+
+impl Chunk {
+    pub fn is_one_to_one(&self) -> bool {
+        self.meets && self.teacher.len() == 1 && self.student.len() == 1
+    }
+}
+
+/// The chunks of two segmentations given by their tokens' byte lengths, in order; together
+/// they cover every token of both sides. Zero-length tokens join the chunk they fall in (which
+/// is then not 1:1).
+pub fn walk(teacher_lens: &[usize], student_lens: &[usize]) -> Vec<Chunk> {
     let (nt, ns) = (teacher_lens.len(), student_lens.len());
-    let mut out = vec![None; ns];
+    let mut out = Vec::with_capacity(ns);
     let (mut t, mut s) = (0, 0);
     let (mut t_end, mut s_end) = (0usize, 0usize);
     while t < nt || s < ns {
@@ -29,7 +49,7 @@ pub fn one_to_one(teacher_lens: &[usize], student_lens: &[usize]) -> Vec<Option<
             s_end += student_lens[s];
             s += 1;
         }
-        loop {
+        let meets = loop {
             // Zero-length tokens at the boundary belong to this chunk.
             while t < nt && teacher_lens[t] == 0 {
                 t += 1;
@@ -38,7 +58,7 @@ pub fn one_to_one(teacher_lens: &[usize], student_lens: &[usize]) -> Vec<Option<
                 s += 1;
             }
             if t_end == s_end {
-                break;
+                break true;
             }
             if t_end < s_end && t < nt {
                 t_end += teacher_lens[t];
@@ -50,19 +70,73 @@ pub fn one_to_one(teacher_lens: &[usize], student_lens: &[usize]) -> Vec<Option<
                 // One side ran out: the totals differ. What is left is one unaligned chunk.
                 t = nt;
                 s = ns;
-                break;
+                break false;
             }
-        }
-        if t - t_start == 1 && s - s_start == 1 && t_end == s_end {
-            out[s_start] = Some(t_start as u32);
-        }
+        };
+        out.push(Chunk { teacher: t_start..t, student: s_start..s, meets });
     }
     out
 }
 
+/// Teacher tokens laid over a completion: entry `i` spans `lens[i]` completion bytes and stands
+/// for teacher positions `teacher_of[i]`; `spells[i]` is false for the one block where the
+/// teacher's bytes differ from the completion's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    pub lens: Vec<usize>,
+    pub teacher_of: Vec<Range<usize>>,
+    pub spells: Vec<bool>,
+}
+
+/// The teacher's tokens (their bytes, in order) over `completion` (module docs). `None` when
+/// they share no token's worth of prefix or suffix with it: nothing of theirs can be used.
+pub fn overlay<'a>(tokens: impl ExactSizeIterator<Item = &'a [u8]> + Clone, completion: &[u8]) -> Option<Overlay> {
+    let n = tokens.len();
+    let teacher_text: Vec<u8> = tokens.clone().flatten().copied().collect();
+    if teacher_text == completion {
+        return Some(Overlay { lens: tokens.map(<[u8]>::len).collect(), teacher_of: (0..n).map(|p| p..p + 1).collect(), spells: vec![true; n] });
+    }
+    let common = teacher_text.len().min(completion.len());
+    let prefix = teacher_text.iter().zip(completion).take_while(|(a, b)| a == b).count();
+    let suffix = teacher_text.iter().rev().zip(completion.iter().rev()).take(common - prefix).take_while(|(a, b)| a == b).count();
+    // Tokens wholly inside the common prefix, and wholly inside the common suffix.
+    let lens: Vec<usize> = tokens.map(<[u8]>::len).collect();
+    let (mut head, mut at) = (0, 0);
+    while head < n && at + lens[head] <= prefix {
+        at += lens[head];
+        head += 1;
+    }
+    let head_bytes = at;
+    let (mut tail, mut from_end) = (n, 0);
+    while tail > head && from_end + lens[tail - 1] <= suffix {
+        from_end += lens[tail - 1];
+        tail -= 1;
+    }
+    if head == 0 && tail == n {
+        return None;
+    }
+    let mut out = Overlay { lens: lens[..head].to_vec(), teacher_of: (0..head).map(|p| p..p + 1).collect(), spells: vec![true; head] };
+    out.lens.push(completion.len() - head_bytes - from_end);
+    out.teacher_of.push(head..tail);
+    out.spells.push(false);
+    out.lens.extend_from_slice(&lens[tail..]);
+    out.teacher_of.extend((tail..n).map(|p| p..p + 1));
+    out.spells.extend(std::iter::repeat_n(true, n - tail));
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::one_to_one;
+    use super::*;
+
+    /// For each student token, the teacher token forming a 1:1 chunk with it.
+    fn one_to_one(teacher: &[usize], student: &[usize]) -> Vec<Option<u32>> {
+        let mut out = vec![None; student.len()];
+        for c in walk(teacher, student).into_iter().filter(Chunk::is_one_to_one) {
+            out[c.student.start] = Some(c.teacher.start as u32);
+        }
+        out
+    }
 
     fn lens(tokens: &[&str]) -> Vec<usize> {
         tokens.iter().map(|t| t.len()).collect()
@@ -134,5 +208,42 @@ mod tests {
             let want: Vec<Option<u32>> = spans(&student).iter().map(|s| teacher_spans.iter().position(|t| t == s).map(|p| p as u32)).collect();
             assert_eq!(one_to_one(&teacher, &student), want, "{teacher:?} {student:?}");
         }
+    }
+
+    #[test]
+    fn chunks_cover_both_sides_in_order_and_meet_on_equal_totals() {
+        let teacher = lens(&["de", "f", " add", "(", "x", "y", ")"]);
+        let student = lens(&["def", " a", "dd", "(", "xy", ")"]);
+        let got: Vec<(Range<usize>, Range<usize>)> = walk(&teacher, &student).into_iter().map(|c| (c.teacher, c.student)).collect();
+        assert_eq!(got, vec![(0..2, 0..1), (2..3, 1..3), (3..4, 3..4), (4..6, 4..5), (6..7, 5..6)]);
+        assert!(walk(&teacher, &student).iter().all(|c| c.meets));
+        let last = walk(&[2, 2], &[2, 3]).pop().unwrap();
+        assert_eq!((last.teacher, last.student, last.meets), (1..2, 1..2, false));
+    }
+
+    fn over(tokens: &[&str], completion: &str) -> Option<Overlay> {
+        overlay(tokens.iter().map(|t| t.as_bytes()), completion.as_bytes())
+    }
+
+    #[test]
+    fn an_overlay_of_tokens_that_spell_the_completion_is_the_tokens() {
+        let o = over(&["def", " f", "():"], "def f():").unwrap();
+        assert_eq!((o.lens, o.teacher_of, o.spells), (vec![3, 2, 3], vec![0..1, 1..2, 2..3], vec![true; 3]));
+    }
+
+    #[test]
+    fn an_overlay_keeps_the_common_prefix_and_suffix_and_blocks_what_differs() {
+        // The teacher wrote "\ufffd" where the completion has "é"; its tokens around it still count.
+        let o = over(&["x", " =", " \"", "\u{fffd}", "\"", "\n"], "x = \"é\"\n").unwrap();
+        assert_eq!(o.lens, vec![1, 2, 2, 2, 1, 1]);
+        assert_eq!(o.teacher_of, vec![0..1, 1..2, 2..3, 3..4, 4..5, 5..6]);
+        assert_eq!(o.spells, vec![true, true, true, false, true, true]);
+        // A special token the completion does not contain: a block of no completion bytes.
+        let o = over(&["ok", "<|im_end|>"], "ok").unwrap();
+        assert_eq!((o.lens, o.teacher_of, o.spells), (vec![2, 0], vec![0..1, 1..2], vec![true, false]));
+        // A token straddling the end of the common prefix goes into the block.
+        let o = over(&["ab", "cd", "ef"], "abXdef").unwrap();
+        assert_eq!((o.lens, o.teacher_of, o.spells), (vec![2, 2, 2], vec![0..1, 1..2, 2..3], vec![true, false, true]));
+        assert_eq!(over(&["abc"], "xyz"), None);
     }
 }

@@ -27,6 +27,9 @@ pub struct ShardsConfig {
     pub max_seq_len: usize,
     /// Keep at most this many soft labels per position, most probable first (0 = all).
     pub max_topk: usize,
+    /// Cross-tokenizer chunks of more teacher or student tokens than this are trained on the
+    /// hard label (1 = only 1:1 chunks get soft labels).
+    pub max_chunk_tokens: usize,
     /// Append `eos_token` after completions that ended naturally (`finish_reason = "stop"`), as
     /// a hard-label position, so the student learns to stop.
     pub append_eos: bool,
@@ -48,6 +51,7 @@ impl Default for ShardsConfig {
             zstd_level: 3,
             max_seq_len: 2048,
             max_topk: 0,
+            max_chunk_tokens: 8,
             append_eos: true,
             eos_token: "<|endoftext|>".into(),
             chat_separator: "\n".into(),
@@ -66,6 +70,7 @@ pub struct Settings {
     pub zstd_level: i32,
     pub max_seq_len: Option<usize>,
     pub max_topk: Option<usize>,
+    pub max_chunk_tokens: usize,
     pub eos_token: Option<String>,
     pub chat_separator: String,
 }
@@ -92,6 +97,9 @@ impl ShardsConfig {
         if !(1..=22).contains(&self.zstd_level) {
             bad("zstd_level", format!("{} is outside 1..=22", self.zstd_level));
         }
+        if self.max_chunk_tokens == 0 {
+            bad("max_chunk_tokens", "must be at least 1".into());
+        }
         if self.append_eos && self.eos_token.is_empty() {
             bad("eos_token", "is empty while append_eos = true".into());
         }
@@ -108,6 +116,7 @@ impl ShardsConfig {
             zstd_level: self.zstd_level,
             max_seq_len: (self.max_seq_len > 0).then_some(self.max_seq_len),
             max_topk: (self.max_topk > 0).then_some(self.max_topk),
+            max_chunk_tokens: self.max_chunk_tokens,
             eos_token: self.append_eos.then(|| self.eos_token.clone()),
             chat_separator: self.chat_separator.clone(),
         })

@@ -88,6 +88,7 @@ pub fn run(ctx: &StageContext, cfg: &ShardsConfig) -> distill_core::Result<serde
         "alignment": m.alignment,
         "hard_label_only_rows": m.hard_label_only_rows,
         "soft_label_byte_share": (m.completion_bytes > 0).then(|| m.soft_label_bytes as f64 / m.completion_bytes as f64),
+        "teacher_mass_captured": m.teacher_mass_captured,
         "skipped": skipped,
         "write_secs": t0.elapsed().as_secs_f64(),
     }))
@@ -185,6 +186,9 @@ struct Tally {
     hard_label_only: usize,
     completion_bytes: u64,
     soft_label_bytes: u64,
+    /// Sum of the listed teacher mass over positions with soft labels, and their number.
+    teacher_mass: f64,
+    soft_label_positions: u64,
 }
 
 /// Tokenizes and aligns `samples` (in order), writes the Parquet files and the manifest into
@@ -268,6 +272,7 @@ pub fn write_shards(
         hard_label_only_rows: tally.hard_label_only,
         completion_bytes: tally.completion_bytes,
         soft_label_bytes: tally.soft_label_bytes,
+        teacher_mass_captured: (tally.soft_label_positions > 0).then(|| tally.teacher_mass / tally.soft_label_positions as f64),
         row_group_rows: s.row_group_rows,
         compression: format!("zstd({})", s.zstd_level),
         validation_fraction: s.validation_fraction,
@@ -287,6 +292,9 @@ impl Tally {
         self.hard_label_only += usize::from(row.hard_label_only);
         self.completion_bytes += row.completion_text.len() as u64;
         self.soft_label_bytes += row.soft_label_bytes as u64;
+        let labelled = row.soft_label_positions() as u64;
+        self.teacher_mass += row.teacher_mass_captured as f64 * labelled as f64;
+        self.soft_label_positions += labelled;
     }
 }
 

@@ -39,6 +39,9 @@ pub struct ShardManifest {
     pub completion_bytes: u64,
     #[serde(default)]
     pub soft_label_bytes: u64,
+    /// Mean teacher probability listed at positions with soft labels (`null` without any).
+    #[serde(default)]
+    pub teacher_mass_captured: Option<f64>,
     pub row_group_rows: usize,
     pub compression: String,
     pub validation_fraction: f64,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use arrow_array::builder::BooleanBufferBuilder;
 use arrow_array::types::ArrowPrimitiveType;
 use arrow_array::PrimitiveArray;
-use arrow_array::{ArrayRef, BooleanArray, Float64Array, ListArray, RecordBatch, StringArray, UInt32Array};
+use arrow_array::{ArrayRef, BooleanArray, Float32Array, Float64Array, ListArray, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{DataType, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -117,7 +117,7 @@ impl ShardFile {
         self.info.rows += rows.len();
         for r in rows {
             self.info.positions += r.positions() as u64;
-            self.info.soft_label_positions += (0..r.positions()).filter(|&i| r.topk_offsets[i + 1] > r.topk_offsets[i]).count() as u64;
+            self.info.soft_label_positions += r.soft_label_positions() as u64;
         }
         Ok(())
     }
@@ -221,11 +221,15 @@ pub fn to_batch(rows: &[&Row], schema: &SchemaRef, scores: &[String]) -> std::re
         strings(rows, |r| r.split),
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.prompt_tokens))),
         list(DataType::Boolean, pass_offsets, Arc::new(BooleanArray::new(pass.finish(), None))),
+        prim_list::<UInt32Type>(rows, |r| &r.chunk_starts),
+        prim_list::<UInt32Type>(rows, |r| &r.chunk_lengths),
+        Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.soft_label_byte_share()))),
+        Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.teacher_mass_captured))),
     ];
     for name in scores {
         columns.push(Arc::new(Float64Array::from(rows.iter().map(|r| r.scores.get(name).copied()).collect::<Vec<_>>())));
     }
-    debug_assert!(schema.fields().iter().skip(15).all(|f| f.name().starts_with(SCORE_PREFIX)));
+    debug_assert!(schema.fields().iter().skip(19).all(|f| f.name().starts_with(SCORE_PREFIX)));
     RecordBatch::try_new(schema.clone(), columns)
 }
 

@@ -228,80 +228,116 @@ fn a_shared_tokenizer_gives_exact_soft_labels_that_pyarrow_reads_back() {
 }
 
 #[test]
-fn a_different_teacher_tokenizer_falls_back_to_hard_labels_and_is_counted() {
+fn rows_without_usable_labels_fall_back_to_hard_labels_and_are_counted() {
     let s = setup();
     let teacher = StudentTokenizer::load(&s.different).unwrap();
     let student = StudentTokenizer::load(&s.shared).unwrap();
     let c = "def add(a, b):\n    return a + b\n";
     assert_ne!(teacher.encode(c).unwrap().len(), student.encode(c).unwrap().len(), "the two tokenizers must split differently");
-    // A teacher token the student's vocabulary lacks (the whole answer as one token), so neither the
-    // canonical split nor the teacher's own segmentation can carry the soft labels.
+    // A teacher token the student's vocabulary lacks (the whole answer as one token): one chunk
+    // of more student tokens than `max_chunk_tokens`, so no position can carry soft labels.
     let mut foreign = teacher_tokens(&teacher, c);
     let merged: Vec<u8> = foreign.drain(..).flat_map(|t| t.bytes.unwrap()).collect();
     assert!(student.id(&merged).is_none(), "the merged token must be outside the student's vocabulary");
+    assert!(student.encode(c).unwrap().len() > ShardsConfig::default().max_chunk_tokens);
     let top = vec![TopLogprob { token: String::from_utf8_lossy(&merged).into_owned(), bytes: Some(merged.clone()), logprob: -0.25 }];
     foreign.insert(0, TokenLogprob { token: String::from_utf8_lossy(&merged).into_owned(), bytes: Some(merged), logprob: -0.25, top });
     let mut samples = vec![sample("p1", 0, c, Some(foreign)), sample("p2", 0, c, Some(teacher_tokens(&student, c))), sample("p3", 0, c, None)];
-    // Teacher tokens that do not spell the completion (a server that normalised whitespace).
-    samples.push(sample("p4", 0, c, Some(teacher_tokens(&student, "def add(a,b):\n  return a+b\n"))));
+    // Teacher tokens that spell something else entirely.
+    samples.push(sample("p4", 0, c, Some(teacher_tokens(&student, "XYZ"))));
+    // Teacher tokens that spell the completion but for one span (a server that normalised
+    // whitespace): the tokens before and after it keep their labels.
+    samples.push(sample("p5", 0, c, Some(teacher_tokens(&student, "def add(a,b):\n    return a + b\n"))));
     let cfg = ShardsConfig { tokenizer: s.shared.display().to_string(), validation_fraction: 0.0, ..Default::default() };
     let (out, stats) = run_stage(s.work.path(), &samples, &cfg);
     assert_eq!(stats["hard_label_only_rows"], 3, "{stats}");
     let m = manifest(&out);
-    let want: BTreeMap<String, usize> = [("boundaries_differ", 1), ("exact", 1), ("no_teacher_logprobs", 1), ("teacher_bytes_mismatch", 1)].map(|(k, v)| (k.to_string(), v)).into();
+    let want: BTreeMap<String, usize> =
+        [("boundaries_differ", 1), ("chunks", 1), ("exact", 1), ("no_teacher_logprobs", 1), ("teacher_bytes_mismatch", 1)].map(|(k, v)| (k.to_string(), v)).into();
     assert_eq!(m.alignment, want);
     let py = read_back(&out);
     let rows = py["files"]["train-00000-of-00001.parquet"]["rows_data"].as_array().unwrap().clone();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 5);
     for r in rows {
-        let exact = r["row_id"] == "p2#0";
-        assert_eq!(r["hard_label_only"], !exact);
+        let labelled = r["row_id"] == "p2#0" || r["row_id"] == "p5#0";
+        assert_eq!(r["hard_label_only"], !labelled);
         let topk: Vec<Vec<u32>> = serde_json::from_value(r["teacher_topk_ids"].clone()).unwrap();
-        assert_eq!(topk.iter().any(|t| !t.is_empty()), exact, "hard-label rows carry no soft labels");
+        assert_eq!(topk.iter().any(|t| !t.is_empty()), labelled, "hard-label rows carry no soft labels");
         let mask: Vec<u8> = serde_json::from_value(r["loss_mask"].clone()).unwrap();
         assert!(mask.contains(&1), "hard-label rows still train on the completion");
+        let share = r["soft_label_byte_share"].as_f64().unwrap();
+        if r["row_id"] == "p5#0" {
+            // "def add(a," and " b):\n    return a + b\n" keep labels; the tokens around the
+            // missing space do not.
+            let first = r["prompt_tokens"].as_u64().unwrap() as usize;
+            let comp = student.encode(c).unwrap();
+            let text_of = |range: std::ops::Range<usize>| range.map(|j| String::from_utf8_lossy(student.bytes(comp[j])).into_owned()).collect::<String>();
+            let labelled: Vec<usize> = (0..comp.len()).filter(|&j| !topk[first + j].is_empty()).collect();
+            assert!(share > 0.5 && share < 1.0, "{share}");
+            assert!(text_of(0..1).starts_with("def") && labelled.contains(&0), "{labelled:?}");
+            assert!(labelled.contains(&(comp.len() - 1)), "the common suffix keeps its labels: {labelled:?}");
+        } else {
+            assert_eq!(share, if labelled { 1.0 } else { 0.0 });
+        }
     }
 }
 
-/// The alignment oracle, with no walk: a student token keeps soft labels exactly when its byte
-/// span is also a teacher token's. Per student token of `text`: (its byte length, labelled).
-fn same_span_oracle(teacher: &StudentTokenizer, student: &StudentTokenizer, text: &str) -> Vec<(usize, bool)> {
-    let spans = |tok: &StudentTokenizer| {
-        let mut at = 0;
-        tok.encode(text)
-            .unwrap()
-            .iter()
-            .map(|&id| {
-                at += tok.bytes(id).len();
-                (at - tok.bytes(id).len(), at)
-            })
-            .collect::<Vec<_>>()
+/// What the alignment oracle expects at one student token: its byte length, and, when it starts
+/// a chunk that gets labels, the chunk's teacher tokens, student tokens and bytes.
+type Expected = (usize, Option<(usize, usize, usize)>);
+
+/// The alignment oracle, with no walk: chunks are the spans between byte offsets where both
+/// tokenizations of `text` have a boundary; one of at most `max` tokens on each side is
+/// labelled at its first student token.
+fn chunk_oracle(teacher: &StudentTokenizer, student: &StudentTokenizer, text: &str, max: usize) -> Vec<Expected> {
+    let starts = |tok: &StudentTokenizer| {
+        let mut out = vec![0];
+        for id in tok.encode(text).unwrap() {
+            out.push(out.last().unwrap() + tok.bytes(id).len());
+        }
+        out
     };
-    let teacher_spans = spans(teacher);
-    spans(student).into_iter().map(|s| (s.1 - s.0, teacher_spans.contains(&s))).collect()
+    let (t, s) = (starts(teacher), starts(student));
+    let common: Vec<usize> = s.iter().copied().filter(|b| t.contains(b)).collect();
+    let count = |bounds: &[usize], a: usize, b: usize| bounds[..bounds.len() - 1].iter().filter(|&&x| a <= x && x < b).count();
+    s.windows(2)
+        .map(|w| {
+            let label = common.iter().position(|&b| b == w[0]).filter(|&i| i + 1 < common.len()).and_then(|i| {
+                let end = common[i + 1];
+                let (m, n) = (count(&t, w[0], end), count(&s, w[0], end));
+                (m.max(n) <= max).then_some((m, n, end - w[0]))
+            });
+            (w[1] - w[0], label)
+        })
+        .collect()
+}
+
+fn soft_bytes(expected: &[Expected]) -> usize {
+    expected.iter().filter_map(|(_, l)| l.map(|(_, _, bytes)| bytes)).sum()
 }
 
 #[test]
-fn a_teacher_with_another_bpe_keeps_soft_labels_where_its_tokens_coincide_with_the_students() {
+fn a_teacher_with_another_bpe_labels_every_chunk_of_up_to_max_chunk_tokens() {
     let s = setup();
     let teacher = StudentTokenizer::load(&s.different).unwrap();
     let student = StudentTokenizer::load(&s.shared).unwrap();
     // Code the two BPEs merge differently, digits, and multi-byte UTF-8.
     let c = "def add(a, b):\n    return a + b  # somme é 12345\n\nprint(add(1, 2))\n";
-    let cfg = ShardsConfig { tokenizer: s.shared.display().to_string(), validation_fraction: 0.0, ..Default::default() };
+    let max = 4;
+    let cfg = ShardsConfig { tokenizer: s.shared.display().to_string(), validation_fraction: 0.0, max_chunk_tokens: max, ..Default::default() };
     let (out, stats) = run_stage(s.work.path(), &[sample("p1", 0, c, Some(teacher_tokens(&teacher, c)))], &cfg);
 
-    let oracle = same_span_oracle(&teacher, &student, c);
-    let labelled: Vec<bool> = oracle.iter().map(|&(_, l)| l).collect();
-    let soft_bytes: usize = oracle.iter().filter(|&&(_, l)| l).map(|&(len, _)| len).sum();
+    let oracle = chunk_oracle(&teacher, &student, c, max);
+    let kinds: Vec<Option<(usize, usize)>> = oracle.iter().map(|(_, l)| l.map(|(m, n, _)| (m, n))).collect();
+    assert!(kinds.contains(&Some((1, 1))) && kinds.iter().any(|k| k.is_some_and(|(m, n)| m > 1 && n == 1)), "the test needs 1:1 and m:1 chunks: {kinds:?}");
+    assert!(kinds.iter().any(|k| k.is_some_and(|(_, n)| n > 1)) && kinds.iter().any(|k| k.is_none()), "and 1:n chunks, and unlabelled positions: {kinds:?}");
     let comp_ids = student.encode(c).unwrap();
-    assert!(labelled.contains(&true) && labelled.contains(&false), "the test needs both kinds of position: {labelled:?}");
 
     let m = manifest(&out);
     assert_eq!(m.alignment, BTreeMap::from([("chunks".to_string(), 1)]));
     assert_eq!(m.hard_label_only_rows, 0);
-    assert_eq!((m.soft_label_bytes, m.completion_bytes), (soft_bytes as u64, c.len() as u64));
-    assert!((stats["soft_label_byte_share"].as_f64().unwrap() - soft_bytes as f64 / c.len() as f64).abs() < 1e-12, "{stats}");
+    assert_eq!((m.soft_label_bytes, m.completion_bytes), (soft_bytes(&oracle) as u64, c.len() as u64));
+    assert!((stats["soft_label_byte_share"].as_f64().unwrap() - soft_bytes(&oracle) as f64 / c.len() as f64).abs() < 1e-12, "{stats}");
 
     let py = read_back(&out);
     let row = &py["files"]["train-00000-of-00001.parquet"]["rows_data"][0];
@@ -310,17 +346,38 @@ fn a_teacher_with_another_bpe_keeps_soft_labels_where_its_tokens_coincide_with_t
     let mask: Vec<u8> = serde_json::from_value(row["loss_mask"].clone()).unwrap();
     let topk: Vec<Vec<u32>> = serde_json::from_value(row["teacher_topk_ids"].clone()).unwrap();
     let lps: Vec<Vec<f32>> = serde_json::from_value(row["teacher_topk_logprobs"].clone()).unwrap();
+    let starts: Vec<u32> = serde_json::from_value(row["chunk_starts"].clone()).unwrap();
+    let lengths: Vec<u32> = serde_json::from_value(row["chunk_lengths"].clone()).unwrap();
     let first = row["prompt_tokens"].as_u64().unwrap() as usize;
     assert_eq!(ids[first..first + comp_ids.len()], comp_ids[..], "the student's own tokenization is the input");
-    for (j, &is_labelled) in labelled.iter().enumerate() {
+    let mut want_chunks = Vec::new();
+    let mut at = 0;
+    for (j, &(len, label)) in oracle.iter().enumerate() {
         let p = first + j;
         assert_eq!(mask[p], 1, "every completion position trains on the hard label");
-        assert_eq!(!topk[p].is_empty(), is_labelled, "position {j}: {:?}", String::from_utf8_lossy(student.bytes(comp_ids[j])));
-        if is_labelled {
-            // The sampled token, at the teacher's log-prob, heads the list.
-            assert_eq!((topk[p][0], lps[p][0]), (comp_ids[j], -0.25));
+        assert_eq!(!topk[p].is_empty(), label.is_some(), "position {j}: {:?}", String::from_utf8_lossy(student.bytes(comp_ids[j])));
+        if let Some((m, n, bytes)) = label {
+            // The chunk heads the list: the student's first token of it, at the sum of its
+            // teacher tokens' log-probs.
+            assert_eq!(topk[p][0], comp_ids[j]);
+            assert!((lps[p][0] - -0.25 * m as f32).abs() < 1e-6, "{} vs {m} tokens", lps[p][0]);
+            if (m, n) != (1, 1) {
+                // The other events are disjoint from the chunk: no prefix either way.
+                let chunk = &c.as_bytes()[at..at + bytes];
+                for &alt in &topk[p][1..] {
+                    let b = student.bytes(alt);
+                    assert!(!chunk.starts_with(b) && !b.starts_with(chunk), "{:?} overlaps {:?}", String::from_utf8_lossy(b), String::from_utf8_lossy(chunk));
+                }
+            }
+            if n > 1 {
+                want_chunks.push((p as u32, n as u32));
+            }
         }
+        at += len;
     }
+    assert_eq!(starts.into_iter().zip(lengths).collect::<Vec<_>>(), want_chunks);
+    let mass = row["teacher_mass_captured"].as_f64().unwrap();
+    assert!(mass > 0.0 && mass < 1.0, "{mass}");
 }
 
 /// Claude's tokenizer as the `anthropic` Python SDK 0.34.2 ships it (MIT licence), installed
@@ -333,7 +390,7 @@ fn published_tokenizer() -> PathBuf {
 }
 
 #[test]
-fn a_published_teacher_tokenizer_keeps_soft_labels_on_every_span_it_shares_with_the_student() {
+fn a_published_teacher_tokenizer_labels_most_completion_bytes() {
     let s = setup();
     let teacher = StudentTokenizer::load(&published_tokenizer()).unwrap();
     let student = StudentTokenizer::load(&s.shared).unwrap();
@@ -343,12 +400,14 @@ fn a_published_teacher_tokenizer_keeps_soft_labels_on_every_span_it_shares_with_
     let cfg = ShardsConfig { tokenizer: s.shared.display().to_string(), validation_fraction: 0.0, ..Default::default() };
     let (out, _) = run_stage(s.work.path(), &samples, &cfg);
 
-    // Every student token whose byte span is also one of Claude's tokens carries soft labels.
-    let soft_bytes: usize = completions.iter().flat_map(|c| same_span_oracle(&teacher, &student, c)).filter(|&(_, l)| l).map(|(len, _)| len).sum();
+    // Every chunk of up to max_chunk_tokens tokens carries soft labels.
+    let soft: usize = completions.iter().map(|c| soft_bytes(&chunk_oracle(&teacher, &student, c, cfg.max_chunk_tokens))).sum();
+    let one_to_one: usize = completions.iter().flat_map(|c| chunk_oracle(&teacher, &student, c, 1)).filter_map(|(_, l)| l.map(|(_, _, b)| b)).sum();
     let m = manifest(&out);
     let total: usize = completions.iter().map(|c| c.len()).sum();
-    assert_eq!((m.soft_label_bytes, m.completion_bytes), (soft_bytes as u64, total as u64));
-    assert!(soft_bytes * 2 > total, "most of plain code lines up: {soft_bytes} of {total} bytes");
+    assert_eq!((m.soft_label_bytes, m.completion_bytes), (soft as u64, total as u64));
+    eprintln!("published tokenizer: {soft} of {total} completion bytes soft-labelled ({one_to_one} by 1:1 chunks alone)");
+    assert!(soft * 10 >= total * 9 && soft > one_to_one, "chunk events label at least 90% of the bytes: {soft} of {total} ({one_to_one} by 1:1 chunks alone)");
     assert_eq!(m.hard_label_only_rows, 0, "{:?}", m.alignment);
 }
 

@@ -34,6 +34,7 @@ fn synthetic(n: usize, len: usize, vocab: u32, k: usize, seed: u64) -> Vec<Examp
                 topk_ids,
                 topk_logprobs: vec![lps; len],
                 hard_label_only: false,
+                chunks: Vec::new(),
             }
         })
         .collect()

@@ -11,7 +11,7 @@
 //! (b, i) pairs logits at i with the labels of token i + 1. Padding rows have both masks 0.
 
 use candle_core::{Device, Tensor};
-use distill_model::loss::{KdTargets, TokenCounts};
+use distill_model::loss::{ChunkRows, KdTargets, TokenCounts};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -75,6 +75,7 @@ impl Batch {
         let mut topk_ids = vec![0u32; n * k];
         let mut topk_lps = vec![0f32; n * k];
         let mut topk_mask = vec![0f32; n * k];
+        let (mut chunk_interior, mut chunk_start) = (Vec::new(), Vec::new());
         let mut tokens = 0;
         for (bi, e) in examples.iter().enumerate() {
             tokens += e.len();
@@ -94,6 +95,13 @@ impl Batch {
                     }
                 }
             }
+            if !e.hard_label_only {
+                for &(start, len) in &e.chunks {
+                    let first = bi * (t - 1) + start as usize - 1;
+                    chunk_interior.extend((first + 1..first + len as usize).map(|r| r as u32));
+                    chunk_start.extend(std::iter::repeat_n(first as u32, len as usize - 1));
+                }
+            }
         }
         let counts = TokenCounts { kd: kd_mask.iter().sum::<f32>() as f64, ce: ce_mask.iter().sum::<f32>() as f64 };
         let targets = KdTargets {
@@ -103,6 +111,10 @@ impl Batch {
             sampled: Tensor::from_vec(sampled, n, device)?,
             kd_mask: Tensor::from_vec(kd_mask, n, device)?,
             ce_mask: Tensor::from_vec(ce_mask, n, device)?,
+            chunks: match chunk_interior.len() {
+                0 => None,
+                m => Some(ChunkRows { interior: Tensor::from_vec(chunk_interior, m, device)?, start: Tensor::from_vec(chunk_start, m, device)? }),
+            },
         };
         Ok(Batch { ids: Tensor::from_vec(ids, (b, t), device)?, targets, tokens, counts })
     }
@@ -138,6 +150,7 @@ mod tests {
             topk_ids: vec![vec![], vec![], vec![12, 5], vec![13]],
             topk_logprobs: vec![vec![], vec![], vec![-0.1, -2.5], vec![-0.01]],
             hard_label_only: false,
+            chunks: Vec::new(),
         };
         let short = Example::plain("b".into(), vec![7, 8]);
         let b = Batch::new(&[&e, &short], &Device::Cpu).unwrap();

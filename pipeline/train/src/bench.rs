@@ -70,7 +70,7 @@ pub fn synthetic_examples(n: usize, seq_len: usize, prompt_len: usize, k: usize,
                 top_ids[p] = listed;
                 mask[p] = 1;
             }
-            Example { id: format!("synthetic-{i}"), input_ids: ids, loss_mask: mask, topk_ids: top_ids, topk_logprobs: top_lps, hard_label_only: false }
+            Example { id: format!("synthetic-{i}"), input_ids: ids, loss_mask: mask, topk_ids: top_ids, topk_logprobs: top_lps, hard_label_only: false, chunks: Vec::new() }
         })
         .collect()
 }

@@ -27,6 +27,9 @@ pub struct Example {
     pub topk_logprobs: Vec<Vec<f32>>,
     /// Soft labels unusable: train on the tokens only.
     pub hard_label_only: bool,
+    /// Chunks of several student tokens whose events sit at their first position (a teacher of
+    /// another tokenizer): `(first position, tokens)`, in order, not overlapping.
+    pub chunks: Vec<(u32, u32)>,
 }
 
 impl Example {
@@ -37,7 +40,7 @@ impl Example {
         if n > 0 {
             loss_mask[0] = 0; // nothing predicts the first token
         }
-        Example { id, input_ids, loss_mask, topk_ids: vec![vec![]; n], topk_logprobs: vec![vec![]; n], hard_label_only: true }
+        Example { id, input_ids, loss_mask, topk_ids: vec![vec![]; n], topk_logprobs: vec![vec![]; n], hard_label_only: true, chunks: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -54,6 +57,7 @@ impl Example {
         self.loss_mask.truncate(n);
         self.topk_ids.truncate(n);
         self.topk_logprobs.truncate(n);
+        self.chunks.retain(|&(start, len)| (start + len) as usize <= n);
     }
 }
 
@@ -88,6 +92,9 @@ pub enum Split {
 /// The columns the trainer reads (the text, score and diagnostic columns it leaves alone).
 const READ: [&str; 7] = [col::ROW_ID, col::SPLIT, col::HARD_LABEL_ONLY, col::INPUT_IDS, col::LOSS_MASK, col::TEACHER_TOPK_IDS, col::TEACHER_TOPK_LOGPROBS];
 
+/// Columns of schema version 2 the trainer reads when a file has them (version 1 has no chunks).
+const READ_CHUNKS: [&str; 2] = [col::CHUNK_STARTS, col::CHUNK_LENGTHS];
+
 /// The columns the trainer reads, cast to the types [`distill_shards::schema`] gives them.
 struct Columns<'a> {
     row_id: &'a StringArray,
@@ -97,6 +104,8 @@ struct Columns<'a> {
     loss_mask: &'a ListArray,
     topk_ids: &'a ListArray,
     topk_logprobs: &'a ListArray,
+    /// `(chunk_starts, chunk_lengths)` when the file has them.
+    chunks: Option<(&'a ListArray, &'a ListArray)>,
 }
 
 impl<'a> Columns<'a> {
@@ -104,6 +113,10 @@ impl<'a> Columns<'a> {
     /// casts. `Err`: the batch is not a shard (a column missing, or of another type).
     fn of(batch: &'a RecordBatch) -> std::result::Result<Self, String> {
         shard_schema::check(batch.schema_ref(), &READ)?;
+        let has_chunks = batch.schema_ref().column_with_name(col::CHUNK_STARTS).is_some();
+        if has_chunks {
+            shard_schema::check(batch.schema_ref(), &READ_CHUNKS)?;
+        }
         let column = |name: &str| batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| mismatch(name));
         let list = |name: &str| column(name)?.as_list_opt::<i32>().ok_or_else(|| mismatch(name));
         Ok(Columns {
@@ -114,7 +127,19 @@ impl<'a> Columns<'a> {
             loss_mask: list(col::LOSS_MASK)?,
             topk_ids: list(col::TEACHER_TOPK_IDS)?,
             topk_logprobs: list(col::TEACHER_TOPK_LOGPROBS)?,
+            chunks: if has_chunks { Some((list(col::CHUNK_STARTS)?, list(col::CHUNK_LENGTHS)?)) } else { None },
         })
+    }
+
+    /// Row `r`'s chunks as `(first position, tokens)`.
+    fn chunks(&self, r: usize) -> std::result::Result<Vec<(u32, u32)>, String> {
+        let Some((starts, lengths)) = self.chunks else { return Ok(Vec::new()) };
+        let values = |l: &ListArray, name: &str| l.value(r).as_primitive_opt::<UInt32Type>().map(|a| a.values().to_vec()).ok_or_else(|| mismatch(name));
+        let (starts, lengths) = (values(starts, col::CHUNK_STARTS)?, values(lengths, col::CHUNK_LENGTHS)?);
+        if starts.len() != lengths.len() {
+            return Err(format!("{} chunk starts but {} chunk lengths", starts.len(), lengths.len()));
+        }
+        Ok(starts.into_iter().zip(lengths).collect())
     }
 }
 
@@ -148,8 +173,17 @@ pub fn read_batch(batch: &RecordBatch) -> std::result::Result<Vec<RowRead>, Stri
         for p in 0..tl.len() {
             k_lps.push(tl.value(p).as_primitive_opt::<Float32Type>().ok_or_else(|| mismatch(col::TEACHER_TOPK_LOGPROBS))?.values().to_vec());
         }
-        let ex = Example { id: id.clone(), input_ids: tokens, loss_mask: mask, topk_ids: k_ids, topk_logprobs: k_lps, hard_label_only: c.hard_label_only.value(r) };
-        out.push(match (check(&ex), c.split.value(r)) {
+        let chunks = c.chunks(r);
+        let ex = Example {
+            id: id.clone(),
+            input_ids: tokens,
+            loss_mask: mask,
+            topk_ids: k_ids,
+            topk_logprobs: k_lps,
+            hard_label_only: c.hard_label_only.value(r),
+            chunks: chunks.clone().unwrap_or_default(),
+        };
+        out.push(match (chunks.and_then(|_| check(&ex)), c.split.value(r)) {
             (Err(why), _) => Err(format!("{id}: {why}")),
             (Ok(()), "train") => Ok((ex, Split::Train)),
             (Ok(()), "validation") => Ok((ex, Split::Validation)),
@@ -169,7 +203,8 @@ pub struct Checked {
 /// on the Arrow arrays themselves (offsets and values; no example is built): each row's length
 /// and split, or why it is left out.
 pub fn check_batch(batch: &RecordBatch, vocab: usize) -> std::result::Result<Vec<std::result::Result<Checked, String>>, String> {
-    let Columns { row_id: ids, split, input_ids, loss_mask, topk_ids, topk_logprobs: topk_lps, .. } = Columns::of(batch)?;
+    let columns = Columns::of(batch)?;
+    let Columns { row_id: ids, split, input_ids, loss_mask, topk_ids, topk_logprobs: topk_lps, .. } = columns;
     let tokens = input_ids.values().as_primitive_opt::<UInt32Type>().ok_or_else(|| mismatch(col::INPUT_IDS))?.values();
     let inner_ids = topk_ids.values().as_list_opt::<i32>().ok_or_else(|| mismatch(col::TEACHER_TOPK_IDS))?;
     let inner_lps = topk_lps.values().as_list_opt::<i32>().ok_or_else(|| mismatch(col::TEACHER_TOPK_LOGPROBS))?;
@@ -192,8 +227,10 @@ pub fn check_batch(batch: &RecordBatch, vocab: usize) -> std::result::Result<Vec
             let k = |o: &[i32]| o[p + 1] - o[p];
             Some(format!("position {p}: {} top-k ids but {} log-probs", k(&id_offsets[pa..]), k(&lp_offsets[qa..])))
         } else {
+            let listed_k = |p: usize| (id_offsets[pa + p + 1] - id_offsets[pa + p]) as usize;
             let listed = &listed[id_offsets[pa] as usize..id_offsets[pb] as usize];
-            tokens[a..b].iter().chain(listed).find(|&&t| t as usize >= vocab).map(|bad| format!("token id {bad} >= vocabulary size {vocab}"))
+            let out_of_vocab = tokens[a..b].iter().chain(listed).find(|&&t| t as usize >= vocab).map(|bad| format!("token id {bad} >= vocabulary size {vocab}"));
+            out_of_vocab.or_else(|| columns.chunks(r).and_then(|c| check_chunks(&c, n, listed_k)).err())
         };
         out.push(match (why, split.value(r)) {
             (Some(why), _) => Err(format!("{id}: {why}")),
@@ -221,6 +258,31 @@ fn check(ex: &Example) -> std::result::Result<(), String> {
     }
     if let Some(p) = (0..n).find(|&p| ex.topk_ids[p].len() != ex.topk_logprobs[p].len()) {
         return Err(format!("position {p}: {} top-k ids but {} log-probs", ex.topk_ids[p].len(), ex.topk_logprobs[p].len()));
+    }
+    check_chunks(&ex.chunks, n, |p| ex.topk_ids[p].len())
+}
+
+/// Chunks must lie inside the row in order, span at least 2 positions after position 0, have
+/// events at their first position and none at the others. `listed(p)`: labels at position `p`.
+fn check_chunks(chunks: &[(u32, u32)], n: usize, listed: impl Fn(usize) -> usize) -> std::result::Result<(), String> {
+    let mut free_from = 1usize;
+    for &(start, len) in chunks {
+        let (start, len) = (start as usize, len as usize);
+        let why = if len < 2 {
+            Some("spans fewer than 2 positions")
+        } else if start < free_from || start + len > n {
+            Some("overlaps another chunk, the first position or the row's end")
+        } else if listed(start) == 0 {
+            Some("has no events at its first position")
+        } else if (start + 1..start + len).any(|p| listed(p) > 0) {
+            Some("has labels inside it")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(format!("chunk at position {start} of {len} tokens {why}"));
+        }
+        free_from = start + len;
     }
     Ok(())
 }
@@ -289,5 +351,18 @@ mod tests {
         let want = "column 'input_ids' is list<Int64>, the shards stage writes list<uint32> (re-run the shards stage)";
         assert_eq!(read_batch(&batch).err().as_deref(), Some(want));
         assert_eq!(check_batch(&batch, 10).err().as_deref(), Some(want));
+    }
+
+    #[test]
+    fn chunks_must_lie_inside_the_row_with_events_only_at_their_first_position() {
+        let listed = |p: usize| usize::from(p == 2 || p == 6);
+        assert_eq!(check_chunks(&[(2, 3), (6, 2)], 8, listed), Ok(()));
+        let err = |chunks: &[(u32, u32)]| check_chunks(chunks, 8, listed).unwrap_err();
+        assert_eq!(err(&[(2, 1)]), "chunk at position 2 of 1 tokens spans fewer than 2 positions");
+        assert!(err(&[(2, 3), (3, 2)]).contains("overlaps"));
+        assert!(err(&[(6, 3)]).contains("overlaps"), "past the row's end");
+        assert!(err(&[(0, 2)]).contains("overlaps"), "position 0 has no logits before it");
+        assert_eq!(err(&[(3, 2)]), "chunk at position 3 of 2 tokens has no events at its first position");
+        assert_eq!(err(&[(2, 5)]), "chunk at position 2 of 5 tokens has labels inside it");
     }
 }

@@ -490,7 +490,7 @@ mod tests {
         let loss_mask = (0..n).map(|i| u8::from(i >= 3)).collect();
         let topk_ids = (0..n).map(|i| if i >= 3 { vec![input_ids[i], 1 + (i as u32 + seed) % 90] } else { vec![] }).collect();
         let topk_logprobs = (0..n).map(|i| if i >= 3 { vec![-0.2 - 0.01 * (i as f32), -2.0] } else { vec![] }).collect();
-        Example { id: id.into(), input_ids, loss_mask, topk_ids, topk_logprobs, hard_label_only: false }
+        Example { id: id.into(), input_ids, loss_mask, topk_ids, topk_logprobs, hard_label_only: false, chunks: Vec::new() }
     }
 
     fn gradients(lm: &TrainableLm, s: &Settings, batches: &[Batch]) -> (HashMap<String, Tensor>, StepOutcome) {

@@ -117,6 +117,7 @@ fn sample(tok: &StudentTokenizer, i: usize, k: usize) -> (KeptSample, Option<Vec
         topk_ids: vec![vec![]; prompt_ids.len()],
         topk_logprobs: vec![vec![]; prompt_ids.len()],
         hard_label_only: !with_logprobs,
+        chunks: Vec::new(),
     };
     let (mut token_logprob, mut tail_mass) = (vec![0.0; prompt_ids.len()], vec![0.0; prompt_ids.len()]);
     for (j, &id) in completion_ids.iter().enumerate() {
@@ -158,13 +159,13 @@ fn sample(tok: &StudentTokenizer, i: usize, k: usize) -> (KeptSample, Option<Vec
 
 /// Writes the stage's inputs as the filter and teacher stages do (kept samples in prompt id then
 /// sample order, one frame of log-probs per prompt), runs the real stage, and returns its folder.
-fn run_shards(work: &Path, tokenizer: &Path, samples: &[(KeptSample, Option<Vec<TokenLogprob>>, Expected)]) -> PathBuf {
+fn run_shards(work: &Path, tokenizer: &Path, samples: &[(&KeptSample, Option<&[TokenLogprob]>)]) -> PathBuf {
     fs::create_dir_all(work.join("filter")).unwrap();
-    let kept: Vec<&KeptSample> = samples.iter().map(|s| &s.0).collect();
+    let kept: Vec<&KeptSample> = samples.iter().map(|s| s.0).collect();
     distill_core::jsonl::write(&work.join("filter/kept.jsonl"), &kept).unwrap();
     let mut frames = distill_core::frames::FrameWriter::create(&work.join("teacher/logprobs.frames")).unwrap();
     for prompt in samples.chunk_by(|a, b| a.0.prompt_id == b.0.prompt_id) {
-        frames.write(&prompt[0].0.prompt_id, &distill_core::logprobs::pack_samples(prompt.iter().map(|s| s.1.as_deref()))).unwrap();
+        frames.write(&prompt[0].0.prompt_id, &distill_core::logprobs::pack_samples(prompt.iter().map(|s| s.1))).unwrap();
     }
     frames.finish().unwrap();
     let out = work.join("shards");
@@ -184,7 +185,7 @@ fn the_trainer_reads_back_every_column_the_shards_stage_writes() {
     train_tokenizer(&tokenizer);
     let tok = StudentTokenizer::load(&tokenizer).unwrap();
     let samples: Vec<_> = (0..PROMPTS).flat_map(|i| [0, 1].map(|k| sample(&tok, i, k))).collect();
-    let out = run_shards(work.path(), &tokenizer, &samples);
+    let out = run_shards(work.path(), &tokenizer, &samples.iter().map(|s| (&s.0, s.1.as_deref())).collect::<Vec<_>>());
     let expected: BTreeMap<&str, &Expected> = samples.iter().map(|s| (s.0.id.as_str(), &s.2)).collect();
 
     // What the trainer sees: every row checked and kept, in its split, equal to the inputs.
@@ -239,6 +240,16 @@ fn check_other_columns(batch: &RecordBatch, expected: &BTreeMap<&str, &Expected>
         assert_eq!(column(col::PROMPT_TOKENS).as_primitive::<UInt32Type>().value(r), want.prompt_tokens);
         let pass = column(col::PASS_VECTOR).as_list::<i32>().value(r);
         assert_eq!(pass.as_boolean().iter().map(Option::unwrap).collect::<Vec<_>>(), want.pass_vector);
+        // A shared tokenizer: no chunks; every completion byte soft-labelled, or none.
+        for name in [col::CHUNK_STARTS, col::CHUNK_LENGTHS] {
+            assert!(column(name).as_list::<i32>().value(r).is_empty(), "{id}: {name}");
+        }
+        let share = column(col::SOFT_LABEL_BYTE_SHARE).as_primitive::<Float32Type>().value(r);
+        let labelled: Vec<f32> = want.tail_mass.iter().zip(&want.example.topk_ids).filter(|(_, k)| !k.is_empty()).map(|(t, _)| 1.0 - t).collect();
+        assert_eq!(share, if labelled.is_empty() { 0.0 } else { 1.0 }, "{id}");
+        let mass = column(col::TEACHER_MASS_CAPTURED).as_primitive::<Float32Type>().value(r);
+        let want_mass = if labelled.is_empty() { 0.0 } else { labelled.iter().sum::<f32>() / labelled.len() as f32 };
+        assert!((mass - want_mass).abs() < 1e-5, "{id}: teacher mass {mass} vs {want_mass}");
         for name in ["agreement", "pass_rate"] {
             let scores = column(&format!("{}{name}", col::SCORE_PREFIX)).as_primitive::<Float64Type>().clone();
             let got = (!scores.is_null(r)).then(|| scores.value(r));
@@ -246,4 +257,101 @@ fn check_other_columns(batch: &RecordBatch, expected: &BTreeMap<&str, &Expected>
         }
     }
     batch.num_rows()
+}
+
+/// A teacher of another tokenizer: the chunks the shards stage writes reach the trainer's
+/// examples unchanged, pass its checks, and become the batch's chunk rows (each later row of a
+/// chunk pointing at the chunk's first row).
+#[test]
+fn chunks_from_a_teacher_of_another_tokenizer_reach_the_trainers_batches() {
+    let work = tempfile::tempdir().unwrap();
+    let tokenizer = work.path().join("tokenizer.json");
+    train_tokenizer(&tokenizer);
+    let tok = StudentTokenizer::load(&tokenizer).unwrap();
+    // The teacher's tokens are the student's taken two at a time: chunks of one teacher token
+    // and two student tokens.
+    let samples: Vec<(KeptSample, Vec<TokenLogprob>)> = (0..4)
+        .map(|i| {
+            let (kept, _, _) = sample(&tok, i * 4 + 1 - i % 2, 0);
+            let ids = tok.encode(&kept.completion).unwrap();
+            let tokens = ids
+                .chunks(2)
+                .enumerate()
+                .map(|(j, pair)| {
+                    let bytes: Vec<u8> = pair.iter().flat_map(|&id| tok.bytes(id).to_vec()).collect();
+                    let alt = |b: &[u8], units| TopLogprob { token: String::from_utf8_lossy(b).into_owned(), bytes: Some(b.to_vec()), logprob: lp(units) };
+                    TokenLogprob {
+                        token: String::from_utf8_lossy(&bytes).into_owned(),
+                        bytes: Some(bytes.clone()),
+                        logprob: lp(16 + j),
+                        top: vec![alt(&bytes, 16 + j), alt(b"(", 3000)],
+                    }
+                })
+                .collect();
+            (kept, tokens)
+        })
+        .collect();
+    let out = run_shards(work.path(), &tokenizer, &samples.iter().map(|(k, t)| (k, Some(t.as_slice()))).collect::<Vec<_>>());
+
+    // The chunk columns, straight from the files.
+    let mut written: BTreeMap<String, Vec<(u32, u32)>> = BTreeMap::new();
+    for path in shard_files(&out).unwrap() {
+        for batch in ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&path).unwrap()).unwrap().build().unwrap() {
+            let batch = batch.unwrap();
+            let list = |name: &str, r: usize| batch.column_by_name(name).unwrap().as_list::<i32>().value(r).as_primitive::<UInt32Type>().values().to_vec();
+            for r in 0..batch.num_rows() {
+                let id = batch.column_by_name(col::ROW_ID).unwrap().as_string::<i32>().value(r).to_string();
+                written.insert(id, list(col::CHUNK_STARTS, r).into_iter().zip(list(col::CHUNK_LENGTHS, r)).collect());
+            }
+        }
+    }
+    assert!(written.values().any(|c| !c.is_empty()), "the two tokenizers make multi-token chunks: {written:?}");
+    // A file of schema version 1 (no chunk or coverage columns) still reads, without chunks.
+    for path in shard_files(&out).unwrap() {
+        for batch in ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&path).unwrap()).unwrap().build().unwrap() {
+            let batch = batch.unwrap();
+            let v2 = [col::CHUNK_STARTS, col::CHUNK_LENGTHS, col::SOFT_LABEL_BYTE_SHARE, col::TEACHER_MASS_CAPTURED];
+            let keep: Vec<usize> = batch.schema().fields().iter().enumerate().filter(|(_, f)| !v2.contains(&f.name().as_str())).map(|(i, _)| i).collect();
+            let (now, v1) = (distill_train::data::read_batch(&batch).unwrap(), distill_train::data::read_batch(&batch.project(&keep).unwrap()).unwrap());
+            for (a, b) in now.into_iter().zip(v1) {
+                let ((mut a, _), (b, _)) = (a.unwrap(), b.unwrap());
+                assert!(b.chunks.is_empty());
+                a.chunks.clear();
+                assert_eq!(a, b);
+            }
+        }
+    }
+
+    let data = ShardData::open(&shard_files(&out).unwrap(), 1 << 16, tok.vocab_size()).unwrap();
+    assert!(data.skipped.is_empty(), "{:?}", data.skipped);
+    let mut examples = Vec::new();
+    for source in [&data.train, &data.validation] {
+        examples.extend(source.load(&(0..source.len()).collect::<Vec<_>>()).unwrap());
+    }
+    assert_eq!(examples.len(), 4);
+    for ex in &examples {
+        assert_eq!(ex.chunks, written[&ex.id], "{}", ex.id);
+    }
+    let refs: Vec<&Example> = examples.iter().collect();
+    let batch = distill_train::batch::Batch::new(&refs, &candle_core::Device::Cpu).unwrap();
+    let t = refs.iter().map(|e| e.len()).max().unwrap();
+    let mut want_interior = Vec::new();
+    let mut want_start = Vec::new();
+    for (b, ex) in refs.iter().enumerate() {
+        for &(start, len) in &ex.chunks {
+            let first = (b * (t - 1) + start as usize - 1) as u32;
+            for r in 1..len {
+                want_interior.push(first + r);
+                want_start.push(first);
+            }
+        }
+    }
+    let rows = batch.targets.chunks.as_ref().expect("chunk rows");
+    assert_eq!(rows.interior.to_vec1::<u32>().unwrap(), want_interior);
+    assert_eq!(rows.start.to_vec1::<u32>().unwrap(), want_start);
+    // The chunks' later rows have no soft labels of their own, but train on the hard label.
+    let kd = batch.targets.kd_mask.to_vec1::<f32>().unwrap();
+    let ce = batch.targets.ce_mask.to_vec1::<f32>().unwrap();
+    assert!(want_interior.iter().all(|&r| kd[r as usize] == 0.0 && ce[r as usize] == 1.0));
+    assert!(want_start.iter().all(|&r| kd[r as usize] == 1.0));
 }
