@@ -112,6 +112,7 @@ impl Config {
         };
         collect(self.tokenizer.settings(&name).map(drop), None)?;
         if self.local_teacher() {
+            collect(self.teacher_bootstrap.check(&name), None)?;
             collect(self.teacher_bootstrap.train.settings(&name, None).map(drop), Some("teacher_bootstrap"))?;
         }
         collect(self.prompts.settings().map(drop), None)?;

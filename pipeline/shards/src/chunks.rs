@@ -10,7 +10,8 @@
 //!
 //! [`overlay`] lays teacher tokens over a completion they do not spell exactly: the common
 //! prefix and suffix keep their tokens, and what differs between them becomes one block that
-//! spells nothing, so one odd span costs only the chunk around it.
+//! spells nothing, so one odd span costs only the chunk around it (and teacher text the
+//! completion lacks altogether costs nothing).
 
 use std::ops::Range;
 
@@ -116,9 +117,14 @@ pub fn overlay<'a>(tokens: impl ExactSizeIterator<Item = &'a [u8]> + Clone, comp
         return None;
     }
     let mut out = Overlay { lens: lens[..head].to_vec(), teacher_of: (0..head).map(|p| p..p + 1).collect(), spells: vec![true; head] };
-    out.lens.push(completion.len() - head_bytes - from_end);
-    out.teacher_of.push(head..tail);
-    out.spells.push(false);
+    // A block over no completion bytes (teacher text the completion lacks, such as a trailing
+    // special token) touches no student token: it is left out, and its neighbours meet.
+    let block = completion.len() - head_bytes - from_end;
+    if block > 0 {
+        out.lens.push(block);
+        out.teacher_of.push(head..tail);
+        out.spells.push(false);
+    }
     out.lens.extend_from_slice(&lens[tail..]);
     out.teacher_of.extend((tail..n).map(|p| p..p + 1));
     out.spells.extend(std::iter::repeat_n(true, n - tail));
@@ -232,15 +238,16 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init, reason = "a list of one teacher position range is meant")]
     fn an_overlay_keeps_the_common_prefix_and_suffix_and_blocks_what_differs() {
         // The teacher wrote "\ufffd" where the completion has "é"; its tokens around it still count.
         let o = over(&["x", " =", " \"", "\u{fffd}", "\"", "\n"], "x = \"é\"\n").unwrap();
         assert_eq!(o.lens, vec![1, 2, 2, 2, 1, 1]);
         assert_eq!(o.teacher_of, vec![0..1, 1..2, 2..3, 3..4, 4..5, 5..6]);
         assert_eq!(o.spells, vec![true, true, true, false, true, true]);
-        // A special token the completion does not contain: a block of no completion bytes.
+        // A special token the completion does not contain covers no completion bytes: left out.
         let o = over(&["ok", "<|im_end|>"], "ok").unwrap();
-        assert_eq!((o.lens, o.teacher_of, o.spells), (vec![2, 0], vec![0..1, 1..2], vec![true, false]));
+        assert_eq!((o.lens, o.teacher_of, o.spells), (vec![2], vec![0..1], vec![true]));
         // A token straddling the end of the common prefix goes into the block.
         let o = over(&["ab", "cd", "ef"], "abXdef").unwrap();
         assert_eq!((o.lens, o.teacher_of, o.spells), (vec![2, 2, 2], vec![0..1, 1..2, 2..3], vec![true, false, true]));

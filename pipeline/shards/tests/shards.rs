@@ -411,6 +411,67 @@ fn a_published_teacher_tokenizer_labels_most_completion_bytes() {
     assert_eq!(m.hard_label_only_rows, 0, "{:?}", m.alignment);
 }
 
+/// What practitioners' tokenizers do at the edges: a teacher that ends on a special token the
+/// answer's text lacks, a teacher that splits a multi-byte character into byte tokens (each not
+/// valid UTF-8 alone; the server sends their bytes), a teacher without bytes that shows such a
+/// split as U+FFFD, and a student whose added token appears in the answer's text.
+#[test]
+fn vocabulary_edge_cases_keep_soft_labels_everywhere_they_can() {
+    let work = tempfile::tempdir().unwrap();
+    let spec = BpeSpec { vocab_size: 420, min_frequency: 1, special_tokens: &[ENDOFTEXT, PAD, "<|fim_middle|>"], max_token_length: None };
+    let path = work.path().join("student.json");
+    train_byte_level([CODE, CODE].iter(), &spec).unwrap().save(&path, false).unwrap();
+    let student = StudentTokenizer::load(&path).unwrap();
+    let tok = |bytes: &[u8], token: &str| {
+        let alt = TopLogprob { token: token.to_string(), bytes: Some(bytes.to_vec()), logprob: -0.25 };
+        TokenLogprob { token: token.to_string(), bytes: Some(bytes.to_vec()), logprob: -0.25, top: vec![alt] }
+    };
+    let split = |text: &str| -> Vec<TokenLogprob> { student.encode(text).unwrap().iter().map(|&id| tok(student.bytes(id), &String::from_utf8_lossy(student.bytes(id)))).collect() };
+    let plain = "x = 1\nprint(x)\n";
+    let mut trailing_special = split(plain);
+    trailing_special.push(tok(b"<|im_end|>", "<|im_end|>"));
+    let accented = "s = 'caf\u{e9}'\n";
+    let mut byte_tokens = split("s = 'caf");
+    byte_tokens.extend([tok(&[0xC3], "bytes:\\xc3"), tok(&[0xA9], "bytes:\\xa9")]);
+    byte_tokens.extend(split("'\n"));
+    let mut no_bytes = split("s = 'caf");
+    no_bytes.extend(["\u{fffd}", "\u{fffd}"].map(|t| TokenLogprob { token: t.into(), bytes: None, logprob: -0.25, top: vec![] }));
+    no_bytes.extend(split("'\n"));
+    let added = "y = '<|fim_middle|>'\n";
+    let added_split: Vec<TokenLogprob> = ["y = '", "<|", "fim_middle", "|>", "'\n"].iter().map(|t| tok(t.as_bytes(), t)).collect();
+    assert!(student.encode(added).unwrap().contains(&student.token_to_id("<|fim_middle|>").unwrap()), "the student reads its added token in the text");
+    let samples = vec![
+        sample("a", 0, plain, Some(trailing_special)),
+        sample("b", 0, accented, Some(byte_tokens)),
+        sample("c", 0, accented, Some(no_bytes)),
+        sample("d", 0, added, Some(added_split)),
+    ];
+    let cfg = ShardsConfig { tokenizer: path.display().to_string(), validation_fraction: 0.0, ..Default::default() };
+    let (out, stats) = run_stage(work.path(), &samples, &cfg);
+    assert_eq!(stats["hard_label_only_rows"], 0, "{stats}");
+    let py = read_back(&out);
+    let rows = py["files"]["train-00000-of-00001.parquet"]["rows_data"].as_array().unwrap().clone();
+    let share: BTreeMap<String, f64> = rows.iter().map(|r| (r["row_id"].as_str().unwrap().to_string(), r["soft_label_byte_share"].as_f64().unwrap())).collect();
+    assert_eq!(share["a#0"], 1.0, "the trailing special token costs nothing");
+    assert_eq!(share["b#0"], 1.0, "byte tokens form a chunk with the character");
+    assert_eq!(share["d#0"], 1.0, "the added token is a chunk of the teacher's plain pieces");
+    // Without bytes only the student tokens over the replaced character fall back to the hard
+    // label (bytes 8..10 of the answer, when the teacher's other tokens are the student's).
+    let mut at = 0;
+    let replaced: usize = student
+        .encode(accented)
+        .unwrap()
+        .iter()
+        .map(|&id| {
+            at += student.bytes(id).len();
+            (at - student.bytes(id).len(), at)
+        })
+        .filter(|&(a, b)| a < 10 && b > 8)
+        .map(|(a, b)| b - a)
+        .sum();
+    assert!((share["c#0"] - (1.0 - replaced as f64 / accented.len() as f64)).abs() < 1e-6, "{} with {replaced} bytes replaced", share["c#0"]);
+}
+
 #[test]
 fn files_row_groups_and_bytes_are_deterministic() {
     let s = setup();

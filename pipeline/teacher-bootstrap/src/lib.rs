@@ -4,8 +4,10 @@
 //! `tokenizer.json`, `generation_config.json`, `metrics.jsonl`, `loss_curve.png`).
 //!
 //! `distill serve` then serves this folder on loopback as the teacher, so the whole pipeline
-//! runs offline with real HTTP, a real limiter and a real cache, and teacher and student share
-//! one tokenizer (their soft labels align exactly). It uses the trainer's own loop
+//! runs offline with real HTTP, a real limiter and a real cache. By default teacher and student
+//! share one tokenizer (their soft labels align exactly); `tokenizer_vocab_size` gives the
+//! teacher a byte-level BPE of its own, trained on the same corpus, so the offline pipeline
+//! exercises cross-tokenizer alignment as an API teacher of another model family would. It uses the trainer's own loop
 //! ([`distill_train::train_documents`]): same optimizer, schedule, checkpoints and resume.
 //!
 //! Reads `<work-dir>/tokenizer/corpus.json` (the files, with their sha256) and
@@ -16,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 use distill_core::error::{Error, IoContext};
 use distill_core::StageContext;
+use distill_tokenizer::config::{MIN_VOCAB, SPECIAL_TOKENS};
+use distill_tokenizer::train::{train_byte_level, BpeSpec};
 use serde::{Deserialize, Serialize};
 
 /// `[teacher_bootstrap]`: the small local teacher of the offline default.
@@ -24,6 +28,9 @@ use serde::{Deserialize, Serialize};
 pub struct TeacherBootstrapConfig {
     /// Bytes of the tokenizer's corpus to train on, in the corpus's order (0 = all of it).
     pub max_corpus_bytes: u64,
+    /// Entries of the teacher's own byte-level BPE, trained on the same corpus; 0 = the
+    /// tokenizer stage's tokenizer, shared with the student.
+    pub tokenizer_vocab_size: usize,
     /// The training run: the same keys as `[train]` (model preset, steps, optimizer, ...).
     /// The loss is forced to cross-entropy only: there is no teacher for the teacher.
     pub train: distill_train::TrainConfig,
@@ -34,7 +41,19 @@ impl Default for TeacherBootstrapConfig {
         let mut train = distill_train::TrainConfig { model: "small".into(), steps: 300, seq_len: 256, ..Default::default() };
         train.loss.kd = 0.0;
         train.loss.ce = 1.0;
-        TeacherBootstrapConfig { max_corpus_bytes: 0, train }
+        TeacherBootstrapConfig { max_corpus_bytes: 0, tokenizer_vocab_size: 0, train }
+    }
+}
+
+impl TeacherBootstrapConfig {
+    /// The keys of this section that `[teacher_bootstrap.train]`'s own check does not cover.
+    pub fn check(&self, file: &str) -> distill_core::Result<()> {
+        let v = self.tokenizer_vocab_size;
+        if v != 0 && v < MIN_VOCAB {
+            let msg = format!("[teacher_bootstrap] tokenizer_vocab_size: {v} is below {MIN_VOCAB} (256 bytes and the special tokens); use 0 to share the student's tokenizer");
+            return Err(Error::config_value(file, None, "teacher_bootstrap.tokenizer_vocab_size", msg));
+        }
+        Ok(())
     }
 }
 
@@ -83,8 +102,18 @@ pub fn run(ctx: &StageContext, cfg: &TeacherBootstrapConfig, config_file: &str) 
     train.loss.jsd = 0.0;
     train.loss.ce = 1.0;
     let tokenizer_dir = ctx.input_dir("tokenizer");
-    let tokenizer_path = tokenizer_dir.join("tokenizer.json");
     let texts = read_corpus(&tokenizer_dir, cfg.max_corpus_bytes)?;
+    let tokenizer_path = if cfg.tokenizer_vocab_size == 0 {
+        tokenizer_dir.join("tokenizer.json")
+    } else {
+        // min_frequency 2: a pair seen once is no merge a real tokenizer would learn.
+        let spec = BpeSpec { vocab_size: cfg.tokenizer_vocab_size, min_frequency: 2, special_tokens: &SPECIAL_TOKENS, max_token_length: None };
+        let own = train_byte_level(texts.iter(), &spec).map_err(|e| Error::Other(format!("training the teacher's tokenizer: {e}")))?;
+        std::fs::create_dir_all(&ctx.scratch_dir).at(&ctx.scratch_dir)?;
+        let path = ctx.scratch_dir.join("teacher-tokenizer.json");
+        own.save(&path, false).map_err(|e| Error::Other(format!("{}: cannot write the teacher's tokenizer: {e}", path.display())))?;
+        path
+    };
     let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::Other(format!("{}: cannot load tokenizer: {e}", tokenizer_path.display())))?;
     let encodings = tokenizer.encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), false).map_err(|e| Error::Other(format!("tokenizing the corpus: {e}")))?;
     let docs: Vec<Vec<u32>> = encodings.iter().map(|e| e.get_ids().to_vec()).collect();
@@ -95,6 +124,7 @@ pub fn run(ctx: &StageContext, cfg: &TeacherBootstrapConfig, config_file: &str) 
     if let serde_json::Value::Object(m) = &mut stats {
         m.insert("corpus_documents".into(), docs.len().into());
         m.insert("corpus_tokens".into(), corpus_tokens.into());
+        m.insert("own_tokenizer".into(), (cfg.tokenizer_vocab_size > 0).into());
     }
     Ok(stats)
 }

@@ -169,6 +169,29 @@ fn kd_training_moves_the_student_towards_the_teacher_and_exports_an_hf_folder() 
     assert_eq!(&png[1..4], b"PNG");
 }
 
+/// A model with more embedding rows than its tokenizer has tokens (Qwen2.5: 151,936 rows for
+/// 151,665 tokens) trains and exports as it is: the extra rows are never a target, and the
+/// soft labels' tail holds whatever mass the student gives them.
+#[test]
+fn a_model_with_more_embedding_rows_than_tokens_trains_and_exports_its_own_size() {
+    let work = common::work_dir(24);
+    let path = work.path().join("padded-gpt2.json");
+    let padded = common::VOCAB as u64 + 64;
+    let model = serde_json::json!({"model_type": "gpt2", "vocab_size": padded, "n_positions": 64, "n_embd": 32, "n_layer": 2, "n_head": 2});
+    std::fs::write(&path, model.to_string()).unwrap();
+    let mut cfg = config(path.display().to_string(), 4);
+    cfg.vocab_from_tokenizer = false;
+    cfg.checkpoint_every = 0;
+    let c = ctx(work.path(), "padded");
+    let stats = run(&c, &cfg, &opts(false, None)).unwrap();
+    assert_eq!(stats["completed"], true);
+    let evals: Vec<serde_json::Value> = metrics(&c.out_dir).into_iter().filter(|m| m["kind"] == "eval").collect();
+    assert!(evals.iter().all(|e| e["val_kd"].as_f64().unwrap().is_finite() && e["val_ce"].as_f64().unwrap().is_finite()), "{evals:?}");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(c.out_dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["vocab_size"], padded);
+    assert_eq!(load_hf_dir(&c.out_dir, &Device::Cpu).unwrap().forward(&Tensor::new(&[[5u32, 6]], &Device::Cpu).unwrap()).unwrap().dims(), &[1, 2, padded as usize]);
+}
+
 #[test]
 fn plain_cross_entropy_on_documents_is_the_same_loop() {
     let work = tempfile::tempdir().unwrap();
