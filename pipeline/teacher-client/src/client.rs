@@ -151,13 +151,63 @@ impl TeacherClient {
         sink: impl FnMut(PromptOutcome) -> distill_core::Result<()>,
     ) -> distill_core::Result<BatchStats> {
         let sampling = overrides.apply(&self.shared.settings.sampling)?;
-        let engine = crate::stream::Engine { shared: self.shared.clone(), store: self.store.as_ref(), sampling: &sampling, retry_failed: opts.retry_failed };
+        let engine = crate::stream::Engine { shared: self.shared.clone(), store: self.store.as_ref(), sampling: &sampling, retry_failed: opts.retry_failed, cache_only: None };
         let bar = distill_core::progress::bar(total.unwrap_or(0), "teacher", !opts.progress);
         let stats = self.runtime.block_on(engine.run(prompts.into_iter(), &bar, sink));
         bar.finish_and_clear();
         let stats = stats?;
         tracing::info!(prompts = stats.prompts, from_cache = stats.from_cache, requested = stats.requested, failed = stats.failed, cost_usd = stats.cost_usd, "teacher batch done");
         Ok(stats)
+    }
+
+    /// [`TeacherClient::run_stream`] for the teacher stage, by the configured transport. Online,
+    /// it is `run_stream` over `prompts()`. With `transport = "batch"` it goes over the prompts
+    /// twice: first the requests the cache lacks go out in batches and their answers into the
+    /// cache ([`crate::batch`]), then `sink` gets every prompt's outcome in input order from the
+    /// cache, nothing being sent online (a request no batch answered is a failure of this run,
+    /// submitted again by the next). The second value is the batches' counters.
+    pub fn run_stream_by_transport<I: IntoIterator<Item = PromptRecord>>(
+        &self,
+        prompts: impl Fn() -> distill_core::Result<I>,
+        total: Option<u64>,
+        overrides: &SamplingOverrides,
+        opts: &BatchOptions,
+        sink: impl FnMut(PromptOutcome) -> distill_core::Result<()>,
+    ) -> distill_core::Result<(BatchStats, Option<crate::batch::JobStats>)> {
+        if self.shared.settings.transport == crate::config::Transport::Online {
+            return Ok((self.run_stream(prompts()?, total, overrides, opts, sink)?, None));
+        }
+        let sampling = overrides.apply(&self.shared.settings.sampling)?;
+        let bar = distill_core::progress::bar(0, "batches", !opts.progress);
+        let mut job = crate::batch::Job::open(self.shared.clone(), self.store.as_ref(), &bar)?;
+        let done = self.runtime.block_on(job.run(prompts()?.into_iter(), &sampling, opts.retry_failed));
+        bar.finish_and_clear();
+        done?;
+        let engine = crate::stream::Engine {
+            shared: self.shared.clone(),
+            store: self.store.as_ref(),
+            sampling: &sampling,
+            retry_failed: opts.retry_failed,
+            cache_only: Some(&job.unanswered),
+        };
+        let bar = distill_core::progress::bar(total.unwrap_or(0), "teacher", !opts.progress);
+        let stats = self.runtime.block_on(engine.run(prompts()?.into_iter(), &bar, sink));
+        bar.finish_and_clear();
+        let mut stats = stats?;
+        let job = job.stats;
+        // What the batches bought is this run's spending.
+        stats.cost_usd += job.cost_usd;
+        stats.requested += job.requests_submitted;
+        tracing::info!(
+            prompts = stats.prompts,
+            from_cache = stats.from_cache,
+            batches = job.batches_submitted,
+            answered_in_batches = job.requests_succeeded,
+            failed = stats.failed,
+            cost_usd = stats.cost_usd,
+            "teacher batches done"
+        );
+        Ok((stats, Some(job)))
     }
 
     /// What [`TeacherClient::run_batch_with`] would send, without sending anything.
@@ -243,12 +293,14 @@ fn plan(
             State::ToRequest => {}
         }
     }
-    plan.projected_cost_usd_max = cost(plan.projected_prompt_tokens, plan.projected_completion_tokens_max, s.price_input_per_mtok, s.price_output_per_mtok);
+    // At the batch discount when the transport is batch.
+    let (price_in, price_out) = s.prices();
+    plan.projected_cost_usd_max = cost(plan.projected_prompt_tokens, plan.projected_completion_tokens_max, price_in, price_out);
     if answered > 0 {
         let mean = answered_completion as f64 / answered as f64;
         let expected = (mean * plan.to_request as f64).round() as u64;
         plan.projected_completion_tokens_expected = Some(expected);
-        plan.projected_cost_usd_expected = Some(cost(plan.projected_prompt_tokens, expected, s.price_input_per_mtok, s.price_output_per_mtok));
+        plan.projected_cost_usd_expected = Some(cost(plan.projected_prompt_tokens, expected, price_in, price_out));
     }
     Ok(plan)
 }

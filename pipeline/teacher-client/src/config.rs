@@ -20,6 +20,11 @@ pub struct TeacherConfig {
     /// llama.cpp, Ollama) or `"anthropic"` (the Messages API: no log-probabilities, so its
     /// records are trained on hard labels; `n` > 1 sends `n` requests).
     pub api: Api,
+    /// How requests travel (teacher stage only): `"online"` (one HTTP request each, answers in
+    /// seconds) or `"batch"` (the provider's batch API: OpenAI's `/files` + `/batches`,
+    /// Anthropic's `/messages/batches`; about half the price, answers within 24 hours). The
+    /// answers land in the same cache under the same keys either way.
+    pub transport: Transport,
     /// Base URL of the OpenAI-compatible API, up to and including `/v1`
     /// (`https://api.openai.com/v1`, `http://127.0.0.1:8000/v1` for vLLM, ...).
     pub base_url: String,
@@ -78,6 +83,15 @@ pub struct TeacherConfig {
     pub price_input_per_mtok: f64,
     /// Price of a million completion tokens in dollars.
     pub price_output_per_mtok: f64,
+    /// Fraction of the online price a batch costs (OpenAI and Anthropic: 0.5), applied to the
+    /// two prices for `transport = "batch"` in budgets, dry runs and stats.
+    pub batch_discount: f64,
+    /// Most requests in one batch (0 = the API's limit: 50,000 OpenAI, 100,000 Anthropic).
+    pub batch_max_requests: u64,
+    /// Most bytes of one batch's input (0 = the API's limit: 200 MB OpenAI, 256 MB Anthropic).
+    pub batch_max_bytes: u64,
+    /// Seconds between two looks at the batches in flight.
+    pub batch_poll_secs: f64,
 }
 
 impl Default for TeacherConfig {
@@ -109,8 +123,22 @@ impl Default for TeacherConfig {
             max_cost_usd: 0.0,
             price_input_per_mtok: 0.0,
             price_output_per_mtok: 0.0,
+            transport: Transport::Online,
+            batch_discount: 0.5,
+            batch_max_requests: 0,
+            batch_max_bytes: 0,
+            batch_poll_secs: 60.0,
         }
     }
+}
+
+/// How requests travel (`[teacher] transport`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Online,
+    Batch,
 }
 
 /// The API the teacher speaks (`[teacher] api`).
@@ -164,6 +192,20 @@ pub struct Settings {
     pub max_cost_usd: f64,
     pub price_input_per_mtok: f64,
     pub price_output_per_mtok: f64,
+    pub transport: Transport,
+    pub batch_discount: f64,
+    /// Resolved: the API's limit when the config says 0.
+    pub batch_max_requests: u64,
+    pub batch_max_bytes: u64,
+    pub batch_poll: Duration,
+}
+
+impl Settings {
+    /// The prices of one million prompt and completion tokens as this transport pays them.
+    pub fn prices(&self) -> (f64, f64) {
+        let f = if self.transport == Transport::Batch { self.batch_discount } else { 1.0 };
+        (self.price_input_per_mtok * f, self.price_output_per_mtok * f)
+    }
 }
 
 /// Request-body fields the client sets itself; `extra_body` may not override them (that would
@@ -195,6 +237,11 @@ impl TeacherConfig {
                 "api_key_env",
                 "price_input_per_mtok",
                 "price_output_per_mtok",
+                "transport",
+                "batch_discount",
+                "batch_max_requests",
+                "batch_max_bytes",
+                "batch_poll_secs",
             ] {
                 map.remove(key);
             }
@@ -261,6 +308,12 @@ impl TeacherConfig {
         if self.api == Api::Anthropic && self.temperature > 1.0 {
             bad("temperature", format!("{} is outside 0..=1, Anthropic's range", self.temperature));
         }
+        if !(self.batch_discount.is_finite() && self.batch_discount > 0.0 && self.batch_discount <= 1.0) {
+            bad("batch_discount", format!("{} is outside (0, 1]; it is the fraction of the online price a batch costs (0.5 = half)", self.batch_discount));
+        }
+        if !(self.batch_poll_secs.is_finite() && self.batch_poll_secs > 0.0) {
+            bad("batch_poll_secs", "must be a positive number of seconds".into());
+        }
         if self.cache_dir.trim().is_empty() {
             bad("cache_dir", "is empty; name a folder (default \"teacher-cache\")".into());
         }
@@ -304,6 +357,19 @@ impl TeacherConfig {
             max_cost_usd: self.max_cost_usd,
             price_input_per_mtok: self.price_input_per_mtok,
             price_output_per_mtok: self.price_output_per_mtok,
+            transport: self.transport,
+            batch_discount: self.batch_discount,
+            batch_max_requests: match (self.batch_max_requests, self.api) {
+                (0, Api::Openai) => 50_000,
+                (0, Api::Anthropic) => 100_000,
+                (n, _) => n,
+            },
+            batch_max_bytes: match (self.batch_max_bytes, self.api) {
+                (0, Api::Openai) => 200_000_000,
+                (0, Api::Anthropic) => 256_000_000,
+                (n, _) => n,
+            },
+            batch_poll: Duration::from_secs_f64(self.batch_poll_secs),
         })
     }
 }

@@ -49,6 +49,7 @@
 //! the client speaks HTTP itself: two endpoints, a JSON body we must canonicalise for the
 //! cache key anyway, and lenient response types.
 
+pub mod batch;
 pub mod cache;
 pub mod client;
 pub mod compact;
@@ -64,8 +65,9 @@ pub mod stats;
 pub mod stream;
 pub mod valuelog;
 
+pub use batch::JobStats;
 pub use client::{dry_run, BatchOptions, BatchOutcome, PromptOutcome, TeacherClient};
-pub use config::{Sampling, SamplingOverrides, Settings, TeacherConfig};
+pub use config::{Api, Sampling, SamplingOverrides, Settings, TeacherConfig, Transport};
 pub use error::Error;
 pub use request::Endpoint;
 pub use stats::{BatchStats, Plan};

@@ -74,6 +74,9 @@ pub(crate) struct Engine<'a> {
     pub store: &'a dyn Store,
     pub sampling: &'a Sampling,
     pub retry_failed: bool,
+    /// After batches (`transport = "batch"`): nothing is sent; a request the cache lacks fails
+    /// with the batch's reason, if it gave one.
+    pub cache_only: Option<&'a crate::batch::Unanswered>,
 }
 
 impl Engine<'_> {
@@ -142,6 +145,13 @@ impl Engine<'_> {
                         let req = Arc::new(req);
                         let answer = match self.cached(&req)? {
                             Lookup::Hit(slot) => Some(slot),
+                            Lookup::Miss(_) if self.cache_only.is_some() => {
+                                let why = req.parts.iter().find_map(|k| self.cache_only.and_then(|u| u.get(k)));
+                                let (reason, message) = why
+                                    .cloned()
+                                    .unwrap_or_else(|| ("batch_unanswered".into(), "no batch answered this request (see the log); the next run submits it again".into()));
+                                Some(Slot::Ready(Err((reason, message))))
+                            }
                             Lookup::Miss(have) => {
                                 let (sh, r) = (shared.clone(), req.clone());
                                 tasks.spawn(async move { (key, send::send_request(sh, r, have).await) });

@@ -26,6 +26,7 @@
 //! [`app`] gives the axum `Router`; [`spawn`] runs it on a thread of its own bound to
 //! `127.0.0.1:0` (the client under test is blocking and owns its own runtime).
 
+pub mod batches;
 pub mod code;
 pub mod generate;
 
@@ -84,6 +85,11 @@ pub struct ServerConfig {
     pub require_key: Option<String>,
     /// When set, chat requests get realistic code answers in these tokens ([`code`]).
     pub code: Option<Arc<code::CodeAnswers>>,
+    /// Requests a batch runs each time it is looked at (0 = all at the first look): the
+    /// batches' clock, so a test decides when a batch is in flight and when it ends.
+    pub batch_step: u64,
+    /// A batch expires once it has run this many requests (the rest are `batch_expired`).
+    pub batch_expire_after: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +104,8 @@ impl Default for ServerConfig {
             seed: 0,
             require_key: None,
             code: None,
+            batch_step: 0,
+            batch_expire_after: None,
         }
     }
 }
@@ -120,6 +128,12 @@ pub struct Counters {
     /// Authorization (or, on `/v1/messages`, `x-api-key`) headers seen, verbatim (tests check
     /// the key went only there).
     pub auth_headers: Mutex<Vec<String>>,
+    /// Batches created (OpenAI and Anthropic).
+    pub batches_created: AtomicU64,
+    /// custom_id -> times it was submitted in a batch (a paid request sent twice shows as 2).
+    pub batch_submissions: Mutex<HashMap<String, u64>>,
+    /// Batch results read (OpenAI output and error files, Anthropic results).
+    pub batch_downloads: AtomicU64,
 }
 
 impl Counters {
@@ -142,6 +156,12 @@ impl Counters {
     pub fn arrivals(&self) -> HashMap<String, u64> {
         self.arrivals.lock().expect("counters lock").clone()
     }
+    pub fn batches_created(&self) -> u64 {
+        self.batches_created.load(Relaxed)
+    }
+    pub fn batch_submissions(&self) -> HashMap<String, u64> {
+        self.batch_submissions.lock().expect("counters lock").clone()
+    }
 }
 
 struct Bucket {
@@ -153,6 +173,8 @@ struct Bucket {
 pub struct Shared {
     pub config: Mutex<ServerConfig>,
     pub counters: Counters,
+    /// Uploaded files and batches ([`batches`]).
+    pub batches: Mutex<batches::Batches>,
     bucket: Mutex<Option<Bucket>>,
     fault_rng: Mutex<SplitMix>,
 }
@@ -160,7 +182,13 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: ServerConfig) -> Arc<Shared> {
         let seed = config.seed;
-        Arc::new(Shared { config: Mutex::new(config), counters: Counters::default(), bucket: Mutex::new(None), fault_rng: Mutex::new(SplitMix::new(seed)) })
+        Arc::new(Shared {
+            config: Mutex::new(config),
+            counters: Counters::default(),
+            batches: Mutex::default(),
+            bucket: Mutex::new(None),
+            fault_rng: Mutex::new(SplitMix::new(seed)),
+        })
     }
 }
 
@@ -170,6 +198,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", post(|s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| handle(s, h, b, Dialect::Chat)))
         .route("/v1/completions", post(|s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| handle(s, h, b, Dialect::Completions)))
         .route("/v1/messages", post(|s: State<Arc<Shared>>, h: HeaderMap, b: Bytes| handle(s, h, b, Dialect::Messages)))
+        .merge(batches::routes())
         .with_state(shared)
 }
 
@@ -248,7 +277,7 @@ pub enum Dialect {
     Messages,
 }
 
-fn error_response(dialect: Dialect, status: u16, message: &str, kind: &str, code: &str) -> Response {
+pub(crate) fn error_response(dialect: Dialect, status: u16, message: &str, kind: &str, code: &str) -> Response {
     let body = match dialect {
         Dialect::Messages => json!({"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}),
         _ => json!({"error": {"message": message, "type": kind, "code": code, "param": null}}),
@@ -360,7 +389,7 @@ fn content_text(v: &Value) -> String {
 
 /// The prompt text a request carries: chat messages as `role: content` lines (Anthropic's
 /// `system` first, as a `system:` line).
-fn prompt_text(req: &Value, dialect: Dialect) -> String {
+pub(crate) fn prompt_text(req: &Value, dialect: Dialect) -> String {
     if dialect != Dialect::Completions {
         let mut lines: Vec<String> = Vec::new();
         if dialect == Dialect::Messages && !req["system"].is_null() {
@@ -379,7 +408,7 @@ fn prompt_text(req: &Value, dialect: Dialect) -> String {
     }
 }
 
-fn marker<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn marker<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     let start = text.find(&format!("[[{name}"))? + name.len() + 2;
     let end = text[start..].find("]]")? + start;
     Some(text[start..end].trim_start_matches(':'))
@@ -400,12 +429,45 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     resp
 }
 
-fn hex_digest(body: &[u8]) -> String {
+pub(crate) fn hex_digest(body: &[u8]) -> String {
     Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The deterministic answer to a parsed request (markers and faults aside), as the body bytes.
+pub(crate) fn answer_bytes(config: &ServerConfig, dialect: Dialect, req: &Value, text: String, digest: &str) -> Vec<u8> {
+    let (anthropic, chat) = (dialect == Dialect::Messages, dialect == Dialect::Chat);
+    let ask = Ask {
+        model: req["model"].as_str().unwrap_or("test-model").to_string(),
+        prompt: text,
+        n: if anthropic { 1 } else { req["n"].as_u64().unwrap_or(1).clamp(1, 128) as u32 },
+        temperature: req["temperature"].as_f64().unwrap_or(1.0),
+        top_p: req["top_p"].as_f64().unwrap_or(1.0),
+        max_tokens: req["max_tokens"].as_u64().unwrap_or(16).clamp(1, 4096) as u32,
+        stop: match &req[if anthropic { "stop_sequences" } else { "stop" }] {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        },
+        seed: req["seed"].as_u64().unwrap_or(0),
+        top_logprobs: if anthropic {
+            None
+        } else if chat {
+            (req["logprobs"].as_bool() == Some(true)).then(|| req["top_logprobs"].as_u64().unwrap_or(0).min(20) as u32)
+        } else {
+            req["logprobs"].as_u64().map(|k| k.min(20) as u32)
+        },
+    };
+    let id = format!("{}-{}", if anthropic { "msg" } else { "cmpl" }, &digest[..24]);
+    match (&config.code, dialect) {
+        (_, Dialect::Messages) => serde_json::to_vec(&generate::message_body(&ask, &id)).expect("answer serialises"),
+        (Some(code), Dialect::Chat) => code.chat_body(&ask, &id),
+        (_, Dialect::Chat) => serde_json::to_vec(&generate::chat_body(&ask, &id)).expect("answer serialises"),
+        (_, Dialect::Completions) => serde_json::to_vec(&generate::completion_body(&ask, &id)).expect("answer serialises"),
+    }
+}
+
 /// Checks the credential of a request (when the server requires one) and records the header.
-fn check_key(shared: &Shared, config: &ServerConfig, headers: &HeaderMap, dialect: Dialect) -> Result<(), Box<Response>> {
+pub(crate) fn check_key(shared: &Shared, config: &ServerConfig, headers: &HeaderMap, dialect: Dialect) -> Result<(), Box<Response>> {
     let (name, expect): (&str, fn(&str) -> String) = match dialect {
         Dialect::Messages => ("x-api-key", |k| k.to_string()),
         _ => ("authorization", |k| format!("Bearer {k}")),
@@ -429,7 +491,6 @@ async fn respond(shared: &Shared, config: &ServerConfig, headers: &HeaderMap, bo
     if let Err(resp) = check_key(shared, config, headers, dialect) {
         return *resp;
     }
-    let chat = dialect == Dialect::Chat;
     let quota_headers = match take_quota(shared, config.quota_rpm, config.quota_burst, dialect) {
         Ok(h) => h,
         Err(resp) => {
@@ -472,34 +533,8 @@ async fn respond(shared: &Shared, config: &ServerConfig, headers: &HeaderMap, bo
     if !config.latency.is_zero() {
         tokio::time::sleep(config.latency).await;
     }
-    let ask = Ask {
-        model: req["model"].as_str().unwrap_or("test-model").to_string(),
-        prompt: text,
-        n: if anthropic { 1 } else { req["n"].as_u64().unwrap_or(1).clamp(1, 128) as u32 },
-        temperature: req["temperature"].as_f64().unwrap_or(1.0),
-        top_p: req["top_p"].as_f64().unwrap_or(1.0),
-        max_tokens: req["max_tokens"].as_u64().unwrap_or(16).clamp(1, 4096) as u32,
-        stop: match &req[if anthropic { "stop_sequences" } else { "stop" }] {
-            Value::String(s) => vec![s.clone()],
-            Value::Array(a) => a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect(),
-            _ => Vec::new(),
-        },
-        seed: req["seed"].as_u64().unwrap_or(0),
-        top_logprobs: if anthropic {
-            None
-        } else if chat {
-            (req["logprobs"].as_bool() == Some(true)).then(|| req["top_logprobs"].as_u64().unwrap_or(0).min(20) as u32)
-        } else {
-            req["logprobs"].as_u64().map(|k| k.min(20) as u32)
-        },
-    };
+    let bytes = answer_bytes(config, dialect, &req, text, digest);
     let id = format!("{}-{}", if anthropic { "msg" } else { "cmpl" }, &digest[..24]);
-    let bytes = match (&config.code, dialect) {
-        (_, Dialect::Messages) => serde_json::to_vec(&generate::message_body(&ask, &id)).expect("answer serialises"),
-        (Some(code), Dialect::Chat) => code.chat_body(&ask, &id),
-        (_, Dialect::Chat) => serde_json::to_vec(&generate::chat_body(&ask, &id)).expect("answer serialises"),
-        (_, Dialect::Completions) => serde_json::to_vec(&generate::completion_body(&ask, &id)).expect("answer serialises"),
-    };
     if let Some(f) = fault {
         shared.counters.faults.fetch_add(1, Relaxed);
         *shared.counters.faults_by_kind.lock().expect("counters lock").entry(format!("{f:?}")).or_default() += 1;

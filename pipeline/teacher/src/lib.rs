@@ -11,7 +11,9 @@
 //!   (~50 bytes per teacher token at top-20, against ~1,300 as JSON);
 //! - `failed.jsonl`: one `FailedPrompt` per prompt without an answer;
 //!
-//! and returns the stats the runner writes to `stats.json`. Only requests the cache lacks are
+//! and returns the stats the runner writes to `stats.json` (with `transport = "batch"`, its
+//! `batch` object counts the batches submitted, re-attached, completed, expired and failed,
+//! the requests submitted, answered and failed, their tokens and cost at the batch price). Only requests the cache lacks are
 //! sent; a re-run after a crash sends only what was not yet answered. The stage streams:
 //! answers are written as they arrive, in id order, and memory holds the prompt ids and a
 //! window of answers in flight, whatever the number of prompts.
@@ -87,7 +89,10 @@ pub fn run(ctx: &StageContext, cfg: &TeacherConfig, opts: &RunOptions) -> Result
     let mut teacher_tokens = 0u64;
     let read_error = std::cell::RefCell::new(None);
     let opts_batch = BatchOptions { progress: !ctx.quiet, retry_failed: opts.retry_failed };
-    let s = client.run_stream(stream_prompts(&index, &read_error)?, Some(index.len() as u64), &SamplingOverrides::default(), &opts_batch, |outcome| match outcome {
+    // Online: one pass. Batch: a first pass submits what the cache lacks and waits for the
+    // batches, a second hands on every answer from the cache in id order.
+    let prompts = || stream_prompts(&index, &read_error);
+    let (s, job) = client.run_stream_by_transport(prompts, Some(index.len() as u64), &SamplingOverrides::default(), &opts_batch, |outcome| match outcome {
         PromptOutcome::Answered(mut record) => {
             let has_logprobs = record.samples.iter().any(|s| s.tokens.is_some());
             if has_logprobs {
@@ -130,6 +135,8 @@ pub fn run(ctx: &StageContext, cfg: &TeacherConfig, opts: &RunOptions) -> Result
         "duplicates": s.duplicates,
         "bad_lines": index.bad.len(),
         "other_shards": index.other_shards,
+        "transport": if job.is_some() { "batch" } else { "online" },
+        "batch": job,
     }))
 }
 
