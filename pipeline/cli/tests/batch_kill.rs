@@ -22,8 +22,12 @@ fn write_prompts(path: &Path, n: usize, tag: &str) {
 }
 
 fn write_config(path: &Path, server: &TestServer, cache: &Path, transport: &str) {
+    write_config_api(path, server, cache, transport, "openai")
+}
+
+fn write_config_api(path: &Path, server: &TestServer, cache: &Path, transport: &str, api: &str) {
     let text = format!(
-        "[teacher]\nbase_url = \"{}\"\nmodel = \"test-teacher\"\napi_key_env = \"DISTILL_TEST_UNSET_KEY\"\nrequests_per_minute = 0\n\
+        "[teacher]\napi = \"{api}\"\nbase_url = \"{}\"\nmodel = \"test-teacher\"\napi_key_env = \"DISTILL_TEST_UNSET_KEY\"\nrequests_per_minute = 0\n\
          max_tokens = 24\ncache_dir = \"{}\"\ntransport = \"{transport}\"\nbatch_max_requests = 10\nbatch_poll_secs = 0.02\n",
         server.base_url,
         cache.display()
@@ -60,18 +64,34 @@ fn stats(dir: &Path, name: &str) -> serde_json::Value {
 }
 
 #[test]
-fn kill_9_while_batches_are_in_flight_submits_nothing_twice_and_loses_no_answer() {
+fn kill_9_while_openai_batches_are_in_flight_submits_nothing_twice_and_loses_no_answer() {
+    kill_twice_then_finish("openai");
+}
+
+/// Anthropic's batches are created with their requests inline: there is no input file to find
+/// a batch by if the kill falls between its creation and its journal line, so the kills here
+/// fall once every batch is created and journaled (the client polls only after that).
+#[test]
+fn kill_9_while_anthropic_batches_are_in_flight_submits_nothing_twice_and_loses_no_answer() {
+    kill_twice_then_finish("anthropic");
+}
+
+fn kill_twice_then_finish(api: &str) {
     // Each look at a batch runs one of its 10 requests: 4 batches stay in flight for ~10 polls.
     let server = spawn(ServerConfig { batch_step: 1, ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let prompts = dir.path().join("prompts.jsonl");
     write_prompts(&prompts, PROMPTS, "k");
     let config = dir.path().join("kill.toml");
-    write_config(&config, &server, &dir.path().join("cache"), "batch");
+    write_config_api(&config, &server, &dir.path().join("cache"), "batch", api);
 
-    // Kill 1: as the batches are being created (the second one may not be journaled yet).
+    // Kill 1 (OpenAI): as the batches are being created (the second one may not be journaled
+    // yet). Anthropic: once the first answers are made.
     let child = teacher(dir.path(), &config, &prompts).spawn().unwrap();
-    kill_when(child, "kill 1", || server.counters().batches_created() >= 2);
+    match api {
+        "openai" => kill_when(child, "kill 1", || server.counters().batches_created() >= 2),
+        _ => kill_when(child, "kill 1", || server.counters().batches_created() >= 4 && server.counters().answered() >= 2),
+    }
     // Kill 2: while the batches run, some answers already made.
     let child = teacher(dir.path(), &config, &prompts).spawn().unwrap();
     let answered = server.counters().answered();
@@ -92,7 +112,7 @@ fn kill_9_while_batches_are_in_flight_submits_nothing_twice_and_loses_no_answer(
 
     // The output equals an online run's, byte for byte.
     let online = dir.path().join("online.toml");
-    write_config(&online, &server, &dir.path().join("cache-online"), "online");
+    write_config_api(&online, &server, &dir.path().join("cache-online"), "online", api);
     let out = teacher(dir.path(), &online, &prompts).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for f in ["responses.jsonl", "logprobs.frames", "failed.jsonl"] {
