@@ -123,7 +123,8 @@ fn kill_twice_then_finish(api: &str) {
 
 #[test]
 fn a_mixed_run_half_cached_online_submits_only_the_other_half() {
-    let server = spawn(ServerConfig::default()).unwrap();
+    // A batch runs 5 requests a look: in flight at the first.
+    let server = spawn(ServerConfig { batch_step: 5, ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let (half, all) = (dir.path().join("half.jsonl"), dir.path().join("all.jsonl"));
@@ -137,10 +138,34 @@ fn a_mixed_run_half_cached_online_submits_only_the_other_half() {
 
     let batch = dir.path().join("batch.toml");
     write_config(&batch, &server, &cache, "batch");
-    let out = teacher(dir.path(), &batch, &all).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Without --quiet: the progress of the batches is logged while the run waits.
+    let out = common::distill(dir.path(), &["teacher", "--config", batch.to_str().unwrap(), "--prompts", all.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("batches: 1 submitted, 0 re-attached, 1 in flight"), "{err}");
+    assert!(err.contains("completed (10 of 10 requests answered)"), "{err}");
     assert_eq!(server.counters().requests(), 10, "nothing more online");
     assert_eq!(server.counters().batch_submissions().len(), 10, "only the 10 not cached");
     let s = stats(dir.path(), "batch");
     assert_eq!((s["completed"].as_u64(), s["batch"]["requests_submitted"].as_u64(), s["batch"]["batches_submitted"].as_u64()), (Some(20), Some(10), Some(1)), "{s}");
+    // The report's numbers: 10 answered from the cache, 10 requested (in a batch).
+    assert_eq!((s["from_cache"].as_u64(), s["requested"].as_u64()), (Some(10), Some(10)), "{s}");
+
+    // The dry run knows the batch price and the budget: nothing left to request now; with a
+    // cap and prices, the projection of a fresh cache is over it.
+    let out = common::distill(dir.path(), &["teacher", "--dry-run", "--config", batch.to_str().unwrap(), "--prompts", all.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("transport         batch: prices x0.5"), "{text}");
+    let priced = dir.path().join("priced.toml");
+    write_config(&priced, &server, &dir.path().join("fresh-cache"), "batch");
+    let mut cfg = std::fs::read_to_string(&priced).unwrap();
+    cfg.push_str("price_input_per_mtok = 1000\nprice_output_per_mtok = 1000\nmax_cost_usd = 0.05\n");
+    std::fs::write(&priced, cfg).unwrap();
+    let out = common::distill(dir.path(), &["teacher", "--dry-run", "--config", priced.to_str().unwrap(), "--prompts", all.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("over max_cost_usd $0.05: the run refuses to submit its batches"), "{text}");
+    let out = teacher(dir.path(), &priced, &all).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to submit"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(server.counters().batches_created(), 1, "nothing submitted over the budget");
 }

@@ -183,13 +183,8 @@ impl TeacherClient {
         let done = self.runtime.block_on(job.run(prompts()?.into_iter(), &sampling, opts.retry_failed));
         bar.finish_and_clear();
         done?;
-        let engine = crate::stream::Engine {
-            shared: self.shared.clone(),
-            store: self.store.as_ref(),
-            sampling: &sampling,
-            retry_failed: opts.retry_failed,
-            cache_only: Some(&job.unanswered),
-        };
+        let engine =
+            crate::stream::Engine { shared: self.shared.clone(), store: self.store.as_ref(), sampling: &sampling, retry_failed: opts.retry_failed, cache_only: Some(&job.results) };
         let bar = distill_core::progress::bar(total.unwrap_or(0), "teacher", !opts.progress);
         let stats = self.runtime.block_on(engine.run(prompts()?.into_iter(), &bar, sink));
         bar.finish_and_clear();

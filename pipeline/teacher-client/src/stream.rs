@@ -76,7 +76,7 @@ pub(crate) struct Engine<'a> {
     pub retry_failed: bool,
     /// After batches (`transport = "batch"`): nothing is sent; a request the cache lacks fails
     /// with the batch's reason, if it gave one.
-    pub cache_only: Option<&'a crate::batch::Unanswered>,
+    pub cache_only: Option<&'a crate::batch::Results>,
 }
 
 impl Engine<'_> {
@@ -143,10 +143,15 @@ impl Engine<'_> {
                     }
                     MapEntry::Vacant(v) => {
                         let req = Arc::new(req);
+                        let mut from_cache = false;
                         let answer = match self.cached(&req)? {
-                            Lookup::Hit(slot) => Some(slot),
+                            Lookup::Hit(slot) => {
+                                // After batches, what one of them answered is new to this run.
+                                from_cache = self.cache_only.is_none_or(|r| req.parts.iter().all(|k| !r.answered.contains(k) && !r.unanswered.contains_key(k)));
+                                Some(slot)
+                            }
                             Lookup::Miss(_) if self.cache_only.is_some() => {
-                                let why = req.parts.iter().find_map(|k| self.cache_only.and_then(|u| u.get(k)));
+                                let why = req.parts.iter().find_map(|k| self.cache_only.and_then(|r| r.unanswered.get(k)));
                                 let (reason, message) = why
                                     .cloned()
                                     .unwrap_or_else(|| ("batch_unanswered".into(), "no batch answered this request (see the log); the next run submits it again".into()));
@@ -158,7 +163,7 @@ impl Engine<'_> {
                                 None
                             }
                         };
-                        v.insert(Active { req, from_cache: answer.is_some(), answer, waiting: 1 });
+                        v.insert(Active { req, from_cache, answer, waiting: 1 });
                     }
                 }
                 window.push_back((prompt, Ok(key)));

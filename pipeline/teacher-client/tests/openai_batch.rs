@@ -84,7 +84,7 @@ fn a_mixed_run_batches_only_what_the_online_cache_lacks_and_online_finds_the_bat
     let subs = server.counters().batch_submissions();
     assert_eq!(subs.len(), 10);
     assert!(submitted_more_than_once(&server).is_empty());
-    assert_eq!((stats.completed, stats.failed), (20, 0));
+    assert_eq!((stats.completed, stats.failed, stats.from_cache, stats.requested), (20, 0, 10, 10));
     assert!(job.cost_usd == 0.0 && job.completion_tokens > 0);
 
     // The custom ids are the online cache keys of the 10 prompts not cached.

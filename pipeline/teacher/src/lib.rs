@@ -147,6 +147,12 @@ pub struct DryRun {
     pub bad_lines: usize,
     /// Prompts left to other shards.
     pub other_shards: u64,
+    /// `online` or `batch`; with `batch` the costs are at the batch price.
+    pub transport: String,
+    /// Fraction of the online price the costs are counted at (1, or `batch_discount`).
+    pub price_factor: f64,
+    /// `[teacher] max_cost_usd` (0 = no cap).
+    pub max_cost_usd: f64,
     #[serde(flatten)]
     pub plan: Plan,
 }
@@ -166,7 +172,16 @@ impl std::fmt::Display for DryRun {
             p.projected_completion_tokens_max,
             p.projected_completion_tokens_expected.map(|e| format!(", expected ~{e}")).unwrap_or_default()
         )?;
-        write!(f, "cost              at most ${:.4}{}", p.projected_cost_usd_max, p.projected_cost_usd_expected.map(|e| format!(", expected ~${e:.4}")).unwrap_or_default())
+        write!(f, "cost              at most ${:.4}{}", p.projected_cost_usd_max, p.projected_cost_usd_expected.map(|e| format!(", expected ~${e:.4}")).unwrap_or_default())?;
+        match self.transport.as_str() {
+            "batch" => write!(f, "\ntransport         batch: prices x{} (batch_discount), answers within 24 hours", self.price_factor)?,
+            _ => write!(f, "\ntransport         online")?,
+        }
+        if self.max_cost_usd > 0.0 && p.projected_cost_usd_max > self.max_cost_usd {
+            let what = if self.transport == "batch" { "the run refuses to submit its batches" } else { "the run stops sending at the cap" };
+            write!(f, "\nbudget            at most ${:.4} is over max_cost_usd ${}: {what}", p.projected_cost_usd_max, self.max_cost_usd)?;
+        }
+        Ok(())
     }
 }
 
@@ -180,5 +195,15 @@ pub fn dry_run(work_dir: &Path, cfg: &TeacherConfig, opts: &RunOptions, shard: O
     if let Some(e) = read_error.into_inner() {
         return Err(e);
     }
-    Ok(DryRun { prompts_file: path, bad_lines: index.bad.len(), other_shards: index.other_shards, plan })
+    let settings = cfg.settings("config")?;
+    let batch = settings.transport == distill_teacher_client::Transport::Batch;
+    Ok(DryRun {
+        prompts_file: path,
+        bad_lines: index.bad.len(),
+        other_shards: index.other_shards,
+        transport: if batch { "batch" } else { "online" }.into(),
+        price_factor: if batch { settings.batch_discount } else { 1.0 },
+        max_cost_usd: settings.max_cost_usd,
+        plan,
+    })
 }

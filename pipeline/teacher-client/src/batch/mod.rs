@@ -66,8 +66,14 @@ pub struct JobStats {
     pub wait_secs: f64,
 }
 
-/// Why a request has no answer after the batches (reason, message), by cache key.
-pub type Unanswered = HashMap<[u8; 32], (String, String)>;
+/// What the batches of a run did to each request they held, by cache key.
+#[derive(Debug, Default)]
+pub struct Results {
+    /// Why a request has no answer after the batches (reason, message).
+    pub unanswered: HashMap<[u8; 32], (String, String)>,
+    /// Requests answered by a batch in this run (not "from the cache" in the run's stats).
+    pub answered: HashSet<[u8; 32]>,
+}
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -136,7 +142,7 @@ pub(crate) struct Job<'a> {
     pub store: &'a dyn Store,
     pub bar: &'a indicatif::ProgressBar,
     pub stats: JobStats,
-    pub unanswered: Unanswered,
+    pub results: Results,
     journal: Journal,
     open: journal::Open,
     dir: PathBuf,
@@ -159,7 +165,7 @@ impl<'a> Job<'a> {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        Ok(Job { shared, store, bar, stats: JobStats::default(), unanswered: HashMap::new(), journal, open, dir })
+        Ok(Job { shared, store, bar, stats: JobStats::default(), results: Results::default(), journal, open, dir })
     }
 
     fn api_name(&self) -> String {
@@ -291,7 +297,7 @@ impl<'a> Job<'a> {
     /// Polls every batch until it ends, reading each one's results as it does.
     async fn wait(&mut self, inflight: &mut Vec<InFlight>) -> Result<(), Error> {
         let t0 = Instant::now();
-        let mut last_log = Instant::now();
+        let mut last_log: Option<Instant> = None;
         while !inflight.is_empty() {
             let mut i = 0;
             while i < inflight.len() {
@@ -330,9 +336,11 @@ impl<'a> Job<'a> {
             if inflight.is_empty() {
                 break;
             }
-            if last_log.elapsed().as_secs() >= 60 {
+            // The bar is hidden without a terminal (and with --quiet): the log says it too, at
+            // the first look and once a minute.
+            if last_log.is_none_or(|t| t.elapsed().as_secs() >= 60) {
                 tracing::info!("{line}");
-                last_log = Instant::now();
+                last_log = Some(Instant::now());
             }
             tokio::time::sleep(self.shared.settings.batch_poll).await;
         }
@@ -348,7 +356,7 @@ impl<'a> Job<'a> {
         let cache_err = |e: crate::error::Error| Error::Cache { path: s.cache_dir.clone(), message: e.to_string() };
         let mut pending: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let stats = &mut self.stats;
-        let unanswered = &mut self.unanswered;
+        let results = &mut self.results;
         let shared = self.shared.clone();
         remote::results(&self.shared, id, state, |custom_id, outcome| {
             let Some(key) = hex::decode(custom_id).ok().and_then(|k| <[u8; 32]>::try_from(k).ok()) else {
@@ -364,33 +372,34 @@ impl<'a> Job<'a> {
                         stats.completion_tokens += ct;
                         stats.cost_usd += cost(pt, ct, price_in, price_out);
                         stats.requests_succeeded += 1;
-                        unanswered.remove(&key);
+                        results.unanswered.remove(&key);
+                        results.answered.insert(key);
                         let meta = Meta { unix, latency_ms: 0, usage: parsed.usage, status, reason: None, message: None };
                         pending.push((key.to_vec(), Entry::Response { meta, parsed }.encode()));
                     }
                     Verdict::Fail { reason, message } => {
                         stats.requests_failed += 1;
                         let message = shared.redact(message);
-                        unanswered.insert(key, (reason.to_string(), message.clone()));
+                        results.unanswered.insert(key, (reason.to_string(), message.clone()));
                         let meta = Meta { unix, latency_ms: 0, usage: None, status, reason: Some(reason.into()), message: Some(message) };
                         pending.push((key.to_vec(), Entry::Failed { meta }.encode()));
                     }
                     Verdict::Retry { reason, message, .. } => {
                         stats.requests_failed += 1;
-                        unanswered.insert(key, (format!("batch_{reason}"), format!("{} (submitted again by the next run)", shared.redact(message))));
+                        results.unanswered.insert(key, (format!("batch_{reason}"), format!("{} (submitted again by the next run)", shared.redact(message))));
                     }
                     Verdict::Fatal { message } => {
                         stats.requests_failed += 1;
-                        unanswered.insert(key, ("batch_refused".into(), shared.redact(message)));
+                        results.unanswered.insert(key, ("batch_refused".into(), shared.redact(message)));
                     }
                 },
                 LineOutcome::Expired => {
                     stats.requests_expired += 1;
-                    unanswered.insert(key, ("batch_expired".into(), format!("batch {id} expired before this request ran (submitted again by the next run)")));
+                    results.unanswered.insert(key, ("batch_expired".into(), format!("batch {id} expired before this request ran (submitted again by the next run)")));
                 }
                 LineOutcome::Errored { code, message } => {
                     stats.requests_failed += 1;
-                    unanswered.insert(key, (format!("batch_{code}"), format!("batch {id}: {} (submitted again by the next run)", shared.redact(message))));
+                    results.unanswered.insert(key, (format!("batch_{code}"), format!("batch {id}: {} (submitted again by the next run)", shared.redact(message))));
                 }
             }
             if pending.len() >= 256 {
