@@ -110,7 +110,7 @@ fn without_a_config_a_folder_with_none_gets_the_built_in_offline_default() {
 #[test]
 fn the_shipped_configs_are_valid() {
     let root = repo_root();
-    for name in ["default", "openai", "vllm", "llamacpp", "ollama"] {
+    for name in ["default", "openai", "anthropic", "vllm", "llamacpp", "ollama"] {
         let cfg = root.join("configs").join(format!("{name}.toml"));
         let work = tempfile::tempdir().unwrap();
         let out = distill(&root, &["status", "--config", cfg.to_str().unwrap(), "--work-dir", work.path().to_str().unwrap()]);
