@@ -84,43 +84,59 @@ impl Gpt2 {
 
     /// The transformer blocks: like [`forward`](Self::forward), up to the final LayerNorm: (B, T, C).
     pub fn hidden(&self, ids: &Tensor, positions: &Tensor, mask: &Tensor, mut cache: Option<&mut KvCache>, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let training = dropout.is_some();
-        let mut drop = |x: Tensor, p: f64| -> Result<Tensor> {
-            match dropout.as_deref_mut() {
-                Some(d) => d.apply(&x, p),
-                None => Ok(x),
-            }
-        };
-        let pos = crate::fused::embedding(self.wpe.embeddings(), positions)?; // (B or 1, T, C)
-        let mut x = drop(crate::fused::embedding(self.wte.embeddings(), ids)?.broadcast_add(&pos)?, self.embd_pdrop)?; // (B, T, C)
-        let c = x.dim(2)?;
-        let hd = c / self.n_head;
-        for (i, blk) in self.blocks.iter().enumerate() {
-            let qkv = blk.c_attn.forward(&blk.ln_1.forward(&x)?)?; // (B, T, 3C)
-            let heads = |j: usize| -> Result<Tensor> { Ok(qkv.narrow(2, j * c, c)?.reshape((b, t, self.n_head, hd))?.transpose(1, 2)?.contiguous()?) };
-            let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?); // (B, H, T, D)
-            let (k, v) = match cache.as_deref_mut() {
-                Some(cache) => cache.append(i, &k, &v)?,
-                None => (k, v),
-            };
-            let y = if training && self.attn_pdrop > 0.0 {
-                nn::attention(&q, &k, &v, mask, |p| drop(p, self.attn_pdrop))?
-            } else {
-                crate::recompute::attention(&q, &k, &v, mask, self.attention_backward)?
-            };
-            let y = y.transpose(1, 2)?.reshape((b, t, c))?;
-            x = (&x + drop(blk.attn_c_proj.forward(&y)?, self.resid_pdrop)?)?;
-            let h = blk.c_fc.forward(&blk.ln_2.forward(&x)?)?;
-            let h = if self.exact_gelu { h.gelu_erf()? } else { h.gelu()? };
-            x = (&x + drop(blk.mlp_c_proj.forward(&h)?, self.resid_pdrop)?)?;
+        let mut x = self.embed(ids, positions, &mut dropout)?;
+        for i in 0..self.blocks.len() {
+            x = self.block(i, &x, mask, cache.as_deref_mut(), &mut dropout)?;
         }
         Ok(x)
+    }
+
+    /// Token and position embeddings (and their dropout): ids (B, T) -> (B, T, C).
+    pub fn embed(&self, ids: &Tensor, positions: &Tensor, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
+        let pos = crate::fused::embedding(self.wpe.embeddings(), positions)?; // (B or 1, T, C)
+        dropped(dropout, crate::fused::embedding(self.wte.embeddings(), ids)?.broadcast_add(&pos)?, self.embd_pdrop)
+    }
+
+    /// Block `i`: (B, T, C) -> (B, T, C). Dropout draws from `dropout` in a fixed order, so a
+    /// copy of it taken before the block replays the same masks.
+    pub fn block(&self, i: usize, x: &Tensor, mask: &Tensor, cache: Option<&mut KvCache>, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
+        let blk = &self.blocks[i];
+        let (b, t, c) = x.dims3()?;
+        let hd = c / self.n_head;
+        let qkv = blk.c_attn.forward(&blk.ln_1.forward(x)?)?; // (B, T, 3C)
+        let heads = |j: usize| -> Result<Tensor> { Ok(qkv.narrow(2, j * c, c)?.reshape((b, t, self.n_head, hd))?.transpose(1, 2)?.contiguous()?) };
+        let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?); // (B, H, T, D)
+        let (k, v) = match cache {
+            Some(cache) => cache.append(i, &k, &v)?,
+            None => (k, v),
+        };
+        let y = if dropout.is_some() && self.attn_pdrop > 0.0 {
+            nn::attention(&q, &k, &v, mask, |p| dropped(dropout, p, self.attn_pdrop))?
+        } else {
+            crate::recompute::attention(&q, &k, &v, mask, self.attention_backward)?
+        };
+        let y = y.transpose(1, 2)?.reshape((b, t, c))?;
+        let x = (x + dropped(dropout, blk.attn_c_proj.forward(&y)?, self.resid_pdrop)?)?;
+        let h = blk.c_fc.forward(&blk.ln_2.forward(&x)?)?;
+        let h = if self.exact_gelu { h.gelu_erf()? } else { h.gelu()? };
+        Ok((&x + dropped(dropout, blk.mlp_c_proj.forward(&h)?, self.resid_pdrop)?)?)
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
     }
 
     /// Final LayerNorm and the tied LM head: hidden states (B, T, C) -> logits (B, T, V).
     pub fn head(&self, x: &Tensor) -> Result<Tensor> {
         let x = self.ln_f.forward(x)?;
         Ok(nn::matmul_last(&x, &self.wte.embeddings().t()?)?) // (B, T, V)
+    }
+}
+
+/// `x` with dropout `p` applied when training (`dropout` is Some), else `x`.
+fn dropped(dropout: &mut Option<&mut Dropout>, x: Tensor, p: f64) -> Result<Tensor> {
+    match dropout.as_deref_mut() {
+        Some(d) => d.apply(&x, p),
+        None => Ok(x),
     }
 }

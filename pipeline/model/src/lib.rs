@@ -9,6 +9,7 @@
 //! - [`loss`]: forward/reverse KL, JSD and CE on sparse top-k teacher log-probs.
 
 pub mod cache;
+pub mod checkpoint;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda_kernels;

@@ -180,16 +180,35 @@ impl Llama {
 
     /// The decoder stack: like [`forward`](Self::forward), up to the final norm: (B, T, C).
     pub fn hidden(&self, ids: &Tensor, positions: &Tensor, mask: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
-        let mut x = crate::fused::embedding(self.embed_tokens.embeddings(), ids)?; // (B, T, C)
-        let (cos, sin) = rope_tables(positions, &self.inv_freq)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let c = cache.as_deref_mut().map(|c| (c, i));
-            let h = layer.self_attn.forward(&layer.input_layernorm.forward(&x)?, &cos, &sin, mask, c, self.attention_backward)?;
-            x = (x + h)?;
-            let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
-            x = (x + h)?;
+        let mut x = self.embed(ids)?;
+        let (cos, sin) = self.rope(positions)?;
+        for i in 0..self.layers.len() {
+            x = self.block(i, &x, &cos, &sin, mask, cache.as_deref_mut())?;
         }
         Ok(x)
+    }
+
+    /// Token embeddings: ids (B, T) -> (B, T, C).
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        crate::fused::embedding(self.embed_tokens.embeddings(), ids).map_err(Into::into)
+    }
+
+    /// The rotary tables (cos, sin) for `positions`, shared by every layer.
+    pub fn rope(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        rope_tables(positions, &self.inv_freq)
+    }
+
+    /// Decoder layer `i`: (B, T, C) -> (B, T, C).
+    pub fn block(&self, i: usize, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let layer = &self.layers[i];
+        let h = layer.self_attn.forward(&layer.input_layernorm.forward(x)?, cos, sin, mask, cache.map(|c| (c, i)), self.attention_backward)?;
+        let x = (x + h)?;
+        let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
+        Ok((x + h)?)
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.layers.len()
     }
 
     /// Final norm and LM head: hidden states (B, T, C) -> logits (B, T, V).

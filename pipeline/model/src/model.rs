@@ -127,8 +127,70 @@ impl CausalLm {
         }
     }
 
+    /// The cuts [`crate::checkpoint`] makes for a training sequence of `t` tokens.
+    pub(crate) fn segments(&self, t: usize) -> Result<Segments<'_>> {
+        self.check_len(t)?;
+        let pos = nn::default_positions(t, &self.device)?;
+        let mask = nn::causal_mask(t, &self.device)?;
+        let rope = match &self.inner {
+            Inner::Llama(m) => Some(m.rope(&pos)?),
+            Inner::Gpt2(_) => None,
+        };
+        Ok(Segments { model: self, pos, mask, rope })
+    }
+
     /// A cache sized for this model.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.config.num_layers())
+    }
+}
+
+/// The training forward cut at block boundaries, for activation checkpointing: the
+/// embeddings, each block, then the head. Run in order with one [`Dropout`], they compute
+/// exactly what [`CausalLm::forward_next_native`] does.
+pub(crate) struct Segments<'a> {
+    model: &'a CausalLm,
+    pos: Tensor,
+    mask: Tensor,
+    /// Llama's rotary tables.
+    rope: Option<(Tensor, Tensor)>,
+}
+
+impl Segments<'_> {
+    pub fn blocks(&self) -> usize {
+        match &self.model.inner {
+            Inner::Llama(m) => m.num_blocks(),
+            Inner::Gpt2(m) => m.num_blocks(),
+        }
+    }
+
+    /// ids (B, T) -> (B, T, C).
+    pub fn embed(&self, ids: &Tensor, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
+        match &self.model.inner {
+            Inner::Llama(m) => m.embed(ids),
+            Inner::Gpt2(m) => m.embed(ids, &self.pos, dropout),
+        }
+    }
+
+    /// Block `i`: (B, T, C) -> (B, T, C).
+    pub fn block(&self, i: usize, x: &Tensor, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
+        match (&self.model.inner, &self.rope) {
+            (Inner::Llama(m), Some((cos, sin))) => m.block(i, x, cos, sin, &self.mask, None),
+            (Inner::Gpt2(m), _) => m.block(i, x, &self.mask, None, dropout),
+            (Inner::Llama(_), None) => unreachable!("Llama segments carry rotary tables"),
+        }
+    }
+
+    /// The last block's output (B, T, C) -> logits (B, T - 1, V) for the next-token losses.
+    pub fn head_next(&self, x: &Tensor) -> Result<Tensor> {
+        let t = x.dim(1)?;
+        if t < 2 {
+            return Err(Error::Invalid("need at least 2 positions to pair logits with next tokens".into()));
+        }
+        let x = x.narrow(1, 0, t - 1)?;
+        match &self.model.inner {
+            Inner::Llama(m) => m.head(&x),
+            Inner::Gpt2(m) => m.head(&x),
+        }
     }
 }

@@ -132,7 +132,9 @@ pub fn embedding(n: usize, dim: usize, std: f64, vb: VarBuilder) -> Result<candl
 }
 
 /// Seeded dropout. The mask comes from our own RNG (candle's CPU RNG cannot be seeded), so a
-/// training run is reproducible; the trainer derives the seed from (run seed, step).
+/// training run is reproducible; the trainer derives the seed from (run seed, step). A clone
+/// draws the same masks from there on (activation checkpointing replays a block with one).
+#[derive(Clone)]
 pub struct Dropout {
     rng: StdRng,
 }

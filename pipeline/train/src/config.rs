@@ -54,6 +54,11 @@ pub struct TrainConfig {
     /// softmax less per layer, about 10 ms of a 107 ms H100 step by the kernel profile). Same
     /// results, bit for bit.
     pub recompute_attention: bool,
+    /// Activation checkpointing per transformer block: keep only each block's input between
+    /// the forward and the backward pass and run the block again there (one more forward of
+    /// the model per step, for activations of one block instead of all; same gradients:
+    /// `distill_model::checkpoint`).
+    pub activation_checkpointing: bool,
 }
 
 impl Default for TrainConfig {
@@ -78,6 +83,7 @@ impl Default for TrainConfig {
             device: "cpu".into(),
             dtype: "f32".into(),
             recompute_attention: true,
+            activation_checkpointing: false,
         }
     }
 }
@@ -152,6 +158,7 @@ pub struct Settings {
     pub seed: u64,
     pub device: String,
     pub bf16: bool,
+    pub activation_checkpointing: bool,
 }
 
 // NaN fails both (written as positive checks so that NaN is rejected, not accepted).
@@ -246,6 +253,7 @@ impl TrainConfig {
             seed: self.seed,
             device: self.device.clone(),
             bf16,
+            activation_checkpointing: self.activation_checkpointing,
         })
     }
 }

@@ -434,24 +434,36 @@ fn accumulate(model: &CausalLm, params: &[(String, Var)], batches: &[Batch], s: 
     for (micro, batch) in batches.iter().enumerate() {
         out.tokens += batch.tokens as u64;
         let mut dropout = Dropout::new(s.seed ^ fnv1a(&format!("dropout/{step}/{micro}")));
-        let logits = flat_logits(&model.forward_next_native(&batch.ids, Some(&mut dropout))?)?;
-        clock.mark("forward")?;
-        let parts = loss::distill_loss_over(&logits, &batch.targets, &s.loss, false, Some(over))?;
-        clock.mark("loss")?;
-        let store = parts.total.backward()?;
-        clock.mark("backward")?;
-        for (name, var) in params {
-            if let Some(g) = store.get(var.as_tensor()) {
-                // Detached: a weight's gradient still refers to its micro-batch's backward graph,
-                // which would keep every micro-batch's activations alive until the step.
-                let g = match grads.remove(name) {
-                    Some(acc) => (acc + g)?.detach(),
-                    None => g.detach(),
-                };
-                grads.insert(name.clone(), g);
-            }
+        // (B, T - 1, V) logits -> (B (T - 1), V) rows -> the step-weighted loss.
+        let loss_of = |logits: &Tensor| loss::distill_loss_over(&logits.flatten_to(1)?, &batch.targets, &s.loss, false, Some(over));
+        let (parts, micro_grads) = if s.activation_checkpointing {
+            let vars: Vec<Var> = params.iter().map(|(_, v)| v.clone()).collect();
+            let ck = distill_model::checkpoint::forward_backward(model, &batch.ids, Some(&mut dropout), &vars, |logits| {
+                let parts = loss_of(logits)?;
+                Ok((parts.total.clone(), parts))
+            })?;
+            clock.mark("forward+backward (checkpointed)")?;
+            let grads = params.iter().filter_map(|(name, v)| ck.grads.get(&v.id()).map(|g| (name, g.clone()))).collect::<Vec<_>>();
+            (ck.extra, grads)
+        } else {
+            let logits = model.forward_next_native(&batch.ids, Some(&mut dropout))?;
+            clock.mark("forward")?;
+            let parts = loss_of(&logits)?;
+            clock.mark("loss")?;
+            let store = parts.total.backward()?;
+            clock.mark("backward")?;
+            let grads = params.iter().filter_map(|(name, v)| store.get(v.as_tensor()).map(|g| (name, g.clone()))).collect::<Vec<_>>();
+            (parts, grads)
+        };
+        for (name, g) in micro_grads {
+            // Detached: a weight's gradient still refers to its micro-batch's backward graph,
+            // which would keep every micro-batch's activations alive until the step.
+            let g = match grads.remove(name) {
+                Some(acc) => (acc + g)?.detach(),
+                None => g.detach(),
+            };
+            grads.insert(name.clone(), g);
         }
-        drop(store);
         out.total += parts.total.to_scalar::<f32>()? as f64;
         out.forward_kl += parts.forward_kl;
         out.reverse_kl += parts.reverse_kl;
@@ -530,5 +542,28 @@ mod tests {
         let own = |b: &Batch| loss::distill_loss(&flat_logits(&lm.model.forward_next_native(&b.ids, None).unwrap()).unwrap(), &b.targets, &s.loss, false).unwrap();
         let mean_of_means = micro.iter().map(|b| own(b).total.to_scalar::<f32>().unwrap() as f64).sum::<f64>() / 2.0;
         assert!((mean_of_means - out_whole.total).abs() > 1e-3 * out_whole.total.abs(), "test data too uniform to tell the rules apart");
+    }
+
+    /// `activation_checkpointing = true` trains on the same loss and gradients, micro-batches
+    /// and chunk events included.
+    #[test]
+    fn activation_checkpointing_gives_the_same_step() {
+        let lm = TrainableLm::init(&ModelConfig::preset("llama-nano").unwrap(), &Device::Cpu, 3).unwrap();
+        let plain = TrainConfig { grad_accum: 2, ..TrainConfig::default() }.settings("test.toml", Some(1.0)).unwrap();
+        let ck = Settings { activation_checkpointing: true, ..plain.clone() };
+        let mut chunked = example("c", 12, 3);
+        (chunked.chunks, chunked.topk_ids[6], chunked.topk_logprobs[6]) = (vec![(5, 2)], vec![], vec![]);
+        let micro = [Batch::new(&[&example("a", 20, 1), &example("b", 17, 2)], &Device::Cpu).unwrap(), Batch::new(&[&chunked], &Device::Cpu).unwrap()];
+        let (g_plain, out_plain) = gradients(&lm, &plain, &micro);
+        let (g_ck, out_ck) = gradients(&lm, &ck, &micro);
+        assert!((out_plain.total - out_ck.total).abs() < 1e-6 * out_plain.total.abs(), "{} vs {}", out_plain.total, out_ck.total);
+        assert_eq!(g_plain.len(), g_ck.len());
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (name, g) in &g_plain {
+            let (a, b) = (flat(g), flat(&g_ck[name]));
+            let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(diff <= 1e-5 * scale.max(1e-3), "{name}: checkpointed gradient differs by {diff} (max |g| {scale})");
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! Gradient accumulation must not cost memory (issue #24): peak heap bytes of training steps
-//! with `grad_accum = 8` are within 5% of those with `grad_accum = 1` at the same micro-batch.
+//! Training memory (issue #24). Gradient accumulation must not cost memory: peak heap bytes of
+//! training steps with `grad_accum = 8` are within 5% of those with `grad_accum = 1` at the same
+//! micro-batch. Activation checkpointing must cut it: an 8-block model's steps peak at well
+//! under the plain run's.
 //!
 //! Regression: the summed gradients were stored as the backward pass returned them, and a
 //! weight's gradient still held its micro-batch's backward graph, so every micro-batch's
@@ -66,12 +68,13 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// Peak heap bytes above what was live before, over a short training run.
-fn peak_of_run(work: &std::path::Path, grad_accum: usize) -> usize {
+fn peak_of_run(work: &std::path::Path, grad_accum: usize, layers: usize, activation_checkpointing: bool) -> usize {
     // Activations dwarf the weights, as they do at real batch sizes and sequence lengths (GPT-2
     // 124M at 2 x 512 tokens: ~0.5 GB of gradients beside several GB of activations); the sum
     // of the gradients, one more copy of them, is the only memory accumulation needs.
-    let model = work.join(format!("model-{grad_accum}.json"));
-    let hf = serde_json::json!({"model_type": "gpt2", "vocab_size": common::VOCAB, "n_positions": 64, "n_embd": 32, "n_layer": 2, "n_head": 2});
+    let name = format!("{grad_accum}-{layers}-{activation_checkpointing}");
+    let model = work.join(format!("model-{name}.json"));
+    let hf = serde_json::json!({"model_type": "gpt2", "vocab_size": common::VOCAB, "n_positions": 64, "n_embd": 32, "n_layer": layers, "n_head": 2});
     std::fs::write(&model, hf.to_string()).unwrap();
     let cfg = TrainConfig {
         model: model.display().to_string(),
@@ -83,9 +86,10 @@ fn peak_of_run(work: &std::path::Path, grad_accum: usize) -> usize {
         checkpoint_every: 0,
         log_every: 1,
         seed: 5,
+        activation_checkpointing,
         ..Default::default()
     };
-    let out = format!("accum-{grad_accum}");
+    let out = format!("run-{name}");
     let ctx = StageContext { stage: "train", work_dir: work, out_dir: work.join(&out), scratch_dir: work.join(".scratch").join(&out), shard: None, quiet: true };
     let before = CURRENT.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
@@ -95,12 +99,18 @@ fn peak_of_run(work: &std::path::Path, grad_accum: usize) -> usize {
 }
 
 #[test]
-fn peak_memory_does_not_grow_with_gradient_accumulation() {
+fn peak_memory_does_not_grow_with_accumulation_and_falls_with_checkpointing() {
     let work = common::work_dir(80);
-    let one = peak_of_run(work.path(), 1);
-    let eight = peak_of_run(work.path(), 8);
+    let one = peak_of_run(work.path(), 1, 2, false);
+    let eight = peak_of_run(work.path(), 8, 2, false);
     let ratio = eight as f64 / one as f64;
     eprintln!("peak heap: grad_accum 1 {one} B, grad_accum 8 {eight} B ({ratio:.3}x)");
     assert!(one > 1 << 20, "the run allocates ({one} B): the test measures something");
     assert!(ratio < 1.05, "grad_accum = 8 peaks at {ratio:.3}x the memory of grad_accum = 1 ({eight} vs {one} bytes)");
+
+    let plain = peak_of_run(work.path(), 2, 8, false);
+    let checkpointed = peak_of_run(work.path(), 2, 8, true);
+    let ratio = checkpointed as f64 / plain as f64;
+    eprintln!("peak heap, 8 blocks: plain {plain} B, activation checkpointing {checkpointed} B ({ratio:.3}x)");
+    assert!(ratio < 0.6, "activation checkpointing peaks at {ratio:.3}x the plain run's memory ({checkpointed} vs {plain} bytes)");
 }
