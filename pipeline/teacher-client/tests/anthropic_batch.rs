@@ -115,3 +115,44 @@ fn an_expired_message_batch_and_errored_results_resubmit_only_what_has_no_answer
     let twice = server.counters().batch_submissions().values().filter(|n| **n == 2).count();
     assert_eq!(twice, 5, "the expired and the overloaded, once more each");
 }
+
+/// Killed after a message batch was created and before its id was journaled: the `creating`
+/// line written before the creation makes the next run look for it (created since, as large,
+/// not in the journal) and wait for it instead of submitting its requests again.
+#[test]
+fn a_message_batch_created_but_not_journaled_is_found_by_its_time_and_size() {
+    let server = spawn(ServerConfig { batch_step: 2, ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TeacherConfig { n: 1, ..config(&server, &dir.path().join("cache"), Transport::Batch) };
+    let settings = cfg.settings("t").unwrap();
+    let ps = prompts(5, "w");
+    let requests: Vec<serde_json::Value> = ps
+        .iter()
+        .map(|p| {
+            let r = distill_teacher_client::request::build_for(Api::Anthropic, p, &settings.model, &settings.sampling, &settings.extra_body);
+            serde_json::json!({"custom_id": hex::encode(r.parts[0]), "params": serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()})
+        })
+        .collect();
+    let journal = dir.path().join("cache/batches");
+    std::fs::create_dir_all(&journal).unwrap();
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    std::fs::write(journal.join("journal.jsonl"), format!("{{\"event\":\"creating\",\"api\":\"anthropic\",\"requests\":5,\"bytes\":0,\"unix\":{unix}}}\n")).unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/messages/batches", server.base_url))
+            .header("anthropic-version", "2023-06-01")
+            .json(&serde_json::json!({"requests": requests}))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+    });
+
+    let (_, stats, job) = run(&TeacherClient::new(&cfg).unwrap(), &ps);
+    assert_eq!((job.batches_reattached, job.batches_submitted, job.requests_succeeded), (1, 0, 5), "{job:?}");
+    assert_eq!(stats.completed, 5);
+    assert_eq!(server.counters().batches_created(), 1);
+}

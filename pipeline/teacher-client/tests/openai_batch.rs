@@ -218,3 +218,55 @@ fn a_batch_created_but_not_journaled_is_found_by_its_input_file() {
     assert_eq!(server.counters().batches_created(), 1);
     assert!(submitted_more_than_once(&server).is_empty());
 }
+
+/// A restarted run that knows what the open batches hold (their keys files) submits the rest
+/// at once and waits for old and new batches together, instead of waiting up to a day for the
+/// old ones first; it never submits what they hold.
+#[test]
+fn a_restart_submits_what_no_open_batch_holds_without_waiting_for_them() {
+    let server = spawn(ServerConfig { batch_step: 1, ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = batched(&config(&server, &dir.path().join("cache")));
+    let settings = cfg.settings("t").unwrap();
+    let ps = prompts(10, "r");
+    let keys: Vec<[u8; 32]> = ps.iter().map(|p| distill_teacher_client::request::build(p, &settings.model, &settings.sampling, &settings.extra_body).key).collect();
+    // What the killed run had done: a batch of the first 5, journaled with its keys file.
+    let lines: String = ps[..5]
+        .iter()
+        .map(|p| {
+            let r = distill_teacher_client::request::build(p, &settings.model, &settings.sampling, &settings.extra_body);
+            format!("{{\"custom_id\":\"{}\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{}}}\n", hex::encode(r.key), String::from_utf8_lossy(&r.body))
+        })
+        .collect();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (file_id, batch_id) = rt.block_on(async {
+        let body = format!("--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jsonl\"\r\n\r\n{lines}\r\n--b--\r\n");
+        let v: serde_json::Value =
+            http.post(format!("{}/files", server.base_url)).header("content-type", "multipart/form-data; boundary=b").body(body).send().await.unwrap().json().await.unwrap();
+        let file = v["id"].as_str().unwrap().to_string();
+        let create = serde_json::json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+        let b: serde_json::Value = http.post(format!("{}/batches", server.base_url)).json(&create).send().await.unwrap().json().await.unwrap();
+        (file, b["id"].as_str().unwrap().to_string())
+    });
+    let journal = dir.path().join("cache/batches");
+    std::fs::create_dir_all(&journal).unwrap();
+    std::fs::write(journal.join("keys-old.bin"), keys[..5].concat()).unwrap();
+    std::fs::write(
+        journal.join("journal.jsonl"),
+        format!("{{\"event\":\"submitted\",\"api\":\"openai\",\"batch_id\":\"{batch_id}\",\"input_file_id\":\"{file_id}\",\"requests\":5,\"bytes\":0,\"unix\":0,\"keys\":\"keys-old.bin\"}}\n"),
+    )
+    .unwrap();
+
+    let (_, stats, job) = run(&TeacherClient::new(&cfg).unwrap(), &ps, false);
+    let job = job.unwrap();
+    assert_eq!((job.batches_reattached, job.batches_submitted, job.requests_submitted, job.requests_succeeded), (1, 1, 5, 10), "{job:?}");
+    assert_eq!(stats.completed, 10);
+    assert!(submitted_more_than_once(&server).is_empty());
+    // The new batch was created while the old one ran: no wait first.
+    assert_eq!(server.counters().most_batches_in_progress.load(std::sync::atomic::Ordering::Relaxed), 2);
+    // Done batches' keys files are removed.
+    assert!(!journal.join("keys-old.bin").exists());
+    assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 1, "only the journal is left");
+}

@@ -3,7 +3,7 @@
 //! - OpenAI: `POST /v1/files` (multipart, `purpose` and `file`), `GET /v1/files/{id}/content`,
 //!   `POST /v1/batches`, `GET /v1/batches/{id}`, `GET /v1/batches` (newest first).
 //! - Anthropic: `POST /v1/messages/batches`, `GET /v1/messages/batches/{id}`,
-//!   `GET /v1/messages/batches/{id}/results`.
+//!   `GET /v1/messages/batches/{id}/results`, `GET /v1/messages/batches` (newest first).
 //!
 //! A batch runs `batch_step` of its requests each time it is looked at (`GET` of the batch;
 //! 0 = all at once), so a test decides how long it stays in flight. With
@@ -70,7 +70,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/v1/files/{id}/content", get(file_content))
         .route("/v1/batches", post(create_openai).get(list_openai))
         .route("/v1/batches/{id}", get(get_openai))
-        .route("/v1/messages/batches", post(create_anthropic))
+        .route("/v1/messages/batches", post(create_anthropic).get(list_anthropic))
         .route("/v1/messages/batches/{id}", get(get_anthropic))
         .route("/v1/messages/batches/{id}/results", get(results_anthropic))
 }
@@ -144,6 +144,11 @@ async fn file_content(State(shared): State<Arc<Shared>>, headers: HeaderMap, Pat
     }
 }
 
+fn note_in_progress(shared: &Shared, b: &Batches) {
+    let n = b.batches.iter().filter(|x| x.status == "in_progress").count() as u64;
+    shared.counters.most_batches_in_progress.fetch_max(n, Relaxed);
+}
+
 fn count_submissions(shared: &Shared, requests: &[(String, Value)]) {
     shared.counters.batches_created.fetch_add(1, Relaxed);
     let mut subs = shared.counters.batch_submissions.lock().expect("counters lock");
@@ -199,6 +204,7 @@ async fn create_openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, bo
     };
     let v = openai_object(&batch);
     b.batches.push(batch);
+    note_in_progress(&shared, &b);
     axum::Json(v).into_response()
 }
 
@@ -364,7 +370,17 @@ async fn create_anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap,
     };
     let v = anthropic_object(&batch);
     b.batches.push(batch);
+    note_in_progress(&shared, &b);
     axum::Json(v).into_response()
+}
+
+async fn list_anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&shared, &headers, Dialect::Messages) {
+        return *r;
+    }
+    let b = shared.batches.lock().expect("batches lock");
+    let data: Vec<Value> = b.batches.iter().rev().filter(|b| b.dialect == Dialect::Messages).take(100).map(anthropic_object).collect();
+    axum::Json(json!({"data": data, "has_more": false})).into_response()
 }
 
 async fn get_anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {

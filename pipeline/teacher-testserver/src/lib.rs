@@ -134,6 +134,8 @@ pub struct Counters {
     pub batch_submissions: Mutex<HashMap<String, u64>>,
     /// Batch results read (OpenAI output and error files, Anthropic results).
     pub batch_downloads: AtomicU64,
+    /// The most batches in progress at once (counted when one is created).
+    pub most_batches_in_progress: AtomicU64,
 }
 
 impl Counters {

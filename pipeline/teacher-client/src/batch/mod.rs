@@ -3,10 +3,11 @@
 //! under the same keys as online ones.
 //!
 //! ```text
-//! journal: re-attach to open batches ─> wait, read results ─> cache (durable) ─> `done`
-//! prompts ─> requests ─> parts the cache lacks ─> JSONL chunks (split by requests and bytes)
-//!   ─> budget check ─> upload + create (journal `submitted`, fsynced) ─> poll ─> results
-//!   ─> cache (durable) ─> journal `done`
+//! journal: re-attach to open batches (their keys files: what they hold)
+//! prompts ─> requests ─> parts the cache lacks and no open batch holds ─> JSONL chunks (split
+//!   by requests and bytes) ─> budget check ─> keys file, upload + create (journal
+//!   `submitted`, fsynced) ─> poll old and new batches ─> results ─> cache (durable)
+//!   ─> journal `done`
 //! ```
 //!
 //! A line's body is the online request's canonical body, byte for byte, and its `custom_id` is
@@ -87,6 +88,8 @@ struct Chunk {
     bytes: u64,
     /// Worst-case dollars at the batch price.
     worst_cost: f64,
+    /// The cache keys of its requests, in order.
+    keys: Vec<[u8; 32]>,
 }
 
 struct ChunkWriter {
@@ -99,7 +102,7 @@ struct ChunkWriter {
 }
 
 impl ChunkWriter {
-    fn push(&mut self, endpoint: Endpoint, line: &[u8], worst: f64) -> Result<(), Error> {
+    fn push(&mut self, endpoint: Endpoint, key: [u8; 32], line: &[u8], worst: f64) -> Result<(), Error> {
         let io = |p: &Path, e: std::io::Error| Error::Cache { path: p.to_path_buf(), message: format!("batch input: {e}") };
         let full = self.open.get(endpoint.path()).is_some_and(|(c, _)| c.requests + 1 > self.max_requests || c.bytes + line.len() as u64 + 1 > self.max_bytes);
         if full {
@@ -108,7 +111,7 @@ impl ChunkWriter {
         if !self.open.contains_key(endpoint.path()) {
             let path = self.dir.join(format!("chunk-{}-{}.jsonl", self.stamp, self.done.len() + self.open.len()));
             let file = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
-            self.open.insert(endpoint.path(), (Chunk { path, endpoint, requests: 0, bytes: 0, worst_cost: 0.0 }, std::io::BufWriter::new(file)));
+            self.open.insert(endpoint.path(), (Chunk { path, endpoint, requests: 0, bytes: 0, worst_cost: 0.0, keys: Vec::new() }, std::io::BufWriter::new(file)));
         }
         let (chunk, w) = self.open.get_mut(endpoint.path()).expect("opened above");
         use std::io::Write;
@@ -116,6 +119,7 @@ impl ChunkWriter {
         chunk.requests += 1;
         chunk.bytes += line.len() as u64 + 1;
         chunk.worst_cost += worst;
+        chunk.keys.push(key);
         Ok(())
     }
 
@@ -136,6 +140,12 @@ impl ChunkWriter {
     }
 }
 
+/// The keys file's name of a chunk file (`chunk-S-N.jsonl` -> `keys-S-N.bin`).
+fn keys_name(chunk: &Path) -> String {
+    let stem = chunk.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    format!("keys-{}.bin", stem.trim_start_matches("chunk-"))
+}
+
 /// The batch job of one run; see the module docs.
 pub(crate) struct Job<'a> {
     pub shared: Arc<Shared>,
@@ -153,15 +163,26 @@ struct InFlight {
     id: String,
     requests: u64,
     state: remote::State,
+    /// Its keys file, removed once the batch is done.
+    keys: Option<String>,
 }
 
 impl<'a> Job<'a> {
     pub fn open(shared: Arc<Shared>, store: &'a dyn Store, bar: &'a indicatif::ProgressBar) -> Result<Job<'a>, Error> {
         let dir = shared.settings.cache_dir.join("batches");
         let (journal, open) = Journal::open(&dir)?;
-        // Inputs of a killed run: either submitted (journaled) or to be rebuilt from the cache.
+        // Inputs of a killed run: either submitted (journaled) or to be rebuilt from the cache;
+        // keys files of batches no longer open.
+        let live: HashSet<&String> = open
+            .batches
+            .iter()
+            .filter_map(|b| b.2.as_ref())
+            .chain(open.uploads.iter().filter_map(|u| u.2.as_ref()))
+            .chain(open.creating.iter().filter_map(|c| c.2.as_ref()))
+            .collect();
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with("chunk-") {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with("chunk-") || (name.starts_with("keys-") && !live.contains(&name)) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -176,25 +197,65 @@ impl<'a> Job<'a> {
     }
 
     /// Re-attaches to the batches of earlier runs, submits what the cache still lacks for
-    /// `prompts`, and waits for every batch; answers end in the cache.
+    /// `prompts` (and no batch in flight holds), and waits for every batch; answers end in the
+    /// cache.
     pub async fn run(&mut self, prompts: impl Iterator<Item = PromptRecord>, sampling: &Sampling, retry_failed: bool) -> Result<(), Error> {
-        let mut inflight = Vec::new();
         // An input uploaded by a killed run: its batch may exist (created, not yet journaled).
-        for (file, requests) in std::mem::take(&mut self.open.uploads) {
+        for (file, requests, keys) in std::mem::take(&mut self.open.uploads) {
             if let Some(id) = remote::find_by_input_file(&self.shared, &file).await? {
                 tracing::info!("batch {id} of an earlier run found by its input file {file}");
-                self.journal.append(&Event::Submitted { api: self.api_name(), batch_id: id.clone(), input_file_id: Some(file), requests, bytes: 0, unix: unix_now() })?;
-                self.open.batches.push((id, requests));
+                self.journal.append(&Event::Submitted {
+                    api: self.api_name(),
+                    batch_id: id.clone(),
+                    input_file_id: Some(file),
+                    requests,
+                    bytes: 0,
+                    unix: unix_now(),
+                    keys: keys.clone(),
+                })?;
+                self.open.batches.push((id, requests, keys));
             }
         }
-        for (id, requests) in std::mem::take(&mut self.open.batches) {
+        // A message batch being created by a killed run: one created since, as large, and
+        // not in the journal, is taken for it.
+        for (since, requests, keys) in std::mem::take(&mut self.open.creating) {
+            let known: HashSet<&String> = self.open.batches.iter().map(|(b, _, _)| b).chain(self.open.closed.iter()).collect();
+            let found = remote::find_anthropic(&self.shared, since, requests).await?.into_iter().find(|id| !known.contains(id));
+            if let Some(id) = found {
+                tracing::info!("message batch {id} of an earlier run found by its size and time");
+                self.journal.append(&Event::Submitted {
+                    api: self.api_name(),
+                    batch_id: id.clone(),
+                    input_file_id: None,
+                    requests,
+                    bytes: 0,
+                    unix: unix_now(),
+                    keys: keys.clone(),
+                })?;
+                self.open.batches.push((id, requests, keys));
+            }
+        }
+        // Batches whose requests are known are waited for with the new ones; the others (no
+        // keys file) first, so that nothing they hold is submitted again.
+        let (mut inflight, mut unknown) = (Vec::new(), Vec::new());
+        let mut held: HashSet<[u8; 32]> = HashSet::new();
+        for (id, requests, keys) in std::mem::take(&mut self.open.batches) {
             tracing::info!("re-attaching to batch {id} ({requests} requests) submitted by an earlier run");
             self.stats.batches_reattached += 1;
-            inflight.push(InFlight { id, requests, state: Default::default() });
+            let known = keys.as_ref().and_then(|k| std::fs::read(self.dir.join(k)).ok()).filter(|b| b.len() as u64 == requests * 32);
+            let b = InFlight { id, requests, state: Default::default(), keys };
+            match known {
+                Some(bytes) => {
+                    held.extend(bytes.chunks_exact(32).map(|k| <[u8; 32]>::try_from(k).expect("32 bytes")));
+                    inflight.push(b);
+                }
+                None => unknown.push(b),
+            }
         }
-        self.wait(&mut inflight).await?;
+        self.wait(&mut unknown).await?;
 
-        let chunks = self.build(prompts, sampling, retry_failed)?;
+        let chunks = self.build(prompts, sampling, retry_failed, &held)?;
+        drop(held);
         let worst: f64 = chunks.iter().map(|c| c.worst_cost).sum();
         let s = &self.shared.settings;
         if s.max_cost_usd > 0.0 && self.stats.cost_usd + worst > s.max_cost_usd {
@@ -218,13 +279,13 @@ impl<'a> Job<'a> {
             tracing::info!("batch {id} submitted: {} requests, {} bytes", chunk.requests, chunk.bytes);
             self.stats.batches_submitted += 1;
             self.stats.requests_submitted += chunk.requests;
-            inflight.push(InFlight { id, requests: chunk.requests, state: Default::default() });
+            inflight.push(InFlight { id, requests: chunk.requests, state: Default::default(), keys: Some(keys_name(&chunk.path)) });
         }
         self.wait(&mut inflight).await
     }
 
     /// Spools the parts the cache lacks into chunk files, one set per endpoint.
-    fn build(&mut self, prompts: impl Iterator<Item = PromptRecord>, sampling: &Sampling, retry_failed: bool) -> Result<Vec<Chunk>, Error> {
+    fn build(&mut self, prompts: impl Iterator<Item = PromptRecord>, sampling: &Sampling, retry_failed: bool, held: &HashSet<[u8; 32]>) -> Result<Vec<Chunk>, Error> {
         let s = self.shared.settings.clone();
         let (price_in, price_out) = s.prices();
         let mut writer = ChunkWriter {
@@ -244,7 +305,8 @@ impl<'a> Job<'a> {
             let req = request::build_for(s.api, &prompt, &s.model, sampling, &s.extra_body);
             let worst = cost(req.prompt_tokens_estimate, req.completion_tokens_max, price_in, price_out);
             for key in &req.parts {
-                if !seen.insert(*key) {
+                // In a batch already (re-attached), or in a chunk of this run.
+                if held.contains(key) || !seen.insert(*key) {
                     continue;
                 }
                 let cached = self.store.get(key).map_err(|e| Error::Cache { path: s.cache_dir.clone(), message: e.to_string() })?;
@@ -267,7 +329,7 @@ impl<'a> Job<'a> {
                         line.push(b'}');
                     }
                 }
-                writer.push(req.endpoint, &line, worst)?;
+                writer.push(req.endpoint, *key, &line, worst)?;
             }
         }
         writer.finish()
@@ -276,19 +338,46 @@ impl<'a> Job<'a> {
     async fn submit(&mut self, chunk: &Chunk) -> Result<String, Error> {
         let lines = std::fs::read(&chunk.path).map_err(|e| Error::Cache { path: chunk.path.clone(), message: format!("batch input: {e}") })?;
         let api = self.api_name();
+        // The batch's keys, durable before the batch can exist: a restarted run knows what it
+        // holds without waiting for it to end.
+        let keys = keys_name(&chunk.path);
+        let path = self.dir.join(&keys);
+        let io = |e: std::io::Error| Error::Cache { path: path.clone(), message: format!("batch keys: {e}") };
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&path).map_err(io)?;
+            f.write_all(&chunk.keys.concat()).and_then(|()| f.sync_all()).map_err(io)?;
+        }
+        let keys = Some(keys);
         match self.shared.settings.api {
             Api::Openai => {
                 let file = remote::upload(&self.shared, lines).await?;
-                self.journal.append(&Event::Uploaded { api: api.clone(), input_file_id: file.clone(), requests: chunk.requests, bytes: chunk.bytes, unix: unix_now() })?;
+                self.journal.append(&Event::Uploaded {
+                    api: api.clone(),
+                    input_file_id: file.clone(),
+                    requests: chunk.requests,
+                    bytes: chunk.bytes,
+                    unix: unix_now(),
+                    keys: keys.clone(),
+                })?;
                 let id = remote::create_openai(&self.shared, &file, chunk.endpoint.path()).await?;
-                self.journal.append(&Event::Submitted { api, batch_id: id.clone(), input_file_id: Some(file), requests: chunk.requests, bytes: chunk.bytes, unix: unix_now() })?;
+                self.journal.append(&Event::Submitted {
+                    api,
+                    batch_id: id.clone(),
+                    input_file_id: Some(file),
+                    requests: chunk.requests,
+                    bytes: chunk.bytes,
+                    unix: unix_now(),
+                    keys,
+                })?;
                 Ok(id)
             }
             Api::Anthropic => {
-                // Anthropic takes the requests inline: nothing to find a lost batch by, so the
-                // window between creation and the journal line is the one a kill can hit.
+                // Anthropic takes the requests inline: a batch created by a run killed before
+                // its id was journaled is found by its time and size (see the journal docs).
+                self.journal.append(&Event::Creating { api: api.clone(), requests: chunk.requests, bytes: chunk.bytes, unix: unix_now(), keys: keys.clone() })?;
                 let id = remote::create_anthropic(&self.shared, &lines).await?;
-                self.journal.append(&Event::Submitted { api, batch_id: id.clone(), input_file_id: None, requests: chunk.requests, bytes: chunk.bytes, unix: unix_now() })?;
+                self.journal.append(&Event::Submitted { api, batch_id: id.clone(), input_file_id: None, requests: chunk.requests, bytes: chunk.bytes, unix: unix_now(), keys })?;
                 Ok(id)
             }
         }
@@ -315,6 +404,9 @@ impl<'a> Job<'a> {
                     }
                     tracing::info!("batch {} {} ({} of {} requests answered)", b.id, state.outcome, state.done, b.requests);
                     self.journal.append(&Event::Done { batch_id: b.id, status: state.outcome.into(), unix: unix_now() })?;
+                    if let Some(k) = b.keys {
+                        let _ = std::fs::remove_file(self.dir.join(k));
+                    }
                 } else {
                     inflight[i].state = state;
                     i += 1;

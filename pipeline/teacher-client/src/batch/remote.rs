@@ -127,6 +127,21 @@ pub async fn find_by_input_file(shared: &Arc<Shared>, input_file_id: &str) -> Re
     Ok(v["data"].as_array().into_iter().flatten().find(|b| b["input_file_id"].as_str() == Some(input_file_id)).and_then(|b| b["id"].as_str().map(str::to_string)))
 }
 
+/// Anthropic: message batches created at or after `since` (unix seconds) with `requests`
+/// requests, newest first (the newest 100 are looked at).
+pub async fn find_anthropic(shared: &Arc<Shared>, since: u64, requests: u64) -> Result<Vec<String>, Error> {
+    let v = call_json(shared, Method::GET, "messages/batches?limit=100", None).await?;
+    let total = |b: &Value| ["processing", "succeeded", "errored", "canceled", "expired"].iter().map(|k| b["request_counts"][*k].as_u64().unwrap_or(0)).sum::<u64>();
+    let created = |b: &Value| b["created_at"].as_str().and_then(crate::limits::parse_rfc3339).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs());
+    Ok(v["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| total(b) == requests && created(b).is_some_and(|c| c + 5 >= since))
+        .filter_map(|b| b["id"].as_str().map(str::to_string))
+        .collect())
+}
+
 /// Anthropic: creates a message batch from its request lines; returns its id.
 pub async fn create_anthropic(shared: &Arc<Shared>, lines: &[u8]) -> Result<String, Error> {
     let mut body = Vec::with_capacity(lines.len() + 32);
