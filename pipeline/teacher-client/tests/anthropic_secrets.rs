@@ -74,6 +74,28 @@ fn the_anthropic_key_appears_in_no_file_and_no_log() {
     assert!(!failure.contains(KEY));
     drop(client);
 
+    // Message batches with the same key: the journal and keys files beside the cache, the
+    // batch calls' logs and errors (a 400 in the results) must not hold it either.
+    server.configure(|c| {
+        c.fault_rate = 0.0;
+        c.quota_rpm = 0;
+        c.batch_step = 3;
+    });
+    let batch_cfg = TeacherConfig { transport: distill_teacher_client::config::Transport::Batch, batch_poll_secs: 0.01, ..cfg.clone() };
+    let more: Vec<distill_core::records::PromptRecord> = (0..6)
+        .map(|i| {
+            serde_json::from_value(
+                serde_json::json!({"id": format!("b{i}"), "messages": [{"role": "user", "content": format!("batch task {i}{}", if i == 0 { " [[status:400]]" } else { "" })}]}),
+            )
+            .unwrap()
+        })
+        .collect();
+    let client = TeacherClient::new(&batch_cfg).unwrap();
+    let (stats, job) = client.run_stream_by_transport(|| Ok(more.clone()), None, &SamplingOverrides::default(), &Default::default(), |_| Ok(())).unwrap();
+    assert_eq!((stats.completed, job.unwrap().batches_submitted), (5, 1));
+    assert!(server.counters().batches_created() == 1);
+    drop(client);
+
     let auth = server.counters().auth_headers.lock().unwrap().clone();
     assert!(!auth.is_empty() && auth.iter().all(|a| a == KEY), "sent only as x-api-key");
     let mut files = Vec::new();
@@ -95,7 +117,7 @@ fn the_anthropic_key_appears_in_no_file_and_no_log() {
         }
     };
     let tree = db.open_tree(TREE).unwrap();
-    assert!(tree.len() >= 25, "{} entries: 12 prompts x 2 samples and one failure", tree.len());
+    assert!(tree.len() >= 25 + 6, "{} entries: 12 prompts x 2 samples, one failure, and 6 batch answers", tree.len());
     let values = distill_teacher_client::valuelog::ValueLog::open(&cache.join("values")).unwrap();
     for kv in tree.iter() {
         let (_, v) = kv.unwrap();
