@@ -43,6 +43,8 @@ fn messages_are_answered_once_without_logprobs_and_n_samples_are_n_stable_reques
     let server = spawn(ServerConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&server, &dir.path().join("cache"));
+    // Clients made one after another share it (no race with sled's lock release).
+    let _keep = distill_teacher_client::cache::SledStore::open(&dir.path().join("cache")).unwrap();
     let client = TeacherClient::new(&cfg).unwrap();
     let mut ps = prompts(10, "a");
     // A completion prompt becomes one user message.

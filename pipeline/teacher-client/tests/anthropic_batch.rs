@@ -62,6 +62,8 @@ fn message_batches_answer_each_sample_under_its_online_key_and_skip_what_is_cach
     let server = spawn(ServerConfig { batch_step: 3, ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
+    // Clients made one after another share it (no race with sled's lock release).
+    let _keep = distill_teacher_client::cache::SledStore::open(&cache).unwrap();
     let ps = prompts(12, "a");
     // Half the prompts online first, with n = 1: their sample 0 is cached, sample 1 is not.
     let online = config(&server, &cache, Transport::Online);
@@ -99,6 +101,7 @@ fn an_expired_message_batch_and_errored_results_resubmit_only_what_has_no_answer
     let server = spawn(ServerConfig { batch_step: 2, batch_expire_after: Some(6), ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = TeacherConfig { n: 1, ..config(&server, &dir.path().join("cache"), Transport::Batch) };
+    let _keep = distill_teacher_client::cache::SledStore::open(&dir.path().join("cache")).unwrap();
     let mut ps = prompts(10, "e");
     ps[1] = chat("e-0001", "too long [[status:400]]");
     ps[2] = chat("e-0002", "flaky [[status:529]]");

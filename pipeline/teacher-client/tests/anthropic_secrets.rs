@@ -66,6 +66,8 @@ fn the_anthropic_key_appears_in_no_file_and_no_log() {
     let mut ps: Vec<distill_core::records::PromptRecord> =
         (0..12).map(|i| serde_json::from_value(serde_json::json!({"id": format!("p{i}"), "messages": [{"role": "user", "content": format!("task {i}")}]})).unwrap()).collect();
     ps.push(serde_json::from_value(serde_json::json!({"id": "bad", "messages": [{"role": "user", "content": "[[status:400]]"}]})).unwrap());
+    // The two clients below share the cache (no race with sled's lock release between them).
+    let keep = distill_teacher_client::cache::SledStore::open(&cache).unwrap();
     let client = TeacherClient::new(&cfg).unwrap();
     let out = client.run_batch(&ps, &SamplingOverrides { n: Some(2), ..Default::default() }, false).unwrap();
     assert_eq!(out.stats.completed, 12, "{:?}", out.stats.failed_by_reason);
@@ -95,6 +97,7 @@ fn the_anthropic_key_appears_in_no_file_and_no_log() {
     assert_eq!((stats.completed, job.unwrap().batches_submitted), (5, 1));
     assert!(server.counters().batches_created() == 1);
     drop(client);
+    drop(keep);
 
     let auth = server.counters().auth_headers.lock().unwrap().clone();
     assert!(!auth.is_empty() && auth.iter().all(|a| a == KEY), "sent only as x-api-key");

@@ -59,6 +59,13 @@ fn run(client: &TeacherClient, ps: &[PromptRecord], retry_failed: bool) -> (Vec<
     (out, stats, job)
 }
 
+/// Holds the cache open for the whole test: clients of the same cache made one after another
+/// then share it, instead of racing sled's release of its folder lock (it happens on a
+/// background thread a moment after the last handle is dropped).
+pub fn keep_open(cache: &std::path::Path) -> distill_teacher_client::cache::SledStore {
+    distill_teacher_client::cache::SledStore::open(cache).unwrap()
+}
+
 fn submitted_more_than_once(server: &TestServer) -> Vec<(String, u64)> {
     server.counters().batch_submissions().into_iter().filter(|(_, n)| *n > 1).collect()
 }
@@ -68,6 +75,7 @@ fn a_mixed_run_batches_only_what_the_online_cache_lacks_and_online_finds_the_bat
     let server = spawn(ServerConfig { batch_step: 3, ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let online = config(&server, &dir.path().join("cache"));
+    let _keep = keep_open(&dir.path().join("cache"));
     let ps = prompts(20, "m");
     // Half the prompts answered online first.
     let first = TeacherClient::new(&online).unwrap().run_batch(&ps[..10], &SamplingOverrides::default(), false).unwrap();
@@ -119,6 +127,7 @@ fn an_expired_batch_and_an_error_file_resubmit_only_what_has_no_answer() {
     let server = spawn(ServerConfig { batch_step: 2, batch_expire_after: Some(6), ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = batched(&config(&server, &dir.path().join("cache")));
+    let _keep = keep_open(&dir.path().join("cache"));
     let mut ps = prompts(10, "e");
     ps[1] = chat("e-0001", "too long [[status:400]]");
     ps[2] = chat("e-0002", "flaky [[status:500]]");
@@ -153,6 +162,7 @@ fn a_batch_that_could_pass_max_cost_usd_is_refused_before_it_is_submitted_and_dr
     let server = spawn(ServerConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let priced = TeacherConfig { price_input_per_mtok: 1000.0, price_output_per_mtok: 1000.0, ..config(&server, &dir.path().join("cache")) };
+    let _keep = keep_open(&dir.path().join("cache"));
     let ps = prompts(10, "b");
     // Worst case ~(10 + 24) tokens x $0.001 = $0.034 a request online, $0.017 in a batch.
     let online_plan = TeacherClient::new(&priced).unwrap().plan(&ps, &SamplingOverrides::default(), false).unwrap();
@@ -269,4 +279,20 @@ fn a_restart_submits_what_no_open_batch_holds_without_waiting_for_them() {
     // Done batches' keys files are removed.
     assert!(!journal.join("keys-old.bin").exists());
     assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 1, "only the journal is left");
+}
+
+/// One batch has one endpoint: chat and legacy completions prompts go to batches of their own,
+/// and both come back equal to their online answers (log-probs included).
+#[test]
+fn chat_and_completions_prompts_go_to_batches_of_their_own_endpoint() {
+    let server = spawn(ServerConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut ps = prompts(4, "c");
+    ps.push(serde_json::from_value(serde_json::json!({"id": "d-1", "prompt": "def add(a, b):"})).unwrap());
+    ps.push(serde_json::from_value(serde_json::json!({"id": "d-2", "prompt": "def sub(a, b):"})).unwrap());
+    let (out, stats, job) = run(&TeacherClient::new(&batched(&config(&server, &dir.path().join("cache")))).unwrap(), &ps, false);
+    assert_eq!((job.unwrap().batches_submitted, stats.completed), (2, 6));
+    let reference = TeacherClient::new(&config(&server, &dir.path().join("ref"))).unwrap().run_batch(&ps, &SamplingOverrides::default(), false).unwrap();
+    assert_eq!(out, reference.results);
+    assert!(reference.records().all(|r| r.samples[0].tokens.as_ref().is_some_and(|t| !t.is_empty())));
 }
