@@ -33,9 +33,16 @@
 //! `anthropic-ratelimit-*` headers fed to the limiter): no log-probabilities, and `n` samples
 //! are `n` requests with a cache key each ([`request`]).
 //!
+//! With `[teacher] transport = "batch"`, [`TeacherClient::run_stream_by_transport`] (what the
+//! teacher stage calls) sends what the cache lacks through the provider's batch API instead,
+//! at `batch_discount` of the price, and reads the answers into the same cache under the same
+//! keys ([`batch`]: the journal that makes a killed run re-attach instead of paying twice, the
+//! splitting by the API's limits, the budget refusal). `run_batch` and `run_stream` (the
+//! prompt generators, the evaluator) always go online.
+//!
 //! Parts: [`config`] (the `[teacher]` section), [`request`] (canonical body and cache key),
 //! [`response`] (lenient parsing), [`cache`] (the sled store with group commit) and
-//! [`compact`] (its value format), [`limits`]
+//! [`compact`] (its value format), [`batch`] (batch transports and their journal), [`limits`]
 //! and [`concurrency`] (rate limits, adaptive concurrency), [`retry`] (classifier and
 //! full-jitter backoff), [`send`] (the request stack), [`stream`] (the windowed engine in
 //! input order) and [`client`] (the blocking API: batches and streams).

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! distill-teacher-testserver [--rpm N] [--burst B] [--fault-rate F] [--latency-ms L] [--threads T]
-//!     [--seed S] [--code-tokenizer tokenizer.json]
+//!     [--seed S] [--code-tokenizer tokenizer.json] [--batch-step K] [--batch-expire-after K]
 //! ```
 //! Prints `listening on http://127.0.0.1:P/v1` on stdout, then serves until killed.
 
@@ -28,6 +28,8 @@ fn main() {
             "--latency-ms" => cfg.latency = Duration::from_secs_f64(num(value) / 1000.0),
             "--threads" => threads = num(value) as usize,
             "--seed" => cfg.seed = num(value) as u64,
+            "--batch-step" => cfg.batch_step = num(value) as u64,
+            "--batch-expire-after" => cfg.batch_expire_after = Some(num(value) as u64),
             "--code-tokenizer" => {
                 let answers = distill_teacher_testserver::code::CodeAnswers::load(std::path::Path::new(value)).unwrap_or_else(|e| usage(&format!("--code-tokenizer {value}: {e}")));
                 cfg.code = Some(std::sync::Arc::new(answers));
@@ -46,6 +48,6 @@ fn main() {
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("{msg}\nusage: distill-teacher-testserver [--rpm N] [--burst B] [--fault-rate F] [--latency-ms L] [--threads T] [--seed S] [--code-tokenizer tokenizer.json]");
+    eprintln!("{msg}\nusage: distill-teacher-testserver [--rpm N] [--burst B] [--fault-rate F] [--latency-ms L] [--threads T] [--seed S] [--code-tokenizer tokenizer.json] [--batch-step K] [--batch-expire-after K]");
     std::process::exit(2)
 }
