@@ -159,3 +159,16 @@ fn a_message_batch_created_but_not_journaled_is_found_by_its_time_and_size() {
     assert_eq!(stats.completed, 5);
     assert_eq!(server.counters().batches_created(), 1);
 }
+
+/// The same for a message batch: found by its time and size after a lost answer.
+#[test]
+fn a_lost_answer_to_a_message_batch_creation_does_not_create_a_second_batch() {
+    let server = spawn(ServerConfig { batch_create_faults: 2, ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TeacherConfig { n: 1, batch_max_requests: 3, ..config(&server, &dir.path().join("cache"), Transport::Batch) };
+    let ps = prompts(6, "l");
+    let (_, stats, job) = run(&TeacherClient::new(&cfg).unwrap(), &ps);
+    assert_eq!((job.batches_submitted, stats.completed), (2, 6));
+    assert_eq!(server.counters().batches_created(), 2);
+    assert!(server.counters().batch_submissions().values().all(|n| *n == 1));
+}

@@ -296,3 +296,17 @@ fn chat_and_completions_prompts_go_to_batches_of_their_own_endpoint() {
     assert_eq!(out, reference.results);
     assert!(reference.records().all(|r| r.samples[0].tokens.as_ref().is_some_and(|t| !t.is_empty())));
 }
+
+/// A creation whose answer is lost (the batch exists, the client saw a 500) is not simply
+/// sent again: the client looks for the batch by its input file first, and pays once.
+#[test]
+fn a_lost_answer_to_a_batch_creation_does_not_create_a_second_batch() {
+    let server = spawn(ServerConfig { batch_create_faults: 2, ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TeacherConfig { batch_max_requests: 3, ..batched(&config(&server, &dir.path().join("cache"))) };
+    let ps = prompts(6, "l");
+    let (_, stats, job) = run(&TeacherClient::new(&cfg).unwrap(), &ps, false);
+    assert_eq!((job.unwrap().batches_submitted, stats.completed), (2, 6));
+    assert_eq!(server.counters().batches_created(), 2);
+    assert!(submitted_more_than_once(&server).is_empty());
+}

@@ -12,6 +12,7 @@
 //! answered by the same generator as online (`[[status:N]]` gives status N: in OpenAI's error
 //! file, or an `errored` result), so a batch answer equals the online answer to the same body.
 //! [`crate::Counters::batch_submissions`] counts how often each `custom_id` was submitted.
+//! `batch_create_faults = k` makes the next `k` creations create their batch and answer 500.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -144,6 +145,14 @@ async fn file_content(State(shared): State<Arc<Shared>>, headers: HeaderMap, Pat
     }
 }
 
+/// Whether this creation's answer is to be "lost" (`batch_create_faults`).
+fn lose_answer(shared: &Shared) -> bool {
+    let mut c = shared.config.lock().expect("config lock");
+    let lose = c.batch_create_faults > 0;
+    c.batch_create_faults = c.batch_create_faults.saturating_sub(1);
+    lose
+}
+
 fn note_in_progress(shared: &Shared, b: &Batches) {
     let n = b.batches.iter().filter(|x| x.status == "in_progress").count() as u64;
     shared.counters.most_batches_in_progress.fetch_max(n, Relaxed);
@@ -205,6 +214,9 @@ async fn create_openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, bo
     let v = openai_object(&batch);
     b.batches.push(batch);
     note_in_progress(&shared, &b);
+    if lose_answer(&shared) {
+        return error_response(Dialect::Chat, 500, "injected: the answer to a batch creation was lost", "server_error", "internal");
+    }
     axum::Json(v).into_response()
 }
 
@@ -371,6 +383,9 @@ async fn create_anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap,
     let v = anthropic_object(&batch);
     b.batches.push(batch);
     note_in_progress(&shared, &b);
+    if lose_answer(&shared) {
+        return error_response(Dialect::Messages, 500, "injected: the answer to a batch creation was lost", "", "");
+    }
     axum::Json(v).into_response()
 }
 

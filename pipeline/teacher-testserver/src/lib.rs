@@ -90,6 +90,9 @@ pub struct ServerConfig {
     pub batch_step: u64,
     /// A batch expires once it has run this many requests (the rest are `batch_expired`).
     pub batch_expire_after: Option<u64>,
+    /// The next this-many batch creations create the batch and then answer 500, as if the
+    /// answer were lost (a client that simply retries pays twice).
+    pub batch_create_faults: u64,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +109,7 @@ impl Default for ServerConfig {
             code: None,
             batch_step: 0,
             batch_expire_after: None,
+            batch_create_faults: 0,
         }
     }
 }

@@ -156,6 +156,8 @@ pub(crate) struct Job<'a> {
     journal: Journal,
     open: journal::Open,
     dir: PathBuf,
+    /// Every batch id the journal or this run knows (never taken for a lost one).
+    known: HashSet<String>,
 }
 
 /// A batch being waited for.
@@ -186,7 +188,8 @@ impl<'a> Job<'a> {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        Ok(Job { shared, store, bar, stats: JobStats::default(), results: Results::default(), journal, open, dir })
+        let known = open.batches.iter().map(|b| b.0.clone()).chain(open.closed.iter().cloned()).collect();
+        Ok(Job { shared, store, bar, stats: JobStats::default(), results: Results::default(), journal, open, dir, known })
     }
 
     fn api_name(&self) -> String {
@@ -219,9 +222,9 @@ impl<'a> Job<'a> {
         // A message batch being created by a killed run: one created since, as large, and
         // not in the journal, is taken for it.
         for (since, requests, keys) in std::mem::take(&mut self.open.creating) {
-            let known: HashSet<&String> = self.open.batches.iter().map(|(b, _, _)| b).chain(self.open.closed.iter()).collect();
-            let found = remote::find_anthropic(&self.shared, since, requests).await?.into_iter().find(|id| !known.contains(id));
+            let found = remote::find_anthropic(&self.shared, since, requests).await?.into_iter().find(|id| !self.known.contains(id));
             if let Some(id) = found {
+                self.known.insert(id.clone());
                 tracing::info!("message batch {id} of an earlier run found by its size and time");
                 self.journal.append(&Event::Submitted {
                     api: self.api_name(),
@@ -375,8 +378,10 @@ impl<'a> Job<'a> {
             Api::Anthropic => {
                 // Anthropic takes the requests inline: a batch created by a run killed before
                 // its id was journaled is found by its time and size (see the journal docs).
-                self.journal.append(&Event::Creating { api: api.clone(), requests: chunk.requests, bytes: chunk.bytes, unix: unix_now(), keys: keys.clone() })?;
-                let id = remote::create_anthropic(&self.shared, &lines).await?;
+                let since = unix_now();
+                self.journal.append(&Event::Creating { api: api.clone(), requests: chunk.requests, bytes: chunk.bytes, unix: since, keys: keys.clone() })?;
+                let id = remote::create_anthropic(&self.shared, &lines, chunk.requests, since, &self.known).await?;
+                self.known.insert(id.clone());
                 self.journal.append(&Event::Submitted { api, batch_id: id.clone(), input_file_id: None, requests: chunk.requests, bytes: chunk.bytes, unix: unix_now(), keys })?;
                 Ok(id)
             }

@@ -57,34 +57,84 @@ pub struct State {
     pub errors: Vec<String>,
 }
 
+/// How one attempt of a call failed.
+enum Failed {
+    /// Retrying cannot help (a 4xx other than 408, 409, 429).
+    Final(Error),
+    /// A connection error, a timeout, 408, 409, 429 or a 5xx (529 included): the message and
+    /// the server's `retry-after`.
+    Transient(String, Option<std::time::Duration>),
+}
+
+async fn once(shared: &Arc<Shared>, method: &Method, path: &str, body: &Option<(String, Vec<u8>)>) -> Result<reqwest::Response, Failed> {
+    let mut b = shared.request(method.clone(), path);
+    if let Some((ct, bytes)) = body {
+        b = b.header(CONTENT_TYPE, ct.as_str()).body(bytes.clone());
+    }
+    match b.send().await {
+        Ok(resp) if resp.status().is_success() => Ok(resp),
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let retry_after = limits::retry_after(resp.headers());
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let (message, _) = response::error_message(&bytes);
+            let message = shared.redact(format!("HTTP {status} from {method} {path}: {message}"));
+            match status == 429 || status == 408 || status == 409 || status >= 500 {
+                true => Err(Failed::Transient(message, retry_after)),
+                false => Err(Failed::Final(Error::Fatal { status, message })),
+            }
+        }
+        Err(e) => Err(Failed::Transient(format!("{method} {path}: {}", e.without_url()), None)),
+    }
+}
+
+/// A call retried with the client's backoff while it fails transiently. Only for calls that
+/// are harmless to repeat: see [`create`] for the ones that are paid for.
 async fn call(shared: &Arc<Shared>, method: Method, path: &str, body: Option<(String, Vec<u8>)>) -> Result<reqwest::Response, Error> {
     let s = &shared.settings;
     let mut backoff = Backoff::new(s.backoff_base, s.backoff_max, rand::random());
     let mut k = 0;
     loop {
-        let mut b = shared.request(method.clone(), path);
-        if let Some((ct, bytes)) = &body {
-            b = b.header(CONTENT_TYPE, ct.as_str()).body(bytes.clone());
-        }
-        let (message, retry_after) = match b.send().await {
-            Ok(resp) if resp.status().is_success() => return Ok(resp),
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let retry_after = limits::retry_after(resp.headers());
-                let bytes = resp.bytes().await.unwrap_or_default();
-                let (message, _) = response::error_message(&bytes);
-                let message = shared.redact(format!("HTTP {status} from {method} {path}: {message}"));
-                if !(status == 429 || status == 408 || status == 409 || status >= 500) {
-                    return Err(Error::Fatal { status, message });
-                }
-                (message, retry_after)
-            }
-            Err(e) => (format!("{method} {path}: {}", e.without_url()), None),
+        let (message, retry_after) = match once(shared, &method, path, &body).await {
+            Ok(resp) => return Ok(resp),
+            Err(Failed::Final(e)) => return Err(e),
+            Err(Failed::Transient(m, r)) => (m, r),
         };
         if k >= s.max_retries {
             return Err(Error::Fatal { status: 0, message: format!("gave up after {} attempts; last: {message}", k + 1) });
         }
         tracing::debug!(attempt = k, "batch call will be retried: {message}");
+        tokio::time::sleep(backoff.delay(k, retry_after)).await;
+        k += 1;
+    }
+}
+
+/// Creates a batch: a POST that is never blindly repeated, since one that timed out or got a
+/// 5xx may have created the batch all the same. After such a failure `lookup` says whether the
+/// batch exists (and its id); only if not is the POST sent again.
+async fn create(shared: &Arc<Shared>, path: &str, body: (String, Vec<u8>), lookup: impl AsyncFn() -> Result<Option<String>, Error>) -> Result<String, Error> {
+    let s = &shared.settings;
+    let mut backoff = Backoff::new(s.backoff_base, s.backoff_max, rand::random());
+    let body = Some(body);
+    let mut k = 0;
+    loop {
+        let (message, retry_after) = match once(shared, &Method::POST, path, &body).await {
+            Ok(resp) => {
+                let bytes = resp.bytes().await.map_err(|e| Error::Fatal { status: 0, message: format!("POST {path}: {}", e.without_url()) })?;
+                let v: Value = serde_json::from_slice(&bytes).map_err(|e| Error::Fatal { status: 0, message: format!("POST {path}: an unreadable answer: {e}") })?;
+                return field(&v, "id");
+            }
+            Err(Failed::Final(e)) => return Err(e),
+            Err(Failed::Transient(m, r)) => (m, r),
+        };
+        if let Some(id) = lookup().await? {
+            tracing::info!("batch {id} was created although its creation failed ({message})");
+            return Ok(id);
+        }
+        if k >= s.max_retries {
+            return Err(Error::Fatal { status: 0, message: format!("gave up after {} attempts; last: {message}", k + 1) });
+        }
+        tracing::debug!(attempt = k, "batch creation will be retried: {message}");
         tokio::time::sleep(backoff.delay(k, retry_after)).await;
         k += 1;
     }
@@ -117,8 +167,7 @@ pub async fn upload(shared: &Arc<Shared>, lines: Vec<u8>) -> Result<String, Erro
 /// OpenAI: creates the batch of an uploaded file; returns its id.
 pub async fn create_openai(shared: &Arc<Shared>, input_file_id: &str, endpoint: &str) -> Result<String, Error> {
     let body = json!({"input_file_id": input_file_id, "endpoint": format!("/v1/{endpoint}"), "completion_window": "24h", "metadata": {"created_by": "distill"}});
-    let v = call_json(shared, Method::POST, "batches", Some(("application/json".into(), body.to_string().into_bytes()))).await?;
-    field(&v, "id")
+    create(shared, "batches", ("application/json".into(), body.to_string().into_bytes()), async || find_by_input_file(shared, input_file_id).await).await
 }
 
 /// OpenAI: the batch made from `input_file_id`, if one exists (the newest 100 are looked at).
@@ -142,8 +191,10 @@ pub async fn find_anthropic(shared: &Arc<Shared>, since: u64, requests: u64) -> 
         .collect())
 }
 
-/// Anthropic: creates a message batch from its request lines; returns its id.
-pub async fn create_anthropic(shared: &Arc<Shared>, lines: &[u8]) -> Result<String, Error> {
+/// Anthropic: creates a message batch from its request lines; returns its id. After a failed
+/// creation, a batch created since `since` with as many requests and not in `known` is taken
+/// for it.
+pub async fn create_anthropic(shared: &Arc<Shared>, lines: &[u8], requests: u64, since: u64, known: &std::collections::HashSet<String>) -> Result<String, Error> {
     let mut body = Vec::with_capacity(lines.len() + 32);
     body.extend_from_slice(b"{\"requests\":[");
     for (i, line) in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
@@ -153,8 +204,8 @@ pub async fn create_anthropic(shared: &Arc<Shared>, lines: &[u8]) -> Result<Stri
         body.extend_from_slice(line);
     }
     body.extend_from_slice(b"]}");
-    let v = call_json(shared, Method::POST, "messages/batches", Some(("application/json".into(), body))).await?;
-    field(&v, "id")
+    let lookup = async || Ok(find_anthropic(shared, since, requests).await?.into_iter().find(|id| !known.contains(id)));
+    create(shared, "messages/batches", ("application/json".into(), body), lookup).await
 }
 
 /// Where a batch stands.
