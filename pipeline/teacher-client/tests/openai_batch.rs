@@ -310,3 +310,21 @@ fn a_lost_answer_to_a_batch_creation_does_not_create_a_second_batch() {
     assert_eq!(server.counters().batches_created(), 2);
     assert!(submitted_more_than_once(&server).is_empty());
 }
+
+/// A journaled batch the API does not know (another account, past its retention) is given up
+/// with a warning instead of stopping every later run; its requests are submitted anew.
+#[test]
+fn a_journaled_batch_unknown_to_the_api_is_given_up_and_its_requests_submitted_again() {
+    let server = spawn(ServerConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = batched(&config(&server, &dir.path().join("cache")));
+    let journal = dir.path().join("cache/batches");
+    std::fs::create_dir_all(&journal).unwrap();
+    std::fs::write(journal.join("journal.jsonl"), "{\"event\":\"submitted\",\"api\":\"openai\",\"batch_id\":\"batch_gone\",\"requests\":3,\"bytes\":0,\"unix\":0}\n").unwrap();
+    let ps = prompts(3, "g");
+    let (_, stats, job) = run(&TeacherClient::new(&cfg).unwrap(), &ps, false);
+    let job = job.unwrap();
+    assert_eq!((job.batches_reattached, job.batches_failed, job.batches_submitted, stats.completed), (1, 1, 1, 3), "{job:?}");
+    let text = std::fs::read_to_string(journal.join("journal.jsonl")).unwrap();
+    assert!(text.contains("\"batch_id\":\"batch_gone\",\"status\":\"lost\""), "{text}");
+}

@@ -395,7 +395,22 @@ impl<'a> Job<'a> {
         while !inflight.is_empty() {
             let mut i = 0;
             while i < inflight.len() {
-                let state = remote::poll(&self.shared, &inflight[i].id).await?;
+                let state = match remote::poll(&self.shared, &inflight[i].id).await {
+                    Ok(state) => state,
+                    // Unknown to the API (another account or base_url, or past its retention):
+                    // nothing to wait for; what it held is submitted again by the next run.
+                    Err(Error::Fatal { status: 404, message }) => {
+                        let b = inflight.remove(i);
+                        tracing::warn!("batch {} is unknown to the API, given up: {message}", b.id);
+                        self.stats.batches_failed += 1;
+                        self.journal.append(&Event::Done { batch_id: b.id, status: "lost".into(), unix: unix_now() })?;
+                        if let Some(k) = b.keys {
+                            let _ = std::fs::remove_file(self.dir.join(k));
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if state.ended {
                     let b = inflight.remove(i);
                     self.ingest(&b.id, &state).await?;
