@@ -235,9 +235,16 @@ fn plan(
         Cached,
         CachedFailed,
         ToRequest,
+        /// Every part not cached is in an open batch.
+        InBatches,
     }
     let mut seen: HashMap<[u8; 32], State> = HashMap::new();
     let mut plan = Plan::default();
+    // Batches of a killed run hold requests the next run will not submit again.
+    let held = match s.transport {
+        crate::config::Transport::Batch => crate::batch::journal::held_keys(&s.cache_dir.join("batches")),
+        crate::config::Transport::Online => Default::default(),
+    };
     let (mut answered, mut answered_completion) = (0u64, 0u64);
     for prompt in prompts {
         plan.prompts += 1;
@@ -254,7 +261,7 @@ fn plan(
             None => {
                 // Every part answered: cached; any part a cached failure: that failure;
                 // otherwise the parts without an answer are to be sent.
-                let (mut missing, mut failed, mut completion) = (0u64, false, 0u64);
+                let (mut missing, mut failed, mut completion, mut in_batches) = (0u64, false, 0u64, 0u64);
                 for key in &req.parts {
                     let cached = match store {
                         Some(st) => st.get(key)?.and_then(|v| Entry::decode_meta(&v)),
@@ -263,11 +270,15 @@ fn plan(
                     match cached {
                         Some((false, meta)) => completion += meta.usage.map_or(0, |u| u.completion_tokens),
                         Some((true, _)) if !retry_failed => failed = true,
+                        _ if held.contains(key) => in_batches += 1,
                         _ => missing += 1,
                     }
                 }
+                plan.in_open_batches += in_batches;
                 let state = if failed {
                     State::CachedFailed
+                } else if missing == 0 && in_batches > 0 {
+                    State::InBatches
                 } else if missing == 0 {
                     answered += 1;
                     answered_completion += completion;
@@ -285,7 +296,7 @@ fn plan(
         match state {
             State::Cached => plan.cached += 1,
             State::CachedFailed => plan.cached_failed += 1,
-            State::ToRequest => {}
+            State::ToRequest | State::InBatches => {}
         }
     }
     // At the batch discount when the transport is batch.

@@ -58,6 +58,14 @@ pub struct Plan {
     /// Completion tokens expected from the cached answers' average, when any are cached.
     pub projected_completion_tokens_expected: Option<u64>,
     pub projected_cost_usd_expected: Option<f64>,
+    /// `transport = "batch"`: requests held by batches of an earlier (killed) run, which the
+    /// next run waits for instead of submitting (not in `to_request` or the projections).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub in_open_batches: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Dollars for a number of prompt and completion tokens.

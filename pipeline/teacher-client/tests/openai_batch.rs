@@ -269,6 +269,10 @@ fn a_restart_submits_what_no_open_batch_holds_without_waiting_for_them() {
     )
     .unwrap();
 
+    // A dry run now: 5 to request, 5 in the open batch.
+    let _keep = keep_open(&dir.path().join("cache"));
+    let plan = distill_teacher_client::dry_run(&cfg, ps.clone(), &SamplingOverrides::default(), false).unwrap();
+    assert_eq!((plan.to_request, plan.in_open_batches, plan.cached), (5, 5, 0), "{plan:?}");
     let (_, stats, job) = run(&TeacherClient::new(&cfg).unwrap(), &ps, false);
     let job = job.unwrap();
     assert_eq!((job.batches_reattached, job.batches_submitted, job.requests_submitted, job.requests_succeeded), (1, 1, 5, 10), "{job:?}");

@@ -165,6 +165,9 @@ impl std::fmt::Display for DryRun {
         writeln!(f, "cached            {}", p.cached)?;
         writeln!(f, "cached failures   {} (re-sent only with --retry-failed)", p.cached_failed)?;
         writeln!(f, "to request        {} ({} prompts share a request)", p.to_request, p.duplicates)?;
+        if p.in_open_batches > 0 {
+            writeln!(f, "in open batches   {} requests of an earlier run's batches (waited for, not submitted again)", p.in_open_batches)?;
+        }
         writeln!(f, "prompt tokens     ~{}", p.projected_prompt_tokens)?;
         writeln!(
             f,

@@ -85,6 +85,27 @@ pub struct Open {
     pub closed: Vec<String>,
 }
 
+/// The cache keys held by the open batches of the journal in `dir` whose keys files are
+/// readable, read without opening the journal for writing (for dry runs).
+pub fn held_keys(dir: &Path) -> std::collections::HashSet<[u8; 32]> {
+    let mut held = std::collections::HashSet::new();
+    let Ok(text) = std::fs::read_to_string(dir.join("journal.jsonl")) else { return held };
+    let mut open: Vec<(String, u64, Option<String>)> = Vec::new();
+    for line in text.lines() {
+        match serde_json::from_str::<Event>(line) {
+            Ok(Event::Submitted { batch_id, requests, keys, .. }) => open.push((batch_id, requests, keys)),
+            Ok(Event::Done { batch_id, .. }) => open.retain(|(b, _, _)| *b != batch_id),
+            _ => {}
+        }
+    }
+    for (_, requests, keys) in open {
+        if let Some(bytes) = keys.and_then(|k| std::fs::read(dir.join(k)).ok()).filter(|b| b.len() as u64 == requests * 32) {
+            held.extend(bytes.chunks_exact(32).map(|k| <[u8; 32]>::try_from(k).expect("32 bytes")));
+        }
+    }
+    held
+}
+
 pub struct Journal {
     path: PathBuf,
     file: File,
