@@ -56,6 +56,7 @@ bench:
 	bash scripts/system-deps.sh
 	bash scripts/python-env.sh
 	DISTILL_TEST_PYTHON=$(CURDIR)/.venv/bin/python $(CARGO) bench --workspace
+	$(MAKE) bench-xtok
 
 # CUDA build of the binary (see scripts/build-cuda.sh): target/release/distill with candle's CUDA
 # kernels for sm_90, gzipped into bin/distill-cuda.gz for the GPU machine, and the GPU tests into

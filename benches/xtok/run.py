@@ -1,7 +1,8 @@
 """Cross-tokenizer distillation, end to end and offline (issue #16): `make bench-xtok`.
 
 The offline teacher is trained with a byte-level BPE of its own (`[teacher_bootstrap]
-tokenizer_vocab_size`, 3,072 entries against the student's 4,096, learned on the same corpus),
+tokenizer_vocab_size`: 6,144 entries learned on every other file of the corpus, against the
+student's 4,096 learned on all of it),
 served by `distill serve` with top-8 log-probs, and the usual stages run: prompts -> teacher ->
 filter -> shards -> train. It reports
 
@@ -43,7 +44,7 @@ max_corpus_bytes = 3000000
 
 [teacher_bootstrap]
 max_corpus_bytes = 3000000
-tokenizer_vocab_size = 3072
+tokenizer_vocab_size = 6144
 
 [teacher_bootstrap.train]
 model = "offline-teacher"

@@ -28,8 +28,9 @@ use serde::{Deserialize, Serialize};
 pub struct TeacherBootstrapConfig {
     /// Bytes of the tokenizer's corpus to train on, in the corpus's order (0 = all of it).
     pub max_corpus_bytes: u64,
-    /// Entries of the teacher's own byte-level BPE, trained on the same corpus; 0 = the
-    /// tokenizer stage's tokenizer, shared with the student.
+    /// Entries of the teacher's own byte-level BPE, trained on every other file of the same
+    /// corpus (so its merges differ from the student's); 0 = the tokenizer stage's tokenizer,
+    /// shared with the student.
     pub tokenizer_vocab_size: usize,
     /// The training run: the same keys as `[train]` (model preset, steps, optimizer, ...).
     /// The loss is forced to cross-entropy only: there is no teacher for the teacher.
@@ -106,9 +107,11 @@ pub fn run(ctx: &StageContext, cfg: &TeacherBootstrapConfig, config_file: &str) 
     let tokenizer_path = if cfg.tokenizer_vocab_size == 0 {
         tokenizer_dir.join("tokenizer.json")
     } else {
-        // min_frequency 2: a pair seen once is no merge a real tokenizer would learn.
+        // Learned from every other file of the corpus: the same corpus would give the student's
+        // merges again, truncated or extended, where another model family's tokenizer differs
+        // in which merges it has. min_frequency 2: a pair seen once is no merge to learn.
         let spec = BpeSpec { vocab_size: cfg.tokenizer_vocab_size, min_frequency: 2, special_tokens: &SPECIAL_TOKENS, max_token_length: None };
-        let own = train_byte_level(texts.iter(), &spec).map_err(|e| Error::Other(format!("training the teacher's tokenizer: {e}")))?;
+        let own = train_byte_level(texts.iter().skip(1).step_by(2), &spec).map_err(|e| Error::Other(format!("training the teacher's tokenizer: {e}")))?;
         std::fs::create_dir_all(&ctx.scratch_dir).at(&ctx.scratch_dir)?;
         let path = ctx.scratch_dir.join("teacher-tokenizer.json");
         own.save(&path, false).map_err(|e| Error::Other(format!("{}: cannot write the teacher's tokenizer: {e}", path.display())))?;
