@@ -183,7 +183,9 @@ impl Engine<'_> {
                         match parts {
                             Some(mut parts) if parts.len() == 1 => a.answer = Some(Slot::Ready(Ok(parts.pop().expect("one part")))),
                             Some(parts) => a.answer = Some(Slot::Ready(Ok(crate::response::merge(parts)))),
-                            // Unreadable after all (decode logged why): ask the server.
+                            // Unreadable after all (decode logged why): ask the server, online even
+                            // after batches (the entry's metadata read as an answer, so no batch
+                            // would ever submit it again).
                             None => {
                                 a.answer = None;
                                 a.from_cache = false;
