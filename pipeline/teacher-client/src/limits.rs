@@ -258,20 +258,8 @@ mod tests {
         let mut h = HeaderMap::new();
         let reset = std::time::SystemTime::now() + Duration::from_secs(20);
         let secs = reset.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        // Whole seconds, as the format below writes them; the pause is 1/10 of what is left.
-        let text = {
-            let (days, rem) = (secs / 86_400, secs % 86_400);
-            let z = days as i64 + 719_468;
-            let era = z.div_euclid(146_097);
-            let doe = z - era * 146_097;
-            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-            let mp = (5 * doy + 2) / 153;
-            let d = doy - (153 * mp + 2) / 5 + 1;
-            let m = if mp < 10 { mp + 3 } else { mp - 9 };
-            let y = yoe + era * 400 + i64::from(m <= 2);
-            format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-        };
+        // Whole seconds, as the test server writes them; the pause is 1/10 of what is left.
+        let text = distill_teacher_testserver::rfc3339(reset);
         assert_eq!(parse_rfc3339(&text).unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), secs);
         h.insert("anthropic-ratelimit-requests-remaining", HeaderValue::from_static("0"));
         h.insert("anthropic-ratelimit-requests-limit", HeaderValue::from_static("10"));

@@ -3,40 +3,16 @@
 //! overloaded, 429 with `retry-after`, a refused key, an empty credit balance), the request
 //! mapping, and `n` samples as `n` requests under distinct, stable cache keys.
 
+mod common;
+
 use std::time::Duration;
 
-use distill_core::records::PromptRecord;
+// Anthropic prompts carry a system message.
+use common::{anthropic_config as config, keep_open, python_chat as chat, python_prompts as prompts};
+
 use distill_teacher_client::config::Api;
 use distill_teacher_client::{PromptOutcome, SamplingOverrides, TeacherClient, TeacherConfig};
-use distill_teacher_testserver::{spawn, Fault, ServerConfig, TestServer};
-
-fn chat(id: &str, text: &str) -> PromptRecord {
-    serde_json::from_value(serde_json::json!({"id": id, "messages": [
-        {"role": "system", "content": "You write Python."}, {"role": "user", "content": text}]}))
-    .unwrap()
-}
-
-fn prompts(n: usize, tag: &str) -> Vec<PromptRecord> {
-    (0..n).map(|i| chat(&format!("{tag}-{i:04}"), &format!("Write function number {i} ({tag})."))).collect()
-}
-
-fn config(server: &TestServer, cache: &std::path::Path) -> TeacherConfig {
-    TeacherConfig {
-        api: Api::Anthropic,
-        base_url: server.base_url.clone(),
-        model: "claude-test".into(),
-        api_key_env: "DISTILL_TEST_NO_SUCH_KEY".into(),
-        requests_per_minute: 0,
-        max_concurrency: 8,
-        timeout_secs: 2.0,
-        max_retries: 6,
-        backoff_base_ms: 2,
-        backoff_max_secs: 0.05,
-        max_tokens: 24,
-        cache_dir: cache.display().to_string(),
-        ..Default::default()
-    }
-}
+use distill_teacher_testserver::{spawn, Fault, ServerConfig};
 
 #[test]
 fn messages_are_answered_once_without_logprobs_and_n_samples_are_n_stable_requests() {
@@ -44,7 +20,7 @@ fn messages_are_answered_once_without_logprobs_and_n_samples_are_n_stable_reques
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&server, &dir.path().join("cache"));
     // Clients made one after another share it (no race with sled's lock release).
-    let _keep = distill_teacher_client::cache::SledStore::open(&dir.path().join("cache")).unwrap();
+    let _keep = keep_open(&dir.path().join("cache"));
     let client = TeacherClient::new(&cfg).unwrap();
     let mut ps = prompts(10, "a");
     // A completion prompt becomes one user message.

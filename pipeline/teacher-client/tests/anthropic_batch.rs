@@ -2,42 +2,20 @@
 //! results) against the test server, with the same journal and cache as OpenAI's batches.
 //! Each of a prompt's `n` samples is a request of its own, under its own key.
 
+mod common;
+
 use std::collections::HashMap;
+
+// Anthropic prompts carry a system message.
+use common::{keep_open, python_chat as chat, python_prompts as prompts};
 
 use distill_core::records::PromptRecord;
 use distill_teacher_client::config::{Api, Transport};
 use distill_teacher_client::{BatchOptions, JobStats, PromptOutcome, SamplingOverrides, TeacherClient, TeacherConfig};
 use distill_teacher_testserver::{spawn, ServerConfig, TestServer};
 
-fn chat(id: &str, text: &str) -> PromptRecord {
-    serde_json::from_value(serde_json::json!({"id": id, "messages": [
-        {"role": "system", "content": "You write Python."}, {"role": "user", "content": text}]}))
-    .unwrap()
-}
-
-fn prompts(n: usize, tag: &str) -> Vec<PromptRecord> {
-    (0..n).map(|i| chat(&format!("{tag}-{i:04}"), &format!("Write function number {i} ({tag})."))).collect()
-}
-
 fn config(server: &TestServer, cache: &std::path::Path, transport: Transport) -> TeacherConfig {
-    TeacherConfig {
-        api: Api::Anthropic,
-        transport,
-        base_url: server.base_url.clone(),
-        model: "claude-test".into(),
-        api_key_env: "DISTILL_TEST_NO_SUCH_KEY".into(),
-        requests_per_minute: 0,
-        max_concurrency: 8,
-        timeout_secs: 2.0,
-        max_retries: 6,
-        backoff_base_ms: 2,
-        backoff_max_secs: 0.05,
-        max_tokens: 24,
-        n: 2,
-        cache_dir: cache.display().to_string(),
-        batch_poll_secs: 0.01,
-        ..Default::default()
-    }
+    TeacherConfig { transport, n: 2, ..common::anthropic_config(server, cache) }
 }
 
 fn run(client: &TeacherClient, ps: &[PromptRecord]) -> (Vec<PromptOutcome>, distill_teacher_client::BatchStats, JobStats) {
@@ -63,7 +41,7 @@ fn message_batches_answer_each_sample_under_its_online_key_and_skip_what_is_cach
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     // Clients made one after another share it (no race with sled's lock release).
-    let _keep = distill_teacher_client::cache::SledStore::open(&cache).unwrap();
+    let _keep = keep_open(&cache);
     let ps = prompts(12, "a");
     // Half the prompts online first, with n = 1: their sample 0 is cached, sample 1 is not.
     let online = config(&server, &cache, Transport::Online);
@@ -101,7 +79,7 @@ fn an_expired_message_batch_and_errored_results_resubmit_only_what_has_no_answer
     let server = spawn(ServerConfig { batch_step: 2, batch_expire_after: Some(6), ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = TeacherConfig { n: 1, ..config(&server, &dir.path().join("cache"), Transport::Batch) };
-    let _keep = distill_teacher_client::cache::SledStore::open(&dir.path().join("cache")).unwrap();
+    let _keep = keep_open(&dir.path().join("cache"));
     let mut ps = prompts(10, "e");
     ps[1] = chat("e-0001", "too long [[status:400]]");
     ps[2] = chat("e-0002", "flaky [[status:529]]");

@@ -3,11 +3,12 @@
 //! included), not a failure message. Its own test binary: it installs the global subscriber
 //! and sets an environment variable.
 
+mod common;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use distill_teacher_client::cache::{Entry, TREE};
-use distill_teacher_client::config::Api;
 use distill_teacher_client::{SamplingOverrides, TeacherClient, TeacherConfig};
 use distill_teacher_testserver::{spawn, ServerConfig};
 
@@ -49,25 +50,18 @@ fn the_anthropic_key_appears_in_no_file_and_no_log() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let cfg = TeacherConfig {
-        api: Api::Anthropic,
-        base_url: server.base_url.clone(),
-        model: "claude-test".into(),
         api_key_env: "DISTILL_TEST_PLANTED_ANTHROPIC_KEY".into(),
-        requests_per_minute: 0,
         max_concurrency: 4,
         timeout_secs: 0.5,
         max_retries: 30,
-        backoff_base_ms: 2,
-        backoff_max_secs: 0.05,
         max_tokens: 16,
-        cache_dir: cache.display().to_string(),
-        ..Default::default()
+        ..common::anthropic_config(&server, &cache)
     };
     let mut ps: Vec<distill_core::records::PromptRecord> =
         (0..12).map(|i| serde_json::from_value(serde_json::json!({"id": format!("p{i}"), "messages": [{"role": "user", "content": format!("task {i}")}]})).unwrap()).collect();
     ps.push(serde_json::from_value(serde_json::json!({"id": "bad", "messages": [{"role": "user", "content": "[[status:400]]"}]})).unwrap());
     // The two clients below share the cache (no race with sled's lock release between them).
-    let keep = distill_teacher_client::cache::SledStore::open(&cache).unwrap();
+    let keep = common::keep_open(&cache);
     let client = TeacherClient::new(&cfg).unwrap();
     let out = client.run_batch(&ps, &SamplingOverrides { n: Some(2), ..Default::default() }, false).unwrap();
     assert_eq!(out.stats.completed, 12, "{:?}", out.stats.failed_by_reason);

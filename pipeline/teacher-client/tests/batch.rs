@@ -1,36 +1,14 @@
 //! The client against the real test server on loopback: what is sent, what is cached, what
 //! is retried, what stops everything.
 
+mod common;
+
 use std::time::Duration;
 
-use distill_core::records::PromptRecord;
+use common::{chat, config, prompts};
+
 use distill_teacher_client::{BatchOptions, PromptOutcome, SamplingOverrides, TeacherClient, TeacherConfig};
-use distill_teacher_testserver::{spawn, Fault, ServerConfig, TestServer};
-
-fn chat(id: &str, text: &str) -> PromptRecord {
-    serde_json::from_value(serde_json::json!({"id": id, "messages": [{"role": "user", "content": text}]})).unwrap()
-}
-
-fn prompts(n: usize, tag: &str) -> Vec<PromptRecord> {
-    (0..n).map(|i| chat(&format!("{tag}-{i:04}"), &format!("Write function number {i} ({tag})."))).collect()
-}
-
-fn config(server: &TestServer, cache: &std::path::Path) -> TeacherConfig {
-    TeacherConfig {
-        base_url: server.base_url.clone(),
-        model: "test-teacher".into(),
-        api_key_env: "DISTILL_TEST_NO_SUCH_KEY".into(),
-        requests_per_minute: 0,
-        max_concurrency: 8,
-        timeout_secs: 2.0,
-        max_retries: 6,
-        backoff_base_ms: 2,
-        backoff_max_secs: 0.05,
-        max_tokens: 24,
-        cache_dir: cache.display().to_string(),
-        ..Default::default()
-    }
-}
+use distill_teacher_testserver::{spawn, Fault, ServerConfig};
 
 #[test]
 fn cached_prompts_send_nothing_new_ones_send_exactly_one_each_and_temperature_resends_all() {

@@ -3,38 +3,16 @@
 //! cache under the same keys as online), and what happens to a batch that expires with part
 //! of its requests done or returns an error file.
 
+mod common;
+
 use std::collections::HashMap;
+
+use common::{chat, config, keep_open, prompts};
 
 use distill_core::records::PromptRecord;
 use distill_teacher_client::config::Transport;
-use distill_teacher_client::{BatchOptions, JobStats, PromptOutcome, SamplingOverrides, TeacherClient, TeacherConfig};
+use distill_teacher_client::{BatchOptions, JobStats, PromptOutcome, SamplingOverrides, Settings, TeacherClient, TeacherConfig};
 use distill_teacher_testserver::{spawn, ServerConfig, TestServer};
-
-fn chat(id: &str, text: &str) -> PromptRecord {
-    serde_json::from_value(serde_json::json!({"id": id, "messages": [{"role": "user", "content": text}]})).unwrap()
-}
-
-fn prompts(n: usize, tag: &str) -> Vec<PromptRecord> {
-    (0..n).map(|i| chat(&format!("{tag}-{i:04}"), &format!("Write function number {i} ({tag})."))).collect()
-}
-
-pub fn config(server: &TestServer, cache: &std::path::Path) -> TeacherConfig {
-    TeacherConfig {
-        base_url: server.base_url.clone(),
-        model: "test-teacher".into(),
-        api_key_env: "DISTILL_TEST_NO_SUCH_KEY".into(),
-        requests_per_minute: 0,
-        max_concurrency: 8,
-        timeout_secs: 2.0,
-        max_retries: 6,
-        backoff_base_ms: 2,
-        backoff_max_secs: 0.05,
-        max_tokens: 24,
-        cache_dir: cache.display().to_string(),
-        batch_poll_secs: 0.01,
-        ..Default::default()
-    }
-}
 
 fn batched(cfg: &TeacherConfig) -> TeacherConfig {
     TeacherConfig { transport: Transport::Batch, ..cfg.clone() }
@@ -59,11 +37,29 @@ fn run(client: &TeacherClient, ps: &[PromptRecord], retry_failed: bool) -> (Vec<
     (out, stats, job)
 }
 
-/// Holds the cache open for the whole test: clients of the same cache made one after another
-/// then share it, instead of racing sled's release of its folder lock (it happens on a
-/// background thread a moment after the last handle is dropped).
-pub fn keep_open(cache: &std::path::Path) -> distill_teacher_client::cache::SledStore {
-    distill_teacher_client::cache::SledStore::open(cache).unwrap()
+/// What a killed run did before journaling its batch: uploads `ps` (chat completions under
+/// their cache keys, as the client writes them) as a batch input file and creates the batch.
+/// Returns the input file's id and the batch's.
+fn upload_and_create(server: &TestServer, settings: &Settings, ps: &[PromptRecord]) -> (String, String) {
+    let lines: String = ps
+        .iter()
+        .map(|p| {
+            let r = distill_teacher_client::request::build(p, &settings.model, &settings.sampling, &settings.extra_body);
+            format!("{{\"custom_id\":\"{}\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{}}}\n", hex::encode(r.key), String::from_utf8_lossy(&r.body))
+        })
+        .collect();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let body = format!("--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jsonl\"\r\n\r\n{lines}\r\n--b--\r\n");
+        let v: serde_json::Value =
+            http.post(format!("{}/files", server.base_url)).header("content-type", "multipart/form-data; boundary=b").body(body).send().await.unwrap().json().await.unwrap();
+        let file = v["id"].as_str().unwrap().to_string();
+        let create = serde_json::json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+        let b: serde_json::Value = http.post(format!("{}/batches", server.base_url)).json(&create).send().await.unwrap().error_for_status().unwrap().json().await.unwrap();
+        (file, b["id"].as_str().unwrap().to_string())
+    })
 }
 
 fn submitted_more_than_once(server: &TestServer) -> Vec<(String, u64)> {
@@ -197,25 +193,7 @@ fn a_batch_created_but_not_journaled_is_found_by_its_input_file() {
     let settings = cfg.settings("t").unwrap();
     let ps = prompts(6, "w");
     // What the killed run had done: the input uploaded and journaled, the batch created.
-    let lines: String = ps
-        .iter()
-        .map(|p| {
-            let r = distill_teacher_client::request::build(p, &settings.model, &settings.sampling, &settings.extra_body);
-            format!("{{\"custom_id\":\"{}\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{}}}\n", hex::encode(r.key), String::from_utf8_lossy(&r.body))
-        })
-        .collect();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let file_id = rt.block_on(async {
-        let body = format!("--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jsonl\"\r\n\r\n{lines}\r\n--b--\r\n");
-        let v: serde_json::Value =
-            http.post(format!("{}/files", server.base_url)).header("content-type", "multipart/form-data; boundary=b").body(body).send().await.unwrap().json().await.unwrap();
-        let file = v["id"].as_str().unwrap().to_string();
-        let create = serde_json::json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
-        http.post(format!("{}/batches", server.base_url)).json(&create).send().await.unwrap().error_for_status().unwrap();
-        file
-    });
+    let (file_id, _) = upload_and_create(&server, &settings, &ps);
     let journal = dir.path().join("cache/batches");
     std::fs::create_dir_all(&journal).unwrap();
     std::fs::write(journal.join("journal.jsonl"), format!("{{\"event\":\"uploaded\",\"api\":\"openai\",\"input_file_id\":\"{file_id}\",\"requests\":6,\"bytes\":0,\"unix\":0}}\n"))
@@ -241,25 +219,7 @@ fn a_restart_submits_what_no_open_batch_holds_without_waiting_for_them() {
     let ps = prompts(10, "r");
     let keys: Vec<[u8; 32]> = ps.iter().map(|p| distill_teacher_client::request::build(p, &settings.model, &settings.sampling, &settings.extra_body).key).collect();
     // What the killed run had done: a batch of the first 5, journaled with its keys file.
-    let lines: String = ps[..5]
-        .iter()
-        .map(|p| {
-            let r = distill_teacher_client::request::build(p, &settings.model, &settings.sampling, &settings.extra_body);
-            format!("{{\"custom_id\":\"{}\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{}}}\n", hex::encode(r.key), String::from_utf8_lossy(&r.body))
-        })
-        .collect();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (file_id, batch_id) = rt.block_on(async {
-        let body = format!("--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jsonl\"\r\n\r\n{lines}\r\n--b--\r\n");
-        let v: serde_json::Value =
-            http.post(format!("{}/files", server.base_url)).header("content-type", "multipart/form-data; boundary=b").body(body).send().await.unwrap().json().await.unwrap();
-        let file = v["id"].as_str().unwrap().to_string();
-        let create = serde_json::json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
-        let b: serde_json::Value = http.post(format!("{}/batches", server.base_url)).json(&create).send().await.unwrap().json().await.unwrap();
-        (file, b["id"].as_str().unwrap().to_string())
-    });
+    let (file_id, batch_id) = upload_and_create(&server, &settings, &ps[..5]);
     let journal = dir.path().join("cache/batches");
     std::fs::create_dir_all(&journal).unwrap();
     std::fs::write(journal.join("keys-old.bin"), keys[..5].concat()).unwrap();

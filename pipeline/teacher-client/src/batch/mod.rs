@@ -199,6 +199,14 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// Journals a batch that a killed run created but did not journal (found again by
+    /// [`Job::run`]) as submitted, and adds it to the open batches.
+    fn adopt(&mut self, id: String, input_file_id: Option<String>, requests: u64, keys: Option<String>) -> Result<(), Error> {
+        self.journal.append(&Event::Submitted { api: self.api_name(), batch_id: id.clone(), input_file_id, requests, bytes: 0, unix: unix_now(), keys: keys.clone() })?;
+        self.open.batches.push((id, requests, keys));
+        Ok(())
+    }
+
     /// Re-attaches to the batches of earlier runs, submits what the cache still lacks for
     /// `prompts` (and no batch in flight holds), and waits for every batch; answers end in the
     /// cache.
@@ -207,16 +215,7 @@ impl<'a> Job<'a> {
         for (file, requests, keys) in std::mem::take(&mut self.open.uploads) {
             if let Some(id) = remote::find_by_input_file(&self.shared, &file).await? {
                 tracing::info!("batch {id} of an earlier run found by its input file {file}");
-                self.journal.append(&Event::Submitted {
-                    api: self.api_name(),
-                    batch_id: id.clone(),
-                    input_file_id: Some(file),
-                    requests,
-                    bytes: 0,
-                    unix: unix_now(),
-                    keys: keys.clone(),
-                })?;
-                self.open.batches.push((id, requests, keys));
+                self.adopt(id, Some(file), requests, keys)?;
             }
         }
         // A message batch being created by a killed run: one created since, as large, and
@@ -226,16 +225,7 @@ impl<'a> Job<'a> {
             if let Some(id) = found {
                 self.known.insert(id.clone());
                 tracing::info!("message batch {id} of an earlier run found by its size and time");
-                self.journal.append(&Event::Submitted {
-                    api: self.api_name(),
-                    batch_id: id.clone(),
-                    input_file_id: None,
-                    requests,
-                    bytes: 0,
-                    unix: unix_now(),
-                    keys: keys.clone(),
-                })?;
-                self.open.batches.push((id, requests, keys));
+                self.adopt(id, None, requests, keys)?;
             }
         }
         // Batches whose requests are known are waited for with the new ones; the others (no
