@@ -112,14 +112,13 @@ def stats(stage):
     return json.loads((WORK / "run" / stage / "stats.json").read_text())
 
 
-def validation_rows():
-    """(completion bytes, alignment) of every validation row, read back with pyarrow."""
+def shard_rows():
+    """Split, completion text and alignment of every shard row, read back with pyarrow."""
     import pyarrow.parquet as pq
 
     rows = []
     for path in sorted((WORK / "run" / "shards").glob("*.parquet")):
-        t = pq.read_table(path, columns=["split", "completion_text", "alignment"]).to_pylist()
-        rows.extend(r for r in t)
+        rows.extend(pq.read_table(path, columns=["split", "completion_text", "alignment"]).to_pylist())
     return rows
 
 
@@ -135,7 +134,7 @@ def main():
     WORK.mkdir(parents=True, exist_ok=True)
     base = config()
     distill(base, "shards")
-    rows = validation_rows()
+    rows = shard_rows()
     total = sum(len(r["completion_text"].encode()) for r in rows)
     row_level = sum(len(r["completion_text"].encode()) for r in rows if r["alignment"] in ("exact", "exact_teacher_tokens"))
     chunk_events = stats("shards")

@@ -173,17 +173,17 @@ pub fn read_batch(batch: &RecordBatch) -> std::result::Result<Vec<RowRead>, Stri
         for p in 0..tl.len() {
             k_lps.push(tl.value(p).as_primitive_opt::<Float32Type>().ok_or_else(|| mismatch(col::TEACHER_TOPK_LOGPROBS))?.values().to_vec());
         }
-        let chunks = c.chunks(r);
-        let ex = Example {
-            id: id.clone(),
-            input_ids: tokens,
-            loss_mask: mask,
-            topk_ids: k_ids,
-            topk_logprobs: k_lps,
-            hard_label_only: c.hard_label_only.value(r),
-            chunks: chunks.clone().unwrap_or_default(),
+        // A row whose chunk lists do not pair up is left out like any other malformed row.
+        let (chunks, unpaired) = match c.chunks(r) {
+            Ok(chunks) => (chunks, None),
+            Err(why) => (Vec::new(), Some(why)),
         };
-        out.push(match (chunks.and_then(|_| check(&ex)), c.split.value(r)) {
+        let ex = Example { id: id.clone(), input_ids: tokens, loss_mask: mask, topk_ids: k_ids, topk_logprobs: k_lps, hard_label_only: c.hard_label_only.value(r), chunks };
+        let checked = match unpaired {
+            Some(why) => Err(why),
+            None => check(&ex),
+        };
+        out.push(match (checked, c.split.value(r)) {
             (Err(why), _) => Err(format!("{id}: {why}")),
             (Ok(()), "train") => Ok((ex, Split::Train)),
             (Ok(()), "validation") => Ok((ex, Split::Validation)),

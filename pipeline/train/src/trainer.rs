@@ -179,9 +179,8 @@ pub fn evaluate(model: &CausalLm, examples: &dyn Source, batch_size: usize, max_
 }
 
 /// (B, T-1, V) logits predicting tokens 1..T -> (B (T-1), V) rows.
-fn flat_logits(logits: &Tensor) -> Result<Tensor> {
-    let (b, t, v) = logits.dims3()?;
-    Ok(logits.reshape((b * t, v))?)
+fn flat_logits(logits: &Tensor) -> candle_core::Result<Tensor> {
+    logits.flatten_to(1)
 }
 
 /// Deals out micro-batches in the seeded order, across epochs, one window of the source in
@@ -434,8 +433,7 @@ fn accumulate(model: &CausalLm, params: &[(String, Var)], batches: &[Batch], s: 
     for (micro, batch) in batches.iter().enumerate() {
         out.tokens += batch.tokens as u64;
         let mut dropout = Dropout::new(s.seed ^ fnv1a(&format!("dropout/{step}/{micro}")));
-        // (B, T - 1, V) logits -> (B (T - 1), V) rows -> the step-weighted loss.
-        let loss_of = |logits: &Tensor| loss::distill_loss_over(&logits.flatten_to(1)?, &batch.targets, &s.loss, false, Some(over));
+        let loss_of = |logits: &Tensor| loss::distill_loss_over(&flat_logits(logits)?, &batch.targets, &s.loss, false, Some(over));
         let (parts, micro_grads) = if s.activation_checkpointing {
             let vars: Vec<Var> = params.iter().map(|(_, v)| v.clone()).collect();
             let ck = distill_model::checkpoint::forward_backward(model, &batch.ids, Some(&mut dropout), &vars, |logits| {
