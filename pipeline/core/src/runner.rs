@@ -126,6 +126,12 @@ impl Runner {
         self.defs.iter().map(|d| d.name).collect()
     }
 
+    /// The DAG's nodes, in order (names, dependencies, config sections), for views of the
+    /// graph such as the dashboard's.
+    pub fn defs(&self) -> &[StageDef] {
+        &self.defs
+    }
+
     fn def(&self, name: &str) -> Result<&StageDef> {
         self.defs.iter().find(|d| d.name == name).ok_or_else(|| Error::Usage(format!("unknown stage '{name}' (stages: {})", self.stage_names().join(", "))))
     }

@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use crate::charts::Chart;
 use crate::collect::RunSummary;
+use crate::funnel::Funnel;
 
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -23,7 +24,9 @@ fn number(v: &serde_json::Value) -> Option<String> {
 const STYLE: &str = "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}\
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}\
 th:first-child,td:first-child,td:nth-child(2){text-align:left}th{background:#f0f3f7}figure{margin:1.5em 0}\
-img{max-width:100%;border:1px solid #ddd}.muted{color:#777}h2{border-bottom:2px solid #1f77b4;padding-bottom:4px}";
+img{max-width:100%;border:1px solid #ddd}.muted{color:#777}h2{border-bottom:2px solid #1f77b4;padding-bottom:4px}\
+.funnel td.bar{width:260px;text-align:left;white-space:nowrap}.funnel .bar div{display:inline-block;height:14px}.kept{background:#1f77b4}.drop{background:#d62728}\
+.funnel td:last-child{text-align:left}.reason{display:inline-block;margin:1px 6px 1px 0;padding:0 4px;background:#fbe9e9;border-radius:3px}";
 
 pub fn render(title: &str, s: &RunSummary, charts: &[Chart]) -> String {
     let mut h = String::new();
@@ -47,28 +50,33 @@ pub fn render(title: &str, s: &RunSummary, charts: &[Chart]) -> String {
     h
 }
 
-/// Every stage's top-level counters (numbers, and one level of nested counters).
+/// The funnel ([`crate::funnel`]): one row per step with a bar of what went on (relative to
+/// the first step's input) and the drops by reason. The dashboard draws the same rows.
 fn funnel(h: &mut String, s: &RunSummary) {
     let _ = writeln!(h, "<h2>Funnel</h2>");
-    if s.stages.is_empty() {
+    let f = Funnel::from_stats(|stage| s.stages.iter().find(|(n, _)| n == stage).map(|(_, v)| v));
+    if f.steps.is_empty() {
         let _ = writeln!(h, "<p class=\"muted\">No stage has run yet.</p>");
         return;
     }
-    let _ = writeln!(h, "<table><tr><th>stage</th><th>counter</th><th>value</th></tr>");
-    for (stage, stats) in &s.stages {
-        let Some(map) = stats.as_object() else { continue };
-        let mut first = true;
-        for (key, value) in map {
-            let rows: Vec<(String, String)> = match value {
-                serde_json::Value::Object(inner) => inner.iter().filter_map(|(k, v)| Some((format!("{key}.{k}"), number(v)?))).collect(),
-                v => number(v).map(|n| vec![(key.clone(), n)]).unwrap_or_default(),
-            };
-            for (k, v) in rows {
-                let name = if first { escape(stage) } else { String::new() };
-                first = false;
-                let _ = writeln!(h, "<tr><td>{name}</td><td>{}</td><td>{v}</td></tr>", escape(&k));
-            }
+    let top = f.steps.iter().map(|st| st.input).max().unwrap_or(1).max(1) as f64;
+    let _ = writeln!(h, "<table class=\"funnel\"><tr><th>step</th><th>in</th><th>out</th><th>dropped</th><th class=\"bar\"></th><th>dropped because</th></tr>");
+    for st in &f.steps {
+        let mut why: Vec<String> = st.reasons.iter().map(|r| format!("<span class=\"reason\">{} <b>{}</b></span>", escape(&r.reason), r.count)).collect();
+        if st.unexplained > 0 {
+            why.push(format!("<span class=\"reason\">(no reason recorded) <b>{}</b></span>", st.unexplained));
         }
+        let _ = writeln!(
+            h,
+            "<tr><td>{label}</td><td>{i}</td><td>{o}</td><td>{d}</td><td class=\"bar\"><div class=\"kept\" style=\"width:{w:.1}%\"></div><div class=\"drop\" style=\"width:{dw:.1}%\"></div></td><td>{why}</td></tr>",
+            label = escape(&st.label),
+            i = st.input,
+            o = st.output,
+            d = st.dropped(),
+            w = 100.0 * st.output as f64 / top,
+            dw = 100.0 * st.dropped() as f64 / top,
+            why = why.join(" ")
+        );
     }
     let _ = writeln!(h, "</table>");
 }

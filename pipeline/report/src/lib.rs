@@ -9,6 +9,7 @@
 
 mod charts;
 mod collect;
+pub mod funnel;
 mod html;
 
 use serde::{Deserialize, Serialize};

@@ -68,7 +68,11 @@ fn make_run(work: &Path) {
         &work.join("teacher/stats.json"),
         r#"{"prompts": 120, "completed": 118, "from_cache": 20, "requested": 98, "failed": 2, "failed_by_reason": {"bad_request": 2}, "prompt_tokens": 4321, "completion_tokens": 9876, "cost_usd": 0.0, "rate_limited": 3}"#,
     );
-    write(&work.join("filter/stats.json"), r#"{"input": 236, "kept": 150, "dropped": {"no_code": 40, "syntax_error": 46}}"#);
+    // As the filter writes it: the funnel in the order the filters ran, drops by filter and reason.
+    write(
+        &work.join("filter/stats.json"),
+        r#"{"samples": 236, "kept": 150, "dropped": 86, "funnel": [{"filter": "length", "in": 236, "out": 236, "dropped": 0}, {"filter": "parse", "in": 236, "out": 150, "dropped": 86}], "dropped_by_reason": {"parse": {"no_code": 40, "syntax_error": 46}}}"#,
+    );
     write(
         &work.join("shards/stats.json"),
         r#"{"total_rows": 150, "hard_label_only_rows": 12, "soft_label_byte_share": 0.9312, "teacher_mass_captured": 0.8126, "alignment": {"chunks": 138, "no_teacher_logprobs": 12}}"#,
@@ -87,7 +91,11 @@ fn the_report_shows_every_section() {
     let page = std::fs::read_to_string(work.path().join("report/index.html")).unwrap();
     for needle in [
         "<h2>Funnel</h2>",
-        "dropped.syntax_error",
+        "<tr><td>filter: parse</td><td>236</td><td>150</td><td>86</td>",
+        "syntax_error <b>46</b>",
+        "no_code <b>40</b>",
+        "<tr><td>prompts answered by the teacher</td><td>120</td><td>118</td><td>2</td>",
+        "bad_request <b>2</b>",
         "9876",
         "student:humaneval",
         "12.5%",
@@ -110,6 +118,7 @@ fn the_report_shows_every_section() {
         assert!(ink > 5_000, "{png} has almost nothing drawn ({ink} pixels)");
     }
     assert!(!page.contains("src=\"/"), "links are relative");
+    assert!(!page.contains("failed_by_reason") && !page.contains("completion_tokens</td>"), "the funnel is steps and reasons, not a dump of every counter");
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(work.path().join("report/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["completion_lengths"].as_array().unwrap().len(), 40);
 }
