@@ -12,7 +12,7 @@ DISTILL := $(BIN) --config $(CONFIG) $(ARGS)
 
 STAGES := tokenizer teacher-bootstrap prompts teacher filter shards train eval report
 
-.PHONY: distill build status test bench bench-gpu bench-scale bench-xtok cuda clean-work $(STAGES)
+.PHONY: distill build status test bench bench-gpu bench-scale bench-xtok bench-serve bench-train-cpu cuda clean-work $(STAGES)
 
 distill: build
 	$(DISTILL) run
@@ -51,6 +51,19 @@ bench-scale:
 bench-xtok:
 	$(CARGO) build --profile $(PROFILE) --bin distill
 	XTOK_DISTILL=$(CURDIR)/$(BIN) .venv/bin/python benches/xtok/run.py
+
+# Small machines (issue #24), on this machine's CPU: `distill serve` beside transformers'
+# `generate` behind an HTTP server, GPT-2 124M shape, 64-token completions at 1 and 16 clients
+# (p50/p95 latency, tokens/s, peak RSS; benches/serve/run.py, ~10 minutes on 2 cores), and
+# `distill train --bench` beside PyTorch, GPT-2 124M, 2 x 512 x grad_accum 4, top-20 KD + CE,
+# with and without activation checkpointing (benches/train-cpu/run.py, ~20 minutes).
+bench-serve:
+	$(CARGO) build --profile $(PROFILE) --bin distill
+	.venv/bin/python benches/serve/run.py --distill $(CURDIR)/$(BIN)
+
+bench-train-cpu:
+	$(CARGO) build --profile $(PROFILE) --bin distill
+	.venv/bin/python benches/train-cpu/run.py --distill $(CURDIR)/$(BIN)
 
 bench:
 	bash scripts/system-deps.sh
