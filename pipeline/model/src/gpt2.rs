@@ -19,6 +19,7 @@ use crate::cache::KvCache;
 use crate::config::Gpt2Config;
 use crate::error::Result;
 use crate::nn::{self, Conv1D, Dropout, LayerNorm};
+use crate::quant::{QuantStats, Quantization, Table};
 use crate::recompute::AttentionBackward;
 
 struct Block {
@@ -31,8 +32,8 @@ struct Block {
 }
 
 pub struct Gpt2 {
-    wte: candle_nn::Embedding,
-    wpe: candle_nn::Embedding,
+    wte: Table,
+    wpe: Table,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     n_head: usize,
@@ -93,8 +94,8 @@ impl Gpt2 {
 
     /// Token and position embeddings (and their dropout): ids (B, T) -> (B, T, C).
     pub fn embed(&self, ids: &Tensor, positions: &Tensor, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
-        let pos = crate::fused::embedding(self.wpe.embeddings(), positions)?; // (B or 1, T, C)
-        dropped(dropout, crate::fused::embedding(self.wte.embeddings(), ids)?.broadcast_add(&pos)?, self.embd_pdrop)
+        let pos = self.wpe.lookup(positions)?; // (B or 1, T, C)
+        dropped(dropout, self.wte.lookup(ids)?.broadcast_add(&pos)?, self.embd_pdrop)
     }
 
     /// Block `i`: (B, T, C) -> (B, T, C). Dropout draws from `dropout` in a fixed order, so a
@@ -129,7 +130,19 @@ impl Gpt2 {
     /// Final LayerNorm and the tied LM head: hidden states (B, T, C) -> logits (B, T, V).
     pub fn head(&self, x: &Tensor) -> Result<Tensor> {
         let x = self.ln_f.forward(x)?;
-        Ok(nn::matmul_last(&x, &self.wte.embeddings().t()?)?) // (B, T, V)
+        Ok(self.wte.project(&x)?) // (B, T, V)
+    }
+
+    /// Quantizes every matrix but the position table (see [`crate::quant`]); `wte` is the
+    /// embedding and the tied head, one quantized copy for both.
+    pub fn quantize(&mut self, q: Quantization, stats: &mut QuantStats) -> Result<()> {
+        self.wte.quantize(q, stats)?;
+        for b in &mut self.blocks {
+            for layer in [&mut b.c_attn, &mut b.attn_c_proj, &mut b.c_fc, &mut b.mlp_c_proj] {
+                layer.quantize(q, stats)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`generate`](generate::generate): batched KV-cache generation with log-probs, over
 //!   [`decode::Decoder`], the batch-decoding loop the server's engine shares.
 //! - [`loss`]: forward/reverse KL, JSD and CE on sparse top-k teacher log-probs.
+//! - [`quant`]: int8 / int4 (GGUF Q8_0, Q4_K) weights for inference, [`CausalLm::quantize`].
 
 pub mod cache;
 pub mod checkpoint;
@@ -22,6 +23,7 @@ pub mod llama;
 pub mod loss;
 pub mod model;
 pub mod nn;
+pub mod quant;
 pub mod recompute;
 pub mod weights;
 
@@ -30,5 +32,6 @@ pub use config::ModelConfig;
 pub use error::{Error, Result};
 pub use generate::{generate, generate_with_stop, FinishReason, GenerateParams, Generated};
 pub use model::CausalLm;
+pub use quant::{QuantStats, Quantization};
 pub use recompute::AttentionBackward;
 pub use weights::{load_hf_dir, TrainableLm};

@@ -19,6 +19,7 @@ use crate::cache::KvCache;
 use crate::config::LlamaConfig;
 use crate::error::Result;
 use crate::nn::{self, RmsNorm};
+use crate::quant::{QuantStats, Quantization, Table};
 use crate::recompute::AttentionBackward;
 
 /// Inverse frequencies `theta^(-2i/D)` (D/2 of them), with Llama 3 scaling when configured.
@@ -137,7 +138,7 @@ struct Layer {
 
 /// The Llama / Qwen2 causal LM.
 pub struct Llama {
-    embed_tokens: candle_nn::Embedding,
+    embed_tokens: Table,
     layers: Vec<Layer>,
     norm: RmsNorm,
     /// None when tied to `embed_tokens`.
@@ -190,7 +191,7 @@ impl Llama {
 
     /// Token embeddings: ids (B, T) -> (B, T, C).
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        crate::fused::embedding(self.embed_tokens.embeddings(), ids).map_err(Into::into)
+        self.embed_tokens.lookup(ids).map_err(Into::into)
     }
 
     /// The rotary tables (cos, sin) for `positions`, shared by every layer.
@@ -216,8 +217,24 @@ impl Llama {
         let x = self.norm.forward(x)?;
         let logits = match &self.lm_head {
             Some(head) => head.forward(&x)?,
-            None => nn::matmul_last(&x, &self.embed_tokens.embeddings().t()?)?,
+            None => self.embed_tokens.project(&x)?,
         };
         Ok(logits) // (B, T, V)
     }
 }
+
+    /// Quantizes every matrix (see [`crate::quant`]); a tied `embed_tokens` is the embedding
+    /// and the head, one quantized copy for both.
+    pub fn quantize(&mut self, q: Quantization, stats: &mut QuantStats) -> Result<()> {
+        self.embed_tokens.quantize(q, stats)?;
+        for l in &mut self.layers {
+            let (a, m) = (&mut l.self_attn, &mut l.mlp);
+            for layer in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj, &mut m.gate_proj, &mut m.up_proj, &mut m.down_proj] {
+                layer.quantize(q, stats)?;
+            }
+        }
+        if let Some(head) = &mut self.lm_head {
+            head.quantize(q, stats)?;
+        }
+        Ok(())
+    }

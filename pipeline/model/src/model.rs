@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpt2::Gpt2;
 use crate::llama::Llama;
 use crate::nn::{self, Dropout};
+use crate::quant::{QuantStats, Quantization};
 use crate::recompute::AttentionBackward;
 
 enum Inner {
@@ -24,6 +25,7 @@ pub struct CausalLm {
     inner: Inner,
     config: ModelConfig,
     device: Device,
+    quantized: Option<Quantization>,
 }
 
 impl CausalLm {
@@ -35,7 +37,7 @@ impl CausalLm {
             ModelConfig::Llama(c) => Inner::Llama(Llama::new(c, vb)?),
             ModelConfig::Gpt2(c) => Inner::Gpt2(Gpt2::new(c, vb)?),
         };
-        Ok(CausalLm { inner, config: config.clone(), device })
+        Ok(CausalLm { inner, config: config.clone(), device, quantized: None })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -153,6 +155,23 @@ pub(crate) struct Segments<'a> {
     pos: Tensor,
     mask: Tensor,
     /// Llama's rotary tables.
+    /// Replaces the weight matrices by quantized copies for inference ([`crate::quant`]):
+    /// forward passes and generation work as before, in f32 activations; training does not.
+    pub fn quantize(&mut self, q: Quantization) -> Result<QuantStats> {
+        let mut stats = QuantStats::default();
+        match &mut self.inner {
+            Inner::Llama(m) => m.quantize(q, &mut stats)?,
+            Inner::Gpt2(m) => m.quantize(q, &mut stats)?,
+        }
+        self.quantized = Some(q);
+        Ok(stats)
+    }
+
+    /// The quantization applied by [`quantize`](Self::quantize), if any.
+    pub fn quantization(&self) -> Option<Quantization> {
+        self.quantized
+    }
+
     rope: Option<(Tensor, Tensor)>,
 }
 

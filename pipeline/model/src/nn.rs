@@ -12,12 +12,14 @@
 //! - softmax: `exp(x - max) / sum(exp(x - max))`, max detached (it cancels mathematically).
 //! - GPT-2's Conv1D: `y = x @ W + b` with `W` stored (in, out), HF's layout.
 
+use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::Result;
+use crate::quant::{self, QuantStats, Quantization, Weight};
 
 /// Additive mask value for disallowed attention: finite so that no `inf - inf` appears.
 pub const MASKED: f32 = -1e9;
@@ -83,16 +85,32 @@ pub fn matmul_last(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     y.reshape(out)
 }
 
-/// A `(out, in)` linear layer (HF's `nn.Linear` layout), applied with [`matmul_last`].
+/// A `(out, in)` linear layer (HF's `nn.Linear` layout), applied with [`matmul_last`], or
+/// its quantized form ([`crate::quant`]).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Replaces the weight by its quantized rows (inference only).
+    pub fn quantize(&mut self, q: Quantization, stats: &mut QuantStats) -> Result<()> {
+        if let Weight::Dense(w) = &self.weight {
+            if let Some(qt) = quant::quantize_rows(w, q, stats)? {
+                self.weight = Weight::Quant(QMatMul::from_arc(qt)?);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = matmul_last(x, &self.weight.t()?)?;
+        let y = match &self.weight {
+            Weight::Dense(w) => matmul_last(x, &w.t()?)?,
+            Weight::Quant(q) => quant::qmatmul(q, x)?,
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -100,22 +118,38 @@ impl Module for Linear {
     }
 }
 
-/// HF's `Conv1D` (GPT-2): weight (in, out).
+/// HF's `Conv1D` (GPT-2): weight (in, out); quantized, it is stored transposed, (out, in).
 #[derive(Debug, Clone)]
 pub struct Conv1D {
-    weight: Tensor,
+    weight: Weight,
     bias: Tensor,
 }
 
 impl Conv1D {
     pub fn new(inp: usize, out: usize, std: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(Conv1D { weight: vb.get_with_hints((inp, out), "weight", Init::Randn { mean: 0.0, stdev: std })?, bias: vb.get_with_hints(out, "bias", Init::Const(0.0))? })
+        Ok(Conv1D {
+            weight: Weight::Dense(vb.get_with_hints((inp, out), "weight", Init::Randn { mean: 0.0, stdev: std })?),
+            bias: vb.get_with_hints(out, "bias", Init::Const(0.0))?,
+        })
+    }
+
+    /// Replaces the weight by its quantized rows (inference only).
+    pub fn quantize(&mut self, q: Quantization, stats: &mut QuantStats) -> Result<()> {
+        if let Weight::Dense(w) = &self.weight {
+            if let Some(qt) = quant::quantize_rows(&w.t()?, q, stats)? {
+                self.weight = Weight::Quant(QMatMul::from_arc(qt)?);
+            }
+        }
+        Ok(())
     }
 }
 
 impl Module for Conv1D {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        matmul_last(x, &self.weight)?.broadcast_add(&self.bias)
+        match &self.weight {
+            Weight::Dense(w) => matmul_last(x, w)?.broadcast_add(&self.bias),
+            Weight::Quant(q) => quant::qmatmul(q, x)?.broadcast_add(&self.bias),
+        }
     }
 }
 
@@ -123,12 +157,12 @@ impl Module for Conv1D {
 pub fn linear(inp: usize, out: usize, bias: bool, std: f64, vb: VarBuilder) -> Result<Linear> {
     let weight = vb.get_with_hints((out, inp), "weight", Init::Randn { mean: 0.0, stdev: std })?;
     let bias = if bias { Some(vb.get_with_hints(out, "bias", Init::Const(0.0))?) } else { None };
-    Ok(Linear { weight, bias })
+    Ok(Linear { weight: Weight::Dense(weight), bias })
 }
 
-pub fn embedding(n: usize, dim: usize, std: f64, vb: VarBuilder) -> Result<candle_nn::Embedding> {
-    let w = vb.get_with_hints((n, dim), "weight", Init::Randn { mean: 0.0, stdev: std })?;
-    Ok(candle_nn::Embedding::new(w, dim))
+/// An `(n, dim)` embedding table (dense until [`crate::quant::Table::quantize`]).
+pub(crate) fn embedding(n: usize, dim: usize, std: f64, vb: VarBuilder) -> Result<quant::Table> {
+    Ok(quant::Table::Dense(vb.get_with_hints((n, dim), "weight", Init::Randn { mean: 0.0, stdev: std })?))
 }
 
 /// Seeded dropout. The mask comes from our own RNG (candle's CPU RNG cannot be seeded), so a
