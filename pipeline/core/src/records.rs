@@ -173,7 +173,8 @@ pub struct Exclusion {
 pub mod shard_columns {
     /// 2: cross-tokenizer chunk events and per-row coverage (`chunk_starts`, `chunk_lengths`,
     /// `soft_label_byte_share`, `teacher_mass_captured`); the trainer still reads version 1.
-    pub const SCHEMA_VERSION: u32 = 2;
+    /// 3: fill-in-the-middle rows (`fim`); the trainer reads versions 1 and 2 as before.
+    pub const SCHEMA_VERSION: u32 = 3;
     pub const ROW_ID: &str = "row_id";
     pub const PROMPT_ID: &str = "prompt_id";
     pub const PROMPT_TEXT: &str = "prompt_text";
@@ -207,6 +208,8 @@ pub mod shard_columns {
     pub const SOFT_LABEL_BYTE_SHARE: &str = "soft_label_byte_share";
     /// Mean teacher probability listed at the positions with soft labels.
     pub const TEACHER_MASS_CAPTURED: &str = "teacher_mass_captured";
+    /// `none` for a left-to-right row, `psm` / `spm` for a fill-in-the-middle row.
+    pub const FIM: &str = "fim";
     /// Prefix of the one column per filter score (`score_pass_rate`, ...).
     pub const SCORE_PREFIX: &str = "score_";
 }

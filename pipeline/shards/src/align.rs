@@ -86,7 +86,13 @@ pub struct Row {
     pub temperature: f32,
     pub scores: BTreeMap<String, f64>,
     pub pass_vector: Vec<bool>,
+    /// [`FIM_NONE`] for a left-to-right row, else the FIM order (`psm` or `spm`, see
+    /// [`crate::fim`]).
+    pub fim: &'static str,
 }
+
+/// The `fim` column of a left-to-right row.
+pub const FIM_NONE: &str = "none";
 
 impl Row {
     pub fn positions(&self) -> usize {
@@ -122,7 +128,8 @@ pub enum Skip {
 }
 
 /// Builds the row for `s`, whose teacher tokens are `tokens` (`split` already decided by
-/// prompt id).
+/// prompt id). A training row that the FIM draw picks becomes a fill-in-the-middle row
+/// ([`crate::fim`]).
 pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentTokenizer, settings: &Settings, split: &'static str) -> Result<Result<Row, Skip>> {
     if s.completion.is_empty() {
         return Ok(Err(Skip::EmptyCompletion));
@@ -131,6 +138,9 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
         Some(_) => format!("{}{}", s.prompt.text(), settings.chat_separator),
         None => s.prompt.prompt.clone().unwrap_or_default(),
     };
+    if let Some(plan) = settings.fim.as_ref().filter(|_| split == "train").and_then(|f| crate::fim::plan(&s.id, &s.completion, f)) {
+        return crate::fim::build_fim_row(s, tokens, tok, settings, split, prompt_text, &plan);
+    }
     let prompt_ids = tok.encode(&prompt_text)?;
     let canonical_ids = tok.encode(&s.completion)?;
     let eos = match (&settings.eos_token, s.finish_reason.as_deref()) {
@@ -145,23 +155,40 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
     if let Some(max) = settings.max_seq_len.filter(|&m| total > m) {
         return Ok(Err(Skip::TooLong { tokens: total, max }));
     }
+    let mut row = new_row(s, prompt_text, s.completion.clone(), total, split, labels.is_none(), alignment);
+    for &id in &prompt_ids {
+        push_unlabelled(&mut row, id, 0);
+    }
+    row.prompt_tokens = prompt_ids.len() as u32;
+    push_labelled(&mut row, &completion_ids, labels, &s.completion, settings);
+    if let Some(id) = eos {
+        push_unlabelled(&mut row, id, 1);
+    }
+    Ok(Ok(row))
+}
 
-    let mut row = Row {
+/// An empty row of `s` (positions are pushed after), `total` positions long.
+pub(crate) fn new_row(s: &KeptSample, prompt_text: String, completion_text: String, total: usize, split: &'static str, hard_label_only: bool, alignment: &'static str) -> Row {
+    Row {
         row_id: s.id.clone(),
         prompt_id: s.prompt_id.clone(),
         prompt_text,
-        completion_text: s.completion.clone(),
+        completion_text,
         input_ids: Vec::with_capacity(total),
         loss_mask: Vec::with_capacity(total),
-        prompt_tokens: prompt_ids.len() as u32,
-        topk_offsets: Vec::with_capacity(total + 1),
+        prompt_tokens: 0,
+        topk_offsets: {
+            let mut o = Vec::with_capacity(total + 1);
+            o.push(0);
+            o
+        },
         topk_ids: Vec::new(),
         topk_logprobs: Vec::new(),
         token_logprob: Vec::with_capacity(total),
         tail_mass: Vec::with_capacity(total),
         chunk_starts: Vec::new(),
         chunk_lengths: Vec::new(),
-        hard_label_only: labels.is_none(),
+        hard_label_only,
         alignment,
         soft_label_bytes: 0,
         teacher_mass_captured: 0.0,
@@ -170,71 +197,74 @@ pub fn build_row(s: &KeptSample, tokens: Option<&FlatTokens>, tok: &StudentToken
         temperature: s.temperature,
         scores: s.scores.clone(),
         pass_vector: s.pass_vector.clone(),
-    };
-    row.topk_offsets.push(0);
-    let push_empty = |row: &mut Row, id: u32, mask: u8| {
-        row.input_ids.push(id);
-        row.loss_mask.push(mask);
-        row.token_logprob.push(0.0);
-        row.tail_mass.push(0.0);
-        row.topk_offsets.push(row.topk_ids.len() as u32);
-    };
-    for &id in &prompt_ids {
-        push_empty(&mut row, id, 0);
+        fim: FIM_NONE,
     }
-    match labels {
-        Some((teacher, string_ids, labels)) => {
-            let mut pairs: Vec<(u32, f32)> = Vec::with_capacity(32);
-            let (mut mass_sum, mut labelled) = (0f64, 0usize);
-            for (j, &id) in completion_ids.iter().enumerate() {
-                let label = labels.as_ref().map_or(Label::Token(j as u32), |v| v[j].clone());
-                let (token_logprob, bytes) = match label {
-                    Label::Hard => {
-                        push_empty(&mut row, id, 1);
-                        continue;
-                    }
-                    Label::Token(p) => {
-                        let p = p as usize;
-                        let token_logprob = teacher.sampled_entry(p).1.min(0.0);
-                        soft_labels(teacher.top_entries(p), &string_ids, id, token_logprob, settings.max_topk, &mut pairs);
-                        (token_logprob, teacher.sampled(p).0.len())
-                    }
-                    Label::Chunk { teacher: t, bytes, student_len } => {
-                        let chunk = &s.completion.as_bytes()[bytes.start as usize..bytes.end as usize];
-                        let logprob: f32 = t.clone().map(|p| teacher.sampled_entry(p as usize).1.min(0.0)).sum();
-                        chunk_events(teacher, t.start as usize, &string_ids, chunk, id, logprob, settings.max_topk, &mut pairs);
-                        if student_len > 1 {
-                            row.chunk_starts.push(row.input_ids.len() as u32);
-                            row.chunk_lengths.push(student_len);
-                        }
-                        (logprob, chunk.len())
-                    }
-                };
-                let mass: f32 = pairs.iter().map(|(_, lp)| lp.exp()).sum();
-                mass_sum += mass.min(1.0) as f64;
-                labelled += 1;
-                row.soft_label_bytes += bytes;
-                row.input_ids.push(id);
-                row.loss_mask.push(1);
-                row.token_logprob.push(token_logprob);
-                row.tail_mass.push((1.0 - mass).max(0.0));
-                row.topk_ids.extend(pairs.iter().map(|&(i, _)| i));
-                row.topk_logprobs.extend(pairs.iter().map(|&(_, lp)| lp));
-                row.topk_offsets.push(row.topk_ids.len() as u32);
+}
+
+/// A position without soft labels: context (`mask` 0) or trained on the hard label (`mask` 1).
+pub(crate) fn push_unlabelled(row: &mut Row, id: u32, mask: u8) {
+    row.input_ids.push(id);
+    row.loss_mask.push(mask);
+    row.token_logprob.push(0.0);
+    row.tail_mass.push(0.0);
+    row.topk_offsets.push(row.topk_ids.len() as u32);
+}
+
+/// The teacher's tokens, the student id of each of their strings, and each student position's
+/// [`Label`] (`None`: position `j` takes teacher position `j`).
+pub(crate) type Labels<'t> = (&'t FlatTokens, Vec<Option<u32>>, Option<Vec<Label>>);
+
+/// Pushes the completion positions `ids` (all with loss), with their soft labels where `labels`
+/// gives them; `completion` is the text that [`Label::Chunk`] byte ranges index.
+pub(crate) fn push_labelled(row: &mut Row, ids: &[u32], labels: Option<Labels>, completion: &str, settings: &Settings) {
+    let Some((teacher, string_ids, labels)) = labels else {
+        ids.iter().for_each(|&id| push_unlabelled(row, id, 1));
+        return;
+    };
+    let mut pairs: Vec<(u32, f32)> = Vec::with_capacity(32);
+    let (mut mass_sum, mut labelled) = (0f64, 0usize);
+    for (j, &id) in ids.iter().enumerate() {
+        let label = labels.as_ref().map_or(Label::Token(j as u32), |v| v[j].clone());
+        let (token_logprob, bytes) = match label {
+            Label::Hard => {
+                push_unlabelled(row, id, 1);
+                continue;
             }
-            row.teacher_mass_captured = if labelled > 0 { (mass_sum / labelled as f64) as f32 } else { 0.0 };
-        }
-        None => completion_ids.iter().for_each(|&id| push_empty(&mut row, id, 1)),
+            Label::Token(p) => {
+                let p = p as usize;
+                let token_logprob = teacher.sampled_entry(p).1.min(0.0);
+                soft_labels(teacher.top_entries(p), &string_ids, id, token_logprob, settings.max_topk, &mut pairs);
+                (token_logprob, teacher.sampled(p).0.len())
+            }
+            Label::Chunk { teacher: t, bytes, student_len } => {
+                let chunk = &completion.as_bytes()[bytes.start as usize..bytes.end as usize];
+                let logprob: f32 = t.clone().map(|p| teacher.sampled_entry(p as usize).1.min(0.0)).sum();
+                chunk_events(teacher, t.start as usize, &string_ids, chunk, id, logprob, settings.max_topk, &mut pairs);
+                if student_len > 1 {
+                    row.chunk_starts.push(row.input_ids.len() as u32);
+                    row.chunk_lengths.push(student_len);
+                }
+                (logprob, chunk.len())
+            }
+        };
+        let mass: f32 = pairs.iter().map(|(_, lp)| lp.exp()).sum();
+        mass_sum += mass.min(1.0) as f64;
+        labelled += 1;
+        row.soft_label_bytes += bytes;
+        row.input_ids.push(id);
+        row.loss_mask.push(1);
+        row.token_logprob.push(token_logprob);
+        row.tail_mass.push((1.0 - mass).max(0.0));
+        row.topk_ids.extend(pairs.iter().map(|&(i, _)| i));
+        row.topk_logprobs.extend(pairs.iter().map(|&(_, lp)| lp));
+        row.topk_offsets.push(row.topk_ids.len() as u32);
     }
-    if let Some(id) = eos {
-        push_empty(&mut row, id, 1);
-    }
-    Ok(Ok(row))
+    row.teacher_mass_captured = if labelled > 0 { (mass_sum / labelled as f64) as f32 } else { 0.0 };
 }
 
 /// What a completion position is trained on (module docs, step 3).
 #[derive(Debug, Clone, PartialEq)]
-enum Label {
+pub(crate) enum Label {
     /// The teacher's distribution at this teacher position.
     Token(u32),
     /// The first position of an m:n chunk: events from teacher positions `teacher` over
@@ -248,21 +278,33 @@ enum Label {
 /// tokens, the student id of each of their strings, each student position's [`Label`] (no
 /// list: position `j` takes teacher position `j`, as with `exact` and `exact_teacher_tokens`),
 /// and how they were aligned.
-struct Aligned<'t> {
-    ids: Vec<u32>,
-    teacher: &'t FlatTokens,
-    string_ids: Vec<Option<u32>>,
-    labels: Option<Vec<Label>>,
-    how: &'static str,
+pub(crate) struct Aligned<'t> {
+    pub ids: Vec<u32>,
+    pub teacher: &'t FlatTokens,
+    pub string_ids: Vec<Option<u32>>,
+    pub labels: Option<Vec<Label>>,
+    pub how: &'static str,
+}
+
+/// The teacher's tokens if they can label anything: present, with finite log-probs.
+pub(crate) fn checked_teacher(teacher: Option<&FlatTokens>) -> Result<&FlatTokens, &'static str> {
+    let teacher = teacher.filter(|t| !t.is_empty()).ok_or("no_teacher_logprobs")?;
+    if !(0..teacher.len()).all(|p| teacher.sampled_entry(p).1.is_finite()) {
+        return Err("bad_teacher_logprob");
+    }
+    Ok(teacher)
+}
+
+/// The student id of each distinct string of the teacher's sample (one vocabulary lookup per
+/// string, not per entry).
+pub(crate) fn string_ids(teacher: &FlatTokens, tok: &StudentTokenizer) -> Vec<Option<u32>> {
+    (0..teacher.string_count() as u32).map(|s| tok.id(teacher.string(s))).collect()
 }
 
 /// The module docs' steps 1-3; `Err` names why no label can be used.
 fn align<'t>(completion: &str, canonical: &[u32], teacher: Option<&'t FlatTokens>, tok: &StudentTokenizer, max_chunk_tokens: usize) -> Result<Aligned<'t>, &'static str> {
-    let teacher = teacher.filter(|t| !t.is_empty()).ok_or("no_teacher_logprobs")?;
+    let teacher = checked_teacher(teacher)?;
     let n = teacher.len();
-    if !(0..n).all(|p| teacher.sampled_entry(p).1.is_finite()) {
-        return Err("bad_teacher_logprob");
-    }
     let mut rest = completion.as_bytes();
     let spells_completion = (0..n).all(|p| match rest.strip_prefix(teacher.sampled(p).0) {
         Some(r) => {
@@ -271,8 +313,7 @@ fn align<'t>(completion: &str, canonical: &[u32], teacher: Option<&'t FlatTokens
         }
         None => false,
     }) && rest.is_empty();
-    // One vocabulary lookup per distinct string of the sample, not per entry.
-    let string_ids: Vec<Option<u32>> = (0..teacher.string_count() as u32).map(|s| tok.id(teacher.string(s))).collect();
+    let string_ids = string_ids(teacher, tok);
     if spells_completion {
         if n == canonical.len() && canonical.iter().enumerate().all(|(p, &id)| tok.bytes(id) == teacher.sampled(p).0) {
             return Ok(Aligned { ids: canonical.to_vec(), teacher, string_ids, labels: None, how: "exact" });
@@ -283,9 +324,20 @@ fn align<'t>(completion: &str, canonical: &[u32], teacher: Option<&'t FlatTokens
     }
     let overlay = chunks::overlay((0..n).map(|p| teacher.sampled(p).0), completion.as_bytes()).ok_or("teacher_bytes_mismatch")?;
     let student_lens: Vec<usize> = canonical.iter().map(|&id| tok.bytes(id).len()).collect();
-    let mut labels = vec![Label::Hard; canonical.len()];
-    let mut at = 0usize;
-    for c in chunks::walk(&overlay.lens, &student_lens) {
+    let labels = chunk_labels(&overlay, &student_lens, 0, max_chunk_tokens);
+    if labels.iter().all(|l| *l == Label::Hard) {
+        return Err(if spells_completion { "boundaries_differ" } else { "teacher_bytes_mismatch" });
+    }
+    Ok(Aligned { ids: canonical.to_vec(), teacher, string_ids, labels: Some(labels), how: "chunks" })
+}
+
+/// Step 3: the label of each student token (byte lengths `student_lens`, the first starting at
+/// completion byte `base`) walked against the teacher tokens of `overlay`, which spell the same
+/// bytes.
+pub(crate) fn chunk_labels(overlay: &chunks::Overlay, student_lens: &[usize], base: usize, max_chunk_tokens: usize) -> Vec<Label> {
+    let mut labels = vec![Label::Hard; student_lens.len()];
+    let mut at = base;
+    for c in chunks::walk(&overlay.lens, student_lens) {
         let bytes = at..at + student_lens[c.student.clone()].iter().sum::<usize>();
         at = bytes.end;
         let usable = c.meets && !c.teacher.is_empty() && !c.student.is_empty() && overlay.spells[c.teacher.clone()].iter().all(|&s| s);
@@ -296,10 +348,7 @@ fn align<'t>(completion: &str, canonical: &[u32], teacher: Option<&'t FlatTokens
         labels[c.student.start] =
             if c.is_one_to_one() { Label::Token(t.start) } else { Label::Chunk { teacher: t, bytes: bytes.start as u32..bytes.end as u32, student_len: c.student.len() as u32 } };
     }
-    if labels.iter().all(|l| *l == Label::Hard) {
-        return Err(if spells_completion { "boundaries_differ" } else { "teacher_bytes_mismatch" });
-    }
-    Ok(Aligned { ids: canonical.to_vec(), teacher, string_ids, labels: Some(labels), how: "chunks" })
+    labels
 }
 
 /// Step 3's chunk events into `pairs`: entry 0 is the chunk (student id `first`, the student's

@@ -131,6 +131,29 @@ pub fn overlay<'a>(tokens: impl ExactSizeIterator<Item = &'a [u8]> + Clone, comp
     Some(out)
 }
 
+impl Overlay {
+    /// The part of the overlay over completion bytes `span`: entries wholly inside keep their
+    /// teacher positions; an entry cut by either end keeps only its bytes inside `span` and
+    /// spells nothing (its teacher token starts or ends outside, so its distribution is not
+    /// one over tokens that start where the span's do).
+    pub fn crop(&self, span: Range<usize>) -> Overlay {
+        let mut out = Overlay { lens: Vec::new(), teacher_of: Vec::new(), spells: Vec::new() };
+        let mut at = 0usize;
+        for ((&len, t), &spells) in self.lens.iter().zip(&self.teacher_of).zip(&self.spells) {
+            let (start, end) = (at, at + len);
+            at = end;
+            let (lo, hi) = (start.max(span.start), end.min(span.end));
+            if lo >= hi {
+                continue;
+            }
+            out.lens.push(hi - lo);
+            out.teacher_of.push(t.clone());
+            out.spells.push(spells && lo == start && hi == end);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +275,19 @@ mod tests {
         let o = over(&["ab", "cd", "ef"], "abXdef").unwrap();
         assert_eq!((o.lens, o.teacher_of, o.spells), (vec![2, 2, 2], vec![0..1, 1..2, 2..3], vec![true, false, true]));
         assert_eq!(over(&["abc"], "xyz"), None);
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init, reason = "lists of teacher position ranges are meant")]
+    fn a_cropped_overlay_keeps_whole_tokens_and_blocks_cut_ones() {
+        let o = over(&["def", " f", "():", "\n"], "def f():\n").unwrap();
+        // Bytes 4..7 = "f()": " f" is cut at its start, "():" at its end.
+        let c = o.crop(4..7);
+        assert_eq!((c.lens, c.teacher_of, c.spells), (vec![1, 2], vec![1..2, 2..3], vec![false, false]));
+        // On token boundaries nothing is cut.
+        let c = o.crop(3..8);
+        assert_eq!((c.lens, c.teacher_of, c.spells), (vec![2, 3], vec![1..2, 2..3], vec![true, true]));
+        assert_eq!(o.crop(5..5).lens, Vec::<usize>::new());
+        assert_eq!(o.crop(0..9), o);
     }
 }

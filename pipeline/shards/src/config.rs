@@ -38,6 +38,18 @@ pub struct ShardsConfig {
     /// Text put between a chat prompt's messages and the completion (completion-style prompts
     /// are used exactly as written).
     pub chat_separator: String,
+    /// Share of training rows (0-1) turned into fill-in-the-middle rows (see `fim.rs`); 0 = off.
+    /// Validation rows stay left to right, so held-out losses compare across rates.
+    pub fim_rate: f64,
+    /// Share of FIM rows in suffix-prefix-middle order; the rest are prefix-suffix-middle.
+    pub fim_spm_rate: f64,
+    /// Where the middle's two ends fall: "chars" (any character of the completion) or "lines"
+    /// (line starts: the middle is whole lines).
+    pub fim_split: String,
+    /// Salt of the per-row FIM draws; change it to draw other rows and split points.
+    pub fim_seed: u64,
+    /// The student tokenizer's FIM special tokens: prefix, suffix, middle.
+    pub fim_tokens: [String; 3],
 }
 
 impl Default for ShardsConfig {
@@ -55,6 +67,11 @@ impl Default for ShardsConfig {
             append_eos: true,
             eos_token: "<|endoftext|>".into(),
             chat_separator: "\n".into(),
+            fim_rate: 0.0,
+            fim_spm_rate: 0.5,
+            fim_split: "chars".into(),
+            fim_seed: 0,
+            fim_tokens: ["<|fim_prefix|>".into(), "<|fim_suffix|>".into(), "<|fim_middle|>".into()],
         }
     }
 }
@@ -73,6 +90,8 @@ pub struct Settings {
     pub max_chunk_tokens: usize,
     pub eos_token: Option<String>,
     pub chat_separator: String,
+    /// `None` when no row is turned into FIM (`fim_rate = 0`).
+    pub fim: Option<FimSettings>,
 }
 
 impl ShardsConfig {
@@ -103,6 +122,26 @@ impl ShardsConfig {
         if self.append_eos && self.eos_token.is_empty() {
             bad("eos_token", "is empty while append_eos = true".into());
         }
+        for (key, v) in [("fim_rate", self.fim_rate), ("fim_spm_rate", self.fim_spm_rate)] {
+            if !(0.0..=1.0).contains(&v) {
+                bad(key, format!("{v} is outside [0, 1]"));
+            }
+        }
+        let split = match self.fim_split.as_str() {
+            "chars" => Some(FimSplit::Chars),
+            "lines" => Some(FimSplit::Lines),
+            other => {
+                bad("fim_split", format!("'{other}' is neither \"chars\" nor \"lines\""));
+                None
+            }
+        };
+        if self.fim_rate > 0.0 && !self.append_eos {
+            // The middle must end with a token the model learns to stop at.
+            bad("fim_rate", "FIM rows end their middle with eos_token: set append_eos = true, or fim_rate = 0".into());
+        }
+        if self.fim_rate > 0.0 && self.fim_tokens.iter().any(String::is_empty) {
+            bad("fim_tokens", "give the three FIM special tokens of the student tokenizer (prefix, suffix, middle)".into());
+        }
         if !problems.is_empty() {
             return Err(distill_core::Error::Config { problems });
         }
@@ -119,8 +158,33 @@ impl ShardsConfig {
             max_chunk_tokens: self.max_chunk_tokens,
             eos_token: self.append_eos.then(|| self.eos_token.clone()),
             chat_separator: self.chat_separator.clone(),
+            fim: (self.fim_rate > 0.0).then(|| FimSettings {
+                rate: self.fim_rate,
+                spm_rate: self.fim_spm_rate,
+                split: split.expect("checked above"),
+                seed: self.fim_seed,
+                tokens: self.fim_tokens.clone(),
+            }),
         })
     }
+}
+
+/// Where a FIM middle's ends may fall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FimSplit {
+    Chars,
+    Lines,
+}
+
+/// Validated FIM settings (`[shards] fim_*`).
+#[derive(Debug, Clone)]
+pub struct FimSettings {
+    pub rate: f64,
+    pub spm_rate: f64,
+    pub split: FimSplit,
+    pub seed: u64,
+    /// Prefix, suffix and middle token spellings.
+    pub tokens: [String; 3],
 }
 
 /// `train` or `validation` for a prompt: `sha256(seed, prompt id)` read as a number in [0, 1)
@@ -149,6 +213,14 @@ mod tests {
         let err = cfg.settings("c.toml", Path::new("/w")).unwrap_err().to_string();
         assert_eq!(err.lines().count(), 3, "{err}");
         assert!(err.contains("validation_fraction: 1.5"), "{err}");
+        let cfg = ShardsConfig { fim_rate: 1.5, fim_split: "words".into(), ..Default::default() };
+        let err = cfg.settings("c.toml", Path::new("/w")).unwrap_err().to_string();
+        assert!(err.contains("fim_rate: 1.5 is outside [0, 1]") && err.contains("fim_split: 'words'"), "{err}");
+        let cfg = ShardsConfig { fim_rate: 0.5, append_eos: false, ..Default::default() };
+        assert!(cfg.settings("c.toml", Path::new("/w")).unwrap_err().to_string().contains("append_eos = true"));
+        let on = ShardsConfig { fim_rate: 0.5, fim_split: "lines".into(), ..Default::default() }.settings("c.toml", Path::new("/w")).unwrap();
+        assert_eq!(on.fim.map(|f| f.split), Some(FimSplit::Lines));
+        assert!(ShardsConfig::default().settings("c.toml", Path::new("/w")).unwrap().fim.is_none(), "FIM is off unless asked for");
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //! first pass over `kept.jsonl` that reads only the score names. Memory is a batch of rows and
 //! one open file per split, whatever the number of samples.
 //!
+//! A share of the training rows (`[shards] fim_rate`) becomes fill-in-the-middle rows: see
+//! [`fim`].
+//!
 //! Alignment rules are in [`align`]. Same inputs, tokenizer and config give byte-identical
 //! files.
 
@@ -22,6 +25,7 @@ pub mod align;
 pub mod chunks;
 pub mod config;
 pub mod error;
+pub mod fim;
 pub mod manifest;
 pub mod schema;
 pub mod vocab;
@@ -89,6 +93,7 @@ pub fn run(ctx: &StageContext, cfg: &ShardsConfig) -> distill_core::Result<serde
         "hard_label_only_rows": m.hard_label_only_rows,
         "soft_label_byte_share": (m.completion_bytes > 0).then(|| m.soft_label_bytes as f64 / m.completion_bytes as f64),
         "teacher_mass_captured": m.teacher_mass_captured,
+        "fim_rows": m.fim_rows,
         "skipped": skipped,
         "write_secs": t0.elapsed().as_secs_f64(),
     }))
@@ -189,6 +194,7 @@ struct Tally {
     /// Sum of the listed teacher mass over positions with soft labels, and their number.
     teacher_mass: f64,
     soft_label_positions: u64,
+    fim_rows: BTreeMap<String, usize>,
 }
 
 /// Tokenizes and aligns `samples` (in order), writes the Parquet files and the manifest into
@@ -277,6 +283,7 @@ pub fn write_shards(
         compression: format!("zstd({})", s.zstd_level),
         validation_fraction: s.validation_fraction,
         split_seed: s.split_seed,
+        fim_rows: tally.fim_rows,
     };
     distill_core::atomic::write_json(&out_dir.join(manifest::FILE_NAME), &manifest)?;
     Ok(Written { manifest, skipped: tally.skipped })
@@ -295,6 +302,9 @@ impl Tally {
         let labelled = row.soft_label_positions() as u64;
         self.teacher_mass += row.teacher_mass_captured as f64 * labelled as f64;
         self.soft_label_positions += labelled;
+        if row.fim != align::FIM_NONE {
+            *self.fim_rows.entry(row.fim.to_string()).or_default() += 1;
+        }
     }
 }
 

@@ -46,4 +46,7 @@ pub struct ShardManifest {
     pub compression: String,
     pub validation_fraction: f64,
     pub split_seed: u64,
+    /// Fill-in-the-middle rows by order (`psm`, `spm`; see `fim.rs`); empty when none.
+    #[serde(default)]
+    pub fim_rows: BTreeMap<String, usize>,
 }

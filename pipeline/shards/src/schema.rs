@@ -47,6 +47,7 @@ pub fn schema(score_names: &[String]) -> SchemaRef {
         Field::new(col::CHUNK_LENGTHS, list_of(DataType::UInt32), false),
         Field::new(col::SOFT_LABEL_BYTE_SHARE, DataType::Float32, false),
         Field::new(col::TEACHER_MASS_CAPTURED, DataType::Float32, false),
+        Field::new(col::FIM, DataType::Utf8, false),
     ];
     fields.extend(score_names.iter().map(|n| Field::new(format!("{SCORE_PREFIX}{n}"), DataType::Float64, true)));
     Arc::new(Schema::new(fields))

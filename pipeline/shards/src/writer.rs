@@ -225,11 +225,12 @@ pub fn to_batch(rows: &[&Row], schema: &SchemaRef, scores: &[String]) -> std::re
         prim_list::<UInt32Type>(rows, |r| &r.chunk_lengths),
         Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.soft_label_byte_share()))),
         Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.teacher_mass_captured))),
+        strings(rows, |r| r.fim),
     ];
     for name in scores {
         columns.push(Arc::new(Float64Array::from(rows.iter().map(|r| r.scores.get(name).copied()).collect::<Vec<_>>())));
     }
-    debug_assert!(schema.fields().iter().skip(19).all(|f| f.name().starts_with(SCORE_PREFIX)));
+    debug_assert!(schema.fields().iter().skip(20).all(|f| f.name().starts_with(SCORE_PREFIX)));
     RecordBatch::try_new(schema.clone(), columns)
 }
 
