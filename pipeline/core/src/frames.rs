@@ -85,6 +85,15 @@ impl FrameReader {
         Ok(FrameReader { path: path.to_path_buf(), input, index: 1 })
     }
 
+    /// Reads from the frame that starts at byte `offset` (found by an index of the file, such
+    /// as the dashboard's): the file's magic is not checked again.
+    pub fn open_at(path: &Path, offset: u64) -> Result<Self> {
+        use std::io::Seek;
+        let mut file = File::open(path).at(path)?;
+        file.seek(std::io::SeekFrom::Start(offset)).at(path)?;
+        Ok(FrameReader { path: path.to_path_buf(), input: BufReader::with_capacity(1 << 16, file), index: 1 })
+    }
+
     fn corrupt(&self, what: impl std::fmt::Display) -> Error {
         Error::Other(format!("{}: frame {}: {what}; the file is damaged: re-run the stage that writes it (--force)", self.path.display(), self.index))
     }
