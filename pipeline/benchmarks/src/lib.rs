@@ -4,7 +4,9 @@
 //!
 //! - [`Benchmark`] names a benchmark: `humaneval` (164), `humaneval+` (164, EvalPlus v0.1.10),
 //!   `mbpp` (the test split, task ids 11..=510, 500 tasks), `mbpp-full` (all 974),
-//!   `mbpp-sanitized` (427) and `mbpp+` (378, EvalPlus v0.2.0).
+//!   `mbpp-sanitized` (427) and `mbpp+` (378, EvalPlus v0.2.0); `humaneval-infill-single`
+//!   (1,033) and `humaneval-infill-multi` (5,815), built from HumanEval's canonical solutions
+//!   (see `infill.rs`).
 //! - [`load`] (the built-in copies) / [`load_from`] (a folder) / [`DataSource::load`] read one,
 //!   after checking the file's sha256 against the value recorded in `SOURCES.md`: a mismatch is an [`Error::Checksum`] naming the file, the expected
 //!   and the actual hash. Nothing is ever downloaded.
@@ -19,6 +21,7 @@
 
 mod builtin;
 mod error;
+mod infill;
 mod load;
 mod rawjson;
 mod source;

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::builtin;
 use crate::error::{Error, Result};
+use crate::infill;
 use crate::rawjson;
 use crate::source::{Benchmark, DataFile};
 use crate::task::{last_docstring, mbpp_plus_text, mbpp_prompt, PlusTests, Task};
@@ -67,6 +68,7 @@ impl DataSource {
             Benchmark::MbppFull => parse_mbpp(&path, &text, benchmark, |_| true)?,
             Benchmark::MbppTest => parse_mbpp(&path, &text, benchmark, |id| (11..=510).contains(&id))?,
             Benchmark::MbppSanitized => parse_sanitized(&path, &text)?,
+            Benchmark::HumanEvalInfillSingle | Benchmark::HumanEvalInfillMulti => infill::tasks(&parse_humaneval(&path, &text, Benchmark::HumanEval)?, benchmark),
         };
         Ok(Dataset { benchmark, file, path, sha256, tasks })
     }
@@ -126,6 +128,7 @@ fn parse_humaneval(path: &Path, text: &str, benchmark: Benchmark) -> Result<Vec<
                 task_id: r.task_id,
                 prompt: r.prompt,
                 canonical_solution: r.canonical_solution,
+                suffix: String::new(),
                 tests: r.test,
                 test_list: Vec::new(),
                 test_setup: String::new(),
@@ -166,6 +169,7 @@ fn parse_plus(path: &Path, text: &str, benchmark: Benchmark) -> Result<Vec<Task>
                 text,
                 prompt,
                 canonical_solution: string("canonical_solution")?,
+                suffix: String::new(),
                 tests,
                 test_list: Vec::new(),
                 test_setup: String::new(),
@@ -220,6 +224,7 @@ fn mbpp_task(path: &Path, line: usize, benchmark: Benchmark, id: u32, text: Stri
         prompt: mbpp_prompt(&text, first),
         text,
         canonical_solution: code,
+        suffix: String::new(),
         tests: test_list.join("\n"),
         test_list,
         test_setup,

@@ -81,10 +81,27 @@ pub enum Benchmark {
     /// EvalPlus MBPP+ v0.2.0, 378 tasks.
     #[serde(rename = "mbpp+")]
     MbppPlus,
+    /// HumanEval single-line infilling: each non-blank line of a canonical solution masked in
+    /// turn (1,033 tasks; see `infill.rs`).
+    #[serde(rename = "humaneval-infill-single")]
+    HumanEvalInfillSingle,
+    /// HumanEval multi-line infilling: every block of two or more lines of a canonical
+    /// solution that starts and ends on a non-blank line (5,815 tasks).
+    #[serde(rename = "humaneval-infill-multi")]
+    HumanEvalInfillMulti,
 }
 
 impl Benchmark {
-    pub const ALL: [Benchmark; 6] = [Benchmark::HumanEval, Benchmark::HumanEvalPlus, Benchmark::MbppTest, Benchmark::MbppFull, Benchmark::MbppSanitized, Benchmark::MbppPlus];
+    pub const ALL: [Benchmark; 8] = [
+        Benchmark::HumanEval,
+        Benchmark::HumanEvalPlus,
+        Benchmark::MbppTest,
+        Benchmark::MbppFull,
+        Benchmark::MbppSanitized,
+        Benchmark::MbppPlus,
+        Benchmark::HumanEvalInfillSingle,
+        Benchmark::HumanEvalInfillMulti,
+    ];
 
     /// The name used on the command line, in configs and as the output folder name.
     pub fn name(self) -> &'static str {
@@ -95,12 +112,14 @@ impl Benchmark {
             Benchmark::MbppFull => "mbpp-full",
             Benchmark::MbppSanitized => "mbpp-sanitized",
             Benchmark::MbppPlus => "mbpp+",
+            Benchmark::HumanEvalInfillSingle => "humaneval-infill-single",
+            Benchmark::HumanEvalInfillMulti => "humaneval-infill-multi",
         }
     }
 
     pub fn data_file(self) -> DataFile {
         match self {
-            Benchmark::HumanEval => DataFile::HumanEval,
+            Benchmark::HumanEval | Benchmark::HumanEvalInfillSingle | Benchmark::HumanEvalInfillMulti => DataFile::HumanEval,
             Benchmark::HumanEvalPlus => DataFile::HumanEvalPlus,
             Benchmark::MbppTest | Benchmark::MbppFull => DataFile::Mbpp,
             Benchmark::MbppSanitized => DataFile::MbppSanitized,
@@ -113,9 +132,15 @@ impl Benchmark {
         matches!(self, Benchmark::HumanEvalPlus | Benchmark::MbppPlus)
     }
 
-    /// HumanEval-style (function signature + docstring prompt) rather than MBPP-style.
+    /// HumanEval-style (function signature + docstring prompt) rather than MBPP-style; the
+    /// infilling sets are built from HumanEval and run its tests.
     pub fn is_humaneval_family(self) -> bool {
-        matches!(self, Benchmark::HumanEval | Benchmark::HumanEvalPlus)
+        matches!(self, Benchmark::HumanEval | Benchmark::HumanEvalPlus | Benchmark::HumanEvalInfillSingle | Benchmark::HumanEvalInfillMulti)
+    }
+
+    /// An infilling benchmark: tasks have a `suffix`, the model fills the middle.
+    pub fn is_infill(self) -> bool {
+        matches!(self, Benchmark::HumanEvalInfillSingle | Benchmark::HumanEvalInfillMulti)
     }
 }
 

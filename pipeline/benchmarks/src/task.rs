@@ -46,8 +46,12 @@ pub struct Task {
     pub prompt: String,
     /// The natural-language problem statement.
     pub text: String,
-    /// HumanEval: the body that follows the prompt; MBPP: the whole reference program.
+    /// HumanEval: the body that follows the prompt; MBPP: the whole reference program;
+    /// infilling: the masked lines (the middle).
     pub canonical_solution: String,
+    /// Infilling: the code after the middle (the program is `prompt + middle + suffix`);
+    /// empty elsewhere.
+    pub suffix: String,
     /// The test code as the dataset gives it: HumanEval `test` (defines `check`), MBPP the
     /// `test_list` asserts one a line, sanitized MBPP the same, MBPP+ its `assertion` field.
     pub tests: String,

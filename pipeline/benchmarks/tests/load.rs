@@ -96,3 +96,19 @@ fn the_built_in_copies_are_the_vendored_files() {
         assert_eq!(distill_benchmarks::DataSource::from_config("").load(b).unwrap().tasks.len(), on_disk.tasks.len());
     }
 }
+
+/// The infilling sets of the FIM paper (Bavarian et al. 2022) have 1,033 single-line and 5,815
+/// multi-line tasks; each puts its HumanEval task's canonical program back together.
+#[test]
+fn the_infilling_sets_have_the_fim_papers_task_counts() {
+    let he = distill_benchmarks::load(Benchmark::HumanEval).unwrap();
+    for (b, n) in [(Benchmark::HumanEvalInfillSingle, 1033), (Benchmark::HumanEvalInfillMulti, 5815)] {
+        let ds = distill_benchmarks::load(b).unwrap();
+        assert_eq!((ds.tasks.len(), ds.sha256.as_str()), (n, he.sha256.as_str()), "{b}");
+        for t in &ds.tasks {
+            let base = he.task(t.task_id.rsplit_once('/').unwrap().0).unwrap();
+            assert_eq!(format!("{}{}{}", t.prompt, t.canonical_solution, t.suffix), format!("{}{}", base.prompt, base.canonical_solution), "{}", t.task_id);
+            assert!(b.is_infill() && !t.canonical_solution.trim().is_empty(), "{}", t.task_id);
+        }
+    }
+}

@@ -3,6 +3,8 @@
 
 use distill_benchmarks::{Benchmark, DataSource};
 use distill_sandbox::SandboxConfig;
+
+use crate::infill::FimFormat;
 use serde::{Deserialize, Serialize};
 
 /// `[eval]`: what to score and how.
@@ -37,6 +39,11 @@ pub struct EvalConfig {
     /// what human-eval and EvalPlus assume when they append a completion to it. The stripped
     /// prompt is then also what the completion is appended to when scoring.
     pub strip_prompt: bool,
+    /// Infilling benchmarks: the FIM tokens (prefix, suffix, middle) of their prompts, the
+    /// student tokenizer's by default (see `infill.rs`).
+    pub fim_tokens: [String; 3],
+    /// Infilling benchmarks: "psm" (prefix, suffix, middle) or "spm" (suffix, prefix, middle).
+    pub fim_mode: String,
     /// Seconds a HumanEval / MBPP check program may run (the reference harnesses use 3), and
     /// the limit of the base tests of the "+" sets.
     pub timeout_secs: f64,
@@ -73,6 +80,8 @@ impl Default for EvalConfig {
             max_new_tokens: 512,
             seed: 0,
             strip_prompt: false,
+            fim_tokens: crate::infill::default_tokens(),
+            fim_mode: "psm".into(),
             timeout_secs: 3.0,
             workers: 0,
             plus_min_time_limit_secs: 1.0,
@@ -113,6 +122,7 @@ pub struct EvalSettings {
     pub sampling: Sampling,
     pub ks: Vec<u64>,
     pub strip_prompt: bool,
+    pub fim: FimFormat,
     pub timeout_secs: f64,
     pub plus: PlusLimits,
     pub bootstrap_resamples: u32,
@@ -122,7 +132,18 @@ pub struct EvalSettings {
 
 /// Benchmarks that can be scored (`mbpp-full` mixes the few-shot, train and validation
 /// splits into the test split, so it is loaded for decontamination only).
-pub const SCORABLE: [Benchmark; 5] = [Benchmark::HumanEval, Benchmark::HumanEvalPlus, Benchmark::MbppTest, Benchmark::MbppPlus, Benchmark::MbppSanitized];
+pub const SCORABLE: [Benchmark; 7] = [
+    Benchmark::HumanEval,
+    Benchmark::HumanEvalPlus,
+    Benchmark::MbppTest,
+    Benchmark::MbppPlus,
+    Benchmark::MbppSanitized,
+    Benchmark::HumanEvalInfillSingle,
+    Benchmark::HumanEvalInfillMulti,
+];
+
+/// The scorable benchmarks' names, for messages.
+pub const SCORABLE_NAMES: &str = "humaneval, humaneval+, mbpp, mbpp+, mbpp-sanitized, humaneval-infill-single or humaneval-infill-multi";
 
 impl EvalConfig {
     /// Checks the section and converts it; `file` names the config in messages.
@@ -141,7 +162,7 @@ impl EvalConfig {
                         benchmarks.push(b)
                     }
                 }
-                _ => bad("eval.benchmarks", format!("key 'benchmarks' in [eval]: unknown benchmark '{name}' (use humaneval, humaneval+, mbpp, mbpp+ or mbpp-sanitized)")),
+                _ => bad("eval.benchmarks", format!("key 'benchmarks' in [eval]: unknown benchmark '{name}' (use {SCORABLE_NAMES})")),
             }
         }
         if self.n == 0 {
@@ -175,6 +196,12 @@ impl EvalConfig {
         if self.generation_batch == 0 {
             bad("eval.generation_batch", "key 'generation_batch' in [eval]: must be at least 1".into());
         }
+        if !matches!(self.fim_mode.as_str(), "psm" | "spm") {
+            bad("eval.fim_mode", format!("key 'fim_mode' in [eval]: '{}' is neither \"psm\" nor \"spm\"", self.fim_mode));
+        }
+        if self.fim_tokens.iter().any(String::is_empty) {
+            bad("eval.fim_tokens", "key 'fim_tokens' in [eval]: give the model's three FIM tokens (prefix, suffix, middle)".into());
+        }
         if !problems.is_empty() {
             return Err(distill_core::Error::Config { problems });
         }
@@ -195,6 +222,7 @@ impl EvalConfig {
             sampling: Sampling { n: self.n, temperature: self.temperature, top_p: self.top_p, top_k: self.top_k, max_new_tokens: self.max_new_tokens, seed: self.seed },
             ks,
             strip_prompt: self.strip_prompt,
+            fim: FimFormat { tokens: self.fim_tokens.clone(), spm: self.fim_mode == "spm" },
             timeout_secs: self.timeout_secs,
             plus: PlusLimits { min_time_limit_secs: self.plus_min_time_limit_secs, time_limit_factor: self.plus_time_limit_factor, task_timeout_secs: self.plus_task_timeout_secs },
             bootstrap_resamples: self.bootstrap_resamples,

@@ -46,9 +46,13 @@ pub trait Generator: Send + Sync {
     fn generate(&self, requests: &[GenRequest]) -> Result<Vec<Vec<String>>>;
 }
 
-/// The bigcode harness's stop sequences for a benchmark ("+" sets use their base set's).
+/// The bigcode harness's stop sequences for a benchmark ("+" sets use their base set's;
+/// multi-line infilling HumanEval's, single-line infilling the first newline).
 pub fn stop_sequences(b: Benchmark) -> &'static [&'static str] {
-    if b.is_humaneval_family() {
+    if b == Benchmark::HumanEvalInfillSingle {
+        // The middle is one line: the first newline ends it.
+        &["\n"]
+    } else if b.is_humaneval_family() {
         &["\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "<file_sep>"]
     } else {
         &["\nclass", "\nassert", "\n\"\"\"", "\nprint", "\nif", "\n<|/", "\n```"]
@@ -69,7 +73,7 @@ pub fn requests(tasks: &[Task], settings: &EvalSettings) -> Vec<GenRequest> {
             let s = &settings.sampling;
             GenRequest {
                 task_id: t.task_id.clone(),
-                prompt: model_prompt(t, settings.strip_prompt),
+                prompt: if t.benchmark.is_infill() { settings.fim.prompt(&t.prompt, &t.suffix) } else { model_prompt(t, settings.strip_prompt) },
                 n: s.n,
                 stop: stop_sequences(t.benchmark).iter().map(|x| x.to_string()).collect(),
                 max_new_tokens: s.max_new_tokens,

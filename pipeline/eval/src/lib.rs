@@ -1,4 +1,5 @@
-//! HumanEval / MBPP (+) scoring that agrees with the reference harnesses sample by sample.
+//! HumanEval / MBPP (+) scoring that agrees with the reference harnesses sample by sample, and
+//! HumanEval single- and multi-line infilling (FIM prompts, [`infill`]; the same tests).
 //!
 //! - [`stage::run`]: the `eval` stage. Generates `n` samples per task with a [`Generator`]
 //!   (student checkpoint or OpenAI-compatible endpoint, plugged in by the binary), cuts them at
@@ -51,6 +52,7 @@ mod error;
 mod exec;
 pub mod generate;
 pub mod groundtruth;
+pub mod infill;
 pub mod passk;
 pub mod programs;
 pub mod report;

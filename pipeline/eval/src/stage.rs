@@ -58,7 +58,7 @@ impl Scorer<'_> {
 pub fn evaluate_samples_file(work_dir: &Path, benchmark: Benchmark, samples_file: &Path, cfg: &EvalConfig, quiet: bool) -> distill_core::Result<Value> {
     let settings = cfg.settings("the config file")?;
     if !crate::config::SCORABLE.contains(&benchmark) {
-        return Err(distill_core::Error::Usage(format!("benchmark '{benchmark}' cannot be scored (use humaneval, humaneval+, mbpp, mbpp+ or mbpp-sanitized)")));
+        return Err(distill_core::Error::Usage(format!("benchmark '{benchmark}' cannot be scored (use {})", crate::config::SCORABLE_NAMES)));
     }
     let ds = settings.data.load(benchmark)?;
     let samples = read_samples(samples_file)?;
