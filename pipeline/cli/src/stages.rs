@@ -241,7 +241,7 @@ fn eval(cfg: &Config, _opts: &StageOptions) -> StageDef {
                 let generator = distill_eval::EndpointGenerator::new(client, !ctx.quiet);
                 distill_eval::run(ctx, &whole.eval, &generator)
             } else {
-                let generator = student::StudentGenerator::load(&ctx.input_dir("train"), whole.eval.generation_batch)?;
+                let generator = student::StudentGenerator::load(&ctx.input_dir("train"), whole.eval.generation_batch, &whole.eval.quantize)?;
                 distill_eval::run(ctx, &whole.eval, &generator)
             }
         }),

@@ -21,12 +21,21 @@ fn gen_err(e: impl std::fmt::Display) -> distill_eval::Error {
 }
 
 impl StudentGenerator {
-    pub fn load(dir: &Path, batch_size: usize) -> distill_core::Result<Self> {
+    /// Loads the model folder `dir`, its weights quantized when `quantize` names a format
+    /// (`q8_0`, `q4_k`; empty = f32).
+    pub fn load(dir: &Path, batch_size: usize, quantize: &str) -> distill_core::Result<Self> {
         let device = candle_core::Device::Cpu;
-        let model = distill_model::weights::load_hf_dir(dir, &device).map_err(|e| distill_core::Error::Other(format!("{}: {e}", dir.display())))?;
+        let err = |e: distill_model::Error| distill_core::Error::Other(format!("{}: {e}", dir.display()));
+        let mut model = distill_model::weights::load_hf_dir(dir, &device).map_err(err)?;
+        let quantize = if quantize == "f32" { "" } else { quantize };
+        if !quantize.is_empty() {
+            let stats = model.quantize(quantize.parse().map_err(err)?).map_err(err)?;
+            tracing::info!(quantize, matrices = ?stats.matrices, "student weights quantized");
+        }
         let path = dir.join("tokenizer.json");
         let tokenizer = tokenizers::Tokenizer::from_file(&path).map_err(|e| distill_core::Error::Other(format!("{}: {e}", path.display())))?;
-        Ok(StudentGenerator { model, tokenizer, name: dir.display().to_string(), batch_size: batch_size.max(1) })
+        let name = if quantize.is_empty() { dir.display().to_string() } else { format!("{} ({quantize})", dir.display()) };
+        Ok(StudentGenerator { model, tokenizer, name, batch_size: batch_size.max(1) })
     }
 }
 

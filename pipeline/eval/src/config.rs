@@ -61,6 +61,9 @@ pub struct EvalConfig {
     pub bootstrap_resamples: u32,
     /// Prompts handed to the generator per call (progress is reported between calls).
     pub generation_batch: usize,
+    /// The student's weights while it generates: "" (f32, as trained), "q8_0" (int8) or
+    /// "q4_k" (int4), quantized on load (`distill_model::quant`). Not used for the teacher.
+    pub quantize: String,
     /// How programs are sandboxed (`[eval.sandbox]`): interpreter, isolation, ... Its
     /// `workers` is overridden by `workers` above when that is not 0.
     pub sandbox: SandboxConfig,
@@ -89,6 +92,7 @@ impl Default for EvalConfig {
             plus_task_timeout_secs: 60.0,
             bootstrap_resamples: 1000,
             generation_batch: 64,
+            quantize: String::new(),
             sandbox: SandboxConfig::default(),
         }
     }
@@ -127,8 +131,14 @@ pub struct EvalSettings {
     pub plus: PlusLimits,
     pub bootstrap_resamples: u32,
     pub generation_batch: usize,
+    /// "" for f32, else a `distill_model::Quantization` name.
+    pub quantize: String,
     pub sandbox: SandboxConfig,
 }
+
+/// The names `[eval] quantize` accepts (the model crate's, checked here so that this crate
+/// stays free of candle).
+pub const QUANTIZE_NAMES: [&str; 4] = ["", "f32", "q8_0", "q4_k"];
 
 /// Benchmarks that can be scored (`mbpp-full` mixes the few-shot, train and validation
 /// splits into the test split, so it is loaded for decontamination only).
@@ -202,6 +212,9 @@ impl EvalConfig {
         if self.fim_tokens.iter().any(String::is_empty) {
             bad("eval.fim_tokens", "key 'fim_tokens' in [eval]: give the model's three FIM tokens (prefix, suffix, middle)".into());
         }
+        if !QUANTIZE_NAMES.contains(&self.quantize.as_str()) {
+            bad("eval.quantize", format!("key 'quantize' in [eval]: '{}' is not a quantization: use \"\" (f32), \"q8_0\" (int8) or \"q4_k\" (int4)", self.quantize));
+        }
         if !problems.is_empty() {
             return Err(distill_core::Error::Config { problems });
         }
@@ -227,6 +240,7 @@ impl EvalConfig {
             plus: PlusLimits { min_time_limit_secs: self.plus_min_time_limit_secs, time_limit_factor: self.plus_time_limit_factor, task_timeout_secs: self.plus_task_timeout_secs },
             bootstrap_resamples: self.bootstrap_resamples,
             generation_batch: self.generation_batch,
+            quantize: if self.quantize == "f32" { String::new() } else { self.quantize.clone() },
             sandbox,
         })
     }
@@ -254,11 +268,11 @@ mod tests {
 
     #[test]
     fn every_bad_value_is_reported_with_its_key() {
-        let cfg = EvalConfig { benchmarks: vec!["mbpp-full".into()], n: 0, k: vec![0], timeout_secs: -1.0, ..EvalConfig::default() };
+        let cfg = EvalConfig { benchmarks: vec!["mbpp-full".into()], n: 0, k: vec![0], timeout_secs: -1.0, quantize: "q5".into(), ..EvalConfig::default() };
         let err = cfg.settings("c.toml").unwrap_err();
         assert_eq!(err.exit_code(), 2);
         let msg = err.to_string();
-        for key in ["'benchmarks'", "'n'", "'k'", "'timeout_secs'"] {
+        for key in ["'benchmarks'", "'n'", "'k'", "'timeout_secs'", "'quantize'"] {
             assert!(msg.contains(key), "{key} missing from: {msg}");
         }
     }

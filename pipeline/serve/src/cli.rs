@@ -32,6 +32,9 @@ pub struct ServeArgs {
     /// Chat template: roles or plain.
     #[arg(long)]
     pub chat_template: Option<String>,
+    /// Quantize the weights for inference: q8_0 (int8) or q4_k (int4); f32 = as trained.
+    #[arg(long, value_name = "q8_0|q4_k")]
+    pub quantize: Option<String>,
     /// Shorten a request's max_tokens to the context left instead of answering 400.
     #[arg(long)]
     pub truncate_to_context: bool,
@@ -50,6 +53,7 @@ impl ServeArgs {
         set(&mut cfg.model_name, &self.model_name);
         set(&mut cfg.api_key_env, &self.api_key_env);
         set(&mut cfg.chat_template, &self.chat_template);
+        set(&mut cfg.quantize, &self.quantize);
         if let Some(p) = self.port {
             cfg.port = p;
         }

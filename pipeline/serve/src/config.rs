@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use distill_core::config::ConfigProblem;
+use distill_model::Quantization;
 
 /// `[serve]`: which model folder to serve, where, and how hard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +55,9 @@ pub struct ServeConfig {
     pub chat_template: String,
     /// Compute device: `cpu` (the only one this build serves on).
     pub device: String,
+    /// Weights for inference: `""` (f32, as trained), `"q8_0"` (int8) or `"q4_k"` (int4);
+    /// see `distill_model::quant`.
+    pub quantize: String,
 }
 
 impl Default for ServeConfig {
@@ -72,6 +76,7 @@ impl Default for ServeConfig {
             truncate_to_context: false,
             chat_template: "roles".into(),
             device: "cpu".into(),
+            quantize: String::new(),
         }
     }
 }
@@ -107,6 +112,7 @@ pub struct Settings {
     pub default_max_tokens: u32,
     pub truncate_to_context: bool,
     pub chat_template: ChatTemplate,
+    pub quantize: Option<Quantization>,
 }
 
 impl ServeConfig {
@@ -161,6 +167,16 @@ impl ServeConfig {
         if self.device != "cpu" {
             bad("device", format!("'{}' is not supported: the server runs on \"cpu\"", self.device));
         }
+        let quantize = match self.quantize.as_str() {
+            "" | "f32" => None,
+            q => match q.parse::<Quantization>() {
+                Ok(q) => Some(q),
+                Err(_) => {
+                    bad("quantize", format!("'{q}' is not a quantization: use \"\" (f32), {}", Quantization::NAMES));
+                    None
+                }
+            },
+        };
         if !problems.is_empty() {
             return Err(distill_core::Error::Config { problems });
         }
@@ -179,6 +195,7 @@ impl ServeConfig {
             default_max_tokens: self.default_max_tokens,
             truncate_to_context: self.truncate_to_context,
             chat_template: chat_template.expect("checked above"),
+            quantize,
         })
     }
 }
@@ -203,11 +220,12 @@ mod tests {
             max_batch_size: 0,
             chat_template: "jinja".into(),
             device: "cuda".into(),
+            quantize: "q5".into(),
             api_key_env: "DISTILL_SERVE_TEST_SURELY_UNSET".into(),
             ..Default::default()
         };
         let msg = cfg.settings("c.toml").unwrap_err().to_string();
-        for key in ["model_dir", "host", "max_batch_size", "chat_template", "device", "api_key_env"] {
+        for key in ["model_dir", "host", "max_batch_size", "chat_template", "device", "api_key_env", "quantize"] {
             assert!(msg.contains(&format!("[serve] {key}:")), "{key} missing from:\n{msg}");
         }
     }
@@ -226,6 +244,7 @@ mod tests {
             default_max_tokens: 1,
             truncate_to_context: false,
             chat_template: ChatTemplate::Plain,
+            quantize: None,
         };
         assert!(!format!("{s:?}").contains("planted"));
     }

@@ -103,7 +103,11 @@ pub fn start_with(settings: Settings) -> Result<ServerHandle> {
             ));
         }
     }
-    let model = distill_model::load_hf_dir(dir, &Device::Cpu)?;
+    let mut model = distill_model::load_hf_dir(dir, &Device::Cpu)?;
+    if let Some(q) = settings.quantize {
+        let stats = model.quantize(q)?;
+        tracing::info!(quantize = %q, matrices = ?stats.matrices, mib_before = stats.dense_bytes >> 20, mib_after = stats.quantized_bytes >> 20, "weights quantized");
+    }
     let cfg = model.config().clone();
     let vocab = Arc::new(Vocab::load(dir, &cfg.eos_token_ids(), &cfg.bos_token_ids())?);
     if vocab.size() > cfg.vocab_size() {
