@@ -111,12 +111,20 @@ fn soft_labels(h: &mut String, s: &RunSummary) {
         ("teacher_bytes_mismatch", "the teacher's tokens spell other text than the answer"),
         ("boundaries_differ", "no teacher chunk of at most max_chunk_tokens tokens lines up with the student's"),
         ("bad_teacher_logprob", "a log-prob was not a number"),
+        ("empty_middle", "fill-in-the-middle rows whose middle is empty: only their end-of-text is trained"),
     ];
     for (key, text) in why {
         let n = count(key);
         if n > 0 {
             let _ = writeln!(h, "<p>{n} rows train on the hard label only: {} (<code>{key}</code>).</p>", escape(text));
         }
+    }
+    // Fill-in-the-middle rows (`[shards] fim_rate`), by order.
+    let fim: Vec<(String, u64)> = st.get("fim_rows").and_then(|v| v.as_object()).into_iter().flatten().filter_map(|(k, v)| Some((k.clone(), v.as_u64()?))).collect();
+    if !fim.is_empty() {
+        let total: u64 = fim.iter().map(|(_, n)| n).sum();
+        let parts: Vec<String> = fim.iter().map(|(k, n)| format!("{n} {}", escape(&k.to_uppercase()))).collect();
+        let _ = writeln!(h, "<p>{total} training rows are fill-in-the-middle rows ({}).</p>", parts.join(", "));
     }
 }
 

@@ -75,7 +75,7 @@ fn make_run(work: &Path) {
     );
     write(
         &work.join("shards/stats.json"),
-        r#"{"total_rows": 150, "hard_label_only_rows": 12, "soft_label_byte_share": 0.9312, "teacher_mass_captured": 0.8126, "alignment": {"chunks": 138, "no_teacher_logprobs": 12}}"#,
+        r#"{"total_rows": 150, "hard_label_only_rows": 12, "soft_label_byte_share": 0.9312, "teacher_mass_captured": 0.8126, "alignment": {"chunks": 138, "no_teacher_logprobs": 12}, "fim_rows": {"psm": 31, "spm": 29}}"#,
     );
     write(&work.join("train/metrics.jsonl"), &metrics(50, 1.0));
     write(&work.join("train-baseline/metrics.jsonl"), &metrics(50, 1.2));
@@ -109,6 +109,7 @@ fn the_report_shows_every_section() {
         "<h2>Soft labels</h2>",
         "<td>93.1%</td><td>81.3%</td><td>12</td>",
         "12 rows train on the hard label only: the teacher sent no log-probs",
+        "60 training rows are fill-in-the-middle rows (31 PSM, 29 SPM)",
     ] {
         assert!(page.contains(needle), "index.html lacks {needle:?}");
     }
