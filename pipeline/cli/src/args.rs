@@ -63,6 +63,8 @@ pub enum Command {
     Report,
     /// Serve a model (default: the trained student) with an OpenAI-compatible API.
     Serve(distill_serve::ServeArgs),
+    /// Export a model folder (default: the trained student) to one GGUF file for llama.cpp.
+    Gguf(GgufArgs),
     /// Run every stage in order, skipping those that are up to date.
     Run,
     /// Show each stage: up to date, stale (and why), or never run. Also validates the config.
@@ -78,6 +80,19 @@ pub enum Command {
     /// Write a commented starter config, DIR/distill.toml, for a teacher and a student preset,
     /// and say what to run next.
     Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GgufArgs {
+    /// HF-style model folder (default: <work-dir>/train, the trained student).
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// The GGUF file to write (default: <model-dir>/model-<quantize>.gguf).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Weight format of the matrices: f32, q8_0 (int8) or q4_k (int4).
+    #[arg(long, default_value = "f32", value_name = "f32|q8_0|q4_k")]
+    pub quantize: String,
 }
 
 #[derive(Debug, Args)]

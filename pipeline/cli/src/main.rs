@@ -40,6 +40,19 @@ fn init_logging(quiet: bool) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
+/// `distill gguf`: the model folder as one GGUF file (see `distill_model::gguf`).
+fn export_gguf(a: &args::GgufArgs, work_dir: &std::path::Path) -> distill_core::Result<()> {
+    let dir = a.model_dir.clone().unwrap_or_else(|| work_dir.join("train"));
+    let quantize = match a.quantize.as_str() {
+        "f32" | "" => None,
+        q => Some(q.parse::<distill_model::Quantization>().map_err(|e| Error::Usage(format!("--quantize: {e}")))?),
+    };
+    let out = a.out.clone().unwrap_or_else(|| dir.join(format!("model-{}.gguf", quantize.map_or("f32", |q| q.name()))));
+    let report = distill_model::gguf::export(&dir, &out, quantize).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
+    println!("wrote {} ({}, {} tensors {:?}, {} bytes)", out.display(), report.architecture, report.tensors, report.types, report.bytes);
+    Ok(())
+}
+
 fn run(cli: Cli) -> distill_core::Result<()> {
     // Commands about the command line itself, and `init`, need no config.
     // Both are rendered in memory first: clap_complete panics on a closed pipe (`| head`).
@@ -110,6 +123,7 @@ fn run(cli: Cli) -> distill_core::Result<()> {
             args.apply(&mut serve);
             return distill_serve::serve_forever(&serve).map_err(|e| Error::Other(e.to_string()));
         }
+        Command::Gguf(a) => return export_gguf(a, &work_dir),
         Command::Run | Command::Status => None,
         Command::Completions { .. } | Command::Man | Command::Init(_) => unreachable!("answered before the config is loaded"),
     };

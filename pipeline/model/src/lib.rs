@@ -8,6 +8,7 @@
 //!   [`decode::Decoder`], the batch-decoding loop the server's engine shares.
 //! - [`loss`]: forward/reverse KL, JSD and CE on sparse top-k teacher log-probs.
 //! - [`quant`]: int8 / int4 (GGUF Q8_0, Q4_K) weights for inference, [`CausalLm::quantize`].
+//! - [`gguf`]: export of a model folder to a GGUF file for llama.cpp-based tools.
 
 pub mod cache;
 pub mod checkpoint;
@@ -18,6 +19,8 @@ pub mod decode;
 pub mod error;
 pub mod fused;
 pub mod generate;
+pub mod gguf;
+pub mod gguf_vocab;
 pub mod gpt2;
 pub mod llama;
 pub mod loss;
