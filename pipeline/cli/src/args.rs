@@ -63,6 +63,8 @@ pub enum Command {
     Report,
     /// Serve a model (default: the trained student) with an OpenAI-compatible API.
     Serve(distill_serve::ServeArgs),
+    /// Serve the live dashboard (web page and JSON API under /api/v1) over the work dir.
+    Dashboard(crate::dashboard::DashboardArgs),
     /// Export a model folder (default: the trained student) to one GGUF file for llama.cpp.
     Gguf(GgufArgs),
     /// Run every stage in order, skipping those that are up to date.

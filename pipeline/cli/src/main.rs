@@ -4,6 +4,7 @@
 
 mod args;
 mod config;
+mod dashboard;
 mod init;
 mod local_teacher;
 mod paths;
@@ -123,6 +124,7 @@ fn run(cli: Cli) -> distill_core::Result<()> {
             args.apply(&mut serve);
             return distill_serve::serve_forever(&serve).map_err(|e| Error::Other(e.to_string()));
         }
+        Command::Dashboard(args) => return dashboard::serve(args, cli.config.clone(), work_dir),
         Command::Gguf(a) => return export_gguf(a, &work_dir),
         Command::Run | Command::Status => None,
         Command::Completions { .. } | Command::Man | Command::Init(_) => unreachable!("answered before the config is loaded"),

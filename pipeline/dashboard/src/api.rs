@@ -348,8 +348,8 @@ async fn job_log(State(s): State<AppState>, Path(id): Path<String>, headers: Hea
     let (kept, rx) = job.follow(from);
     struct St {
         job: Arc<crate::jobs::Job>,
-        backlog: std::collections::VecDeque<(u64, String)>,
-        rx: tokio::sync::broadcast::Receiver<(u64, String)>,
+        backlog: std::collections::VecDeque<crate::jobs::LogLine>,
+        rx: tokio::sync::broadcast::Receiver<crate::jobs::LogLine>,
         next: u64,
         done: bool,
     }

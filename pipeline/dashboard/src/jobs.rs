@@ -28,6 +28,9 @@ const HISTORY: usize = 50;
 /// Time a cancelled job's processes get to stop before SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// A numbered line of a job's log.
+pub type LogLine = (u64, String);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -63,7 +66,7 @@ pub struct Job {
     info: Mutex<JobInfo>,
     /// The kept lines and the number of the first of them.
     log: Mutex<(u64, VecDeque<String>)>,
-    lines: broadcast::Sender<(u64, String)>,
+    lines: broadcast::Sender<LogLine>,
     cancel: Notify,
     cancel_asked: Mutex<bool>,
 }
@@ -74,7 +77,7 @@ impl Job {
     }
 
     /// Lines from number `from` on that are still kept, and a receiver of the lines to come.
-    pub fn follow(&self, from: u64) -> (Vec<(u64, String)>, broadcast::Receiver<(u64, String)>) {
+    pub fn follow(&self, from: u64) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
         let log = self.log.lock().expect("log lock");
         let rx = self.lines.subscribe();
         let (first, lines) = &*log;
@@ -201,6 +204,8 @@ async fn run_one(job: &Job, pipeline: &dyn Pipeline) {
     let info = job.info();
     let target = (info.target != "run").then_some(info.target.as_str());
     let mut cmd = tokio::process::Command::from(pipeline.command(target, info.force));
+    // Plain log lines for the page and API clients (tracing colours its output otherwise).
+    cmd.env("NO_COLOR", "1");
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     job.set(|i| {
         i.state = JobState::Running;

@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::response::sse::Event;
 use futures::Stream;
@@ -40,7 +40,6 @@ struct Follow {
     work_dir: PathBuf,
     run: String,
     file: Option<PathBuf>,
-    modified: Option<SystemTime>,
     /// Bytes of complete lines sent.
     offset: u64,
     /// Lines sent (the next event's id is this plus one).
@@ -58,7 +57,6 @@ impl Follow {
         let file = live_file(&self.work_dir, &self.run);
         let meta = file.as_ref().and_then(|f| std::fs::metadata(f).ok());
         let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
-        let modified = meta.as_ref().and_then(|m| m.modified().ok());
         let switched = file != self.file;
         if (switched && self.file.is_some()) || len < self.offset {
             // Another file, or the same one started over: the client drops what it has, unless
@@ -72,10 +70,9 @@ impl Follow {
             }
         }
         self.file = file.clone();
-        if len == self.offset || (modified == self.modified && !switched && len == self.offset) {
+        if len == self.offset {
             return events;
         }
-        self.modified = modified;
         let Some(path) = file else { return events };
         let mut chunk = Vec::new();
         if let Ok(mut f) = std::fs::File::open(&path) {
@@ -90,7 +87,7 @@ impl Follow {
             if self.lines <= self.skip {
                 continue;
             }
-            events.push(Event::default().event("metric").id(self.lines.to_string()).data(String::from_utf8_lossy(line).into_owned()));
+            events.push(Event::default().event("metric").id(self.lines.to_string()).data(String::from_utf8_lossy(line)));
         }
         self.offset += complete as u64;
         events
@@ -99,7 +96,7 @@ impl Follow {
 
 /// Server-sent events of `run`'s metrics, polling the file every `every`.
 pub fn stream(work_dir: PathBuf, run: String, last_event_id: u64, every: Duration) -> impl Stream<Item = Result<Event, Infallible>> {
-    let state = Follow { work_dir, run, file: None, modified: None, offset: 0, lines: 0, skip: last_event_id, pending: Default::default() };
+    let state = Follow { work_dir, run, file: None, offset: 0, lines: 0, skip: last_event_id, pending: Default::default() };
     futures::stream::unfold(state, move |mut st| async move {
         loop {
             if let Some(e) = st.pending.pop_front() {

@@ -1,0 +1,464 @@
+//! `distill dashboard` against a real work dir: the pipeline's own stages on a tiny config
+//! (tokenizer, prompts, a loopback teacher with real code answers and log-probs, filter,
+//! shards), then the server started as a user starts it, on loopback, and every endpoint asked
+//! over real HTTP: pages, filters, tokens, shard rows, the funnel against filter/stats.json,
+//! jobs (401 without the key, a training run started through the API whose metrics stream
+//! gains points while it runs, its log streamed to the end), bad input (400), path traversal,
+//! the rate limit (429) and the bind rule (a key beyond loopback).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use distill_teacher_testserver::{code::CodeAnswers, ServerConfig};
+use serde_json::Value;
+
+#[path = "common/cdp.rs"]
+mod cdp;
+
+const KEY: &str = "test-dashboard-key";
+
+/// Tests that train take turns: they share the fixture's `.scratch/train`.
+static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The metric events after the last `reset` (a new training run starts the file over).
+fn current_run(events: &[(String, String)]) -> Vec<Value> {
+    let start = events.iter().rposition(|(t, _)| t == "reset").map(|i| i + 1).unwrap_or(0);
+    events[start..].iter().filter(|(t, _)| t == "metric").filter_map(|(_, d)| serde_json::from_str(d).ok()).collect()
+}
+
+/// The tiny run's folder, built once for every test of this file.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    work: PathBuf,
+}
+
+fn distill(root: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_distill")).args(["--quiet", "--config", "dash.toml"]).args(args).current_dir(root).env_remove("RUST_LOG").output().unwrap();
+    assert!(out.status.success(), "distill {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+}
+
+fn write_config(root: &Path, base_url: &str) {
+    std::fs::write(
+        root.join("dash.toml"),
+        format!(
+            "name = \"dash\"\n[tokenizer]\nvocab_size = 512\nmax_corpus_bytes = 400000\n\
+             [teacher]\nbase_url = \"{base_url}\"\nmodel = \"test-teacher\"\nn = 2\ntop_logprobs = 5\n\
+             [filter.consistency]\nenabled = false\n\
+             [train]\nmodel = \"nano\"\nsteps = 60\nbatch_size = 2\nseq_len = 96\nlog_every = 1\neval_every = 20\ncheckpoint_every = 0\n\
+             [train_baseline]\nenabled = false\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        write_config(&root, "http://127.0.0.1:9/v1");
+        distill(&root, &["tokenizer"]);
+        let work = root.join("datasets/dash");
+        let answers = CodeAnswers::load(&work.join("tokenizer/tokenizer.json")).unwrap();
+        let server = distill_teacher_testserver::spawn(ServerConfig { code: Some(Arc::new(answers)), ..Default::default() }).unwrap();
+        write_config(&root, &server.base_url);
+        for stage in ["prompts", "teacher", "filter", "shards"] {
+            distill(&root, &[stage]);
+        }
+        std::mem::forget(server); // the teacher is not needed again, but stays answerable
+        Fixture { _dir: dir, root, work }
+    })
+}
+
+/// A `distill dashboard` process; killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(f: &Fixture, extra: &[&str], key: Option<&str>) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_distill"));
+    cmd.args(["--config", "dash.toml", "dashboard", "--bind", "127.0.0.1:0"])
+        .args(extra)
+        .current_dir(&f.root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .env_remove("DISTILL_DASHBOARD_KEY");
+    if let Some(k) = key {
+        cmd.env("DISTILL_DASHBOARD_KEY", k);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("dashboard: http://").and_then(|a| a.strip_suffix('/')).unwrap_or_else(|| panic!("no address in {line:?}")).to_string();
+    Server { child, addr }
+}
+
+/// One HTTP/1.1 request: (status, headers, body).
+fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    req += body;
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+fn get(addr: &str, path: &str) -> (u16, Value) {
+    let (status, _, body) = request(addr, "GET", path, &[], "");
+    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}")))
+}
+
+fn ok(addr: &str, path: &str) -> Value {
+    let (status, v) = get(addr, path);
+    assert_eq!(status, 200, "GET {path}: {v}");
+    v
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Reads server-sent events from `path` until `enough(events so far)` or `limit` passes.
+fn events(addr: &str, path: &str, limit: Duration, enough: impl Fn(&[(String, String)]) -> bool) -> Vec<(String, String)> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
+    let mut reader = BufReader::new(s);
+    let (mut out, mut event, t0) = (Vec::new(), String::from("message"), Instant::now());
+    let mut line = String::new();
+    while t0.elapsed() < limit && !enough(&out) {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                let l = line.trim_end();
+                if let Some(e) = l.strip_prefix("event: ").or_else(|| l.strip_prefix("event:")) {
+                    event = e.trim().to_string();
+                } else if let Some(d) = l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")) {
+                    out.push((event.clone(), d.to_string()));
+                }
+            }
+            Err(_) => continue,
+        }
+    }
+    out
+}
+
+#[test]
+fn the_api_serves_the_dag_stats_funnel_and_records_of_a_real_run_with_pages_that_read_only_the_page() {
+    let f = fixture();
+    let srv = start(f, &[], None);
+    let a = srv.addr.as_str();
+
+    let status = ok(a, "/api/v1/status");
+    let stages = status["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["tokenizer", "prompts", "teacher", "filter", "shards", "train", "eval", "report"], "{status}");
+    let by = |n: &str| stages.iter().find(|s| s["name"] == n).unwrap().clone();
+    assert_eq!(by("filter")["state"], "up_to_date");
+    // (The jobs test may be training it right now.)
+    assert!(["never_run", "running", "up_to_date"].contains(&by("train")["state"].as_str().unwrap()), "{status}");
+    assert_eq!(by("shards")["deps"], serde_json::json!(["filter", "teacher", "tokenizer"]));
+    assert_eq!(ok(a, "/api/v1")["endpoints"].as_array().unwrap().len(), 15);
+
+    let stats = ok(a, "/api/v1/stages/filter/stats");
+    assert_eq!(stats, read_json(&f.work.join("filter/stats.json")));
+    assert_eq!(ok(a, "/api/v1/stages/teacher/manifest")["stage"], "teacher");
+
+    // The funnel: every filter of filter/stats.json, its in/out and reasons with their counts.
+    let funnel = ok(a, "/api/v1/funnel");
+    let steps = funnel["steps"].as_array().unwrap();
+    for entry in stats["funnel"].as_array().unwrap() {
+        let label = format!("filter: {}", entry["filter"].as_str().unwrap());
+        let step = steps.iter().find(|s| s["label"] == label.as_str()).unwrap_or_else(|| panic!("{label} missing: {funnel}"));
+        assert_eq!((step["input"].clone(), step["output"].clone()), (entry["in"].clone(), entry["out"].clone()));
+        let reasons = stats["dropped_by_reason"].get(entry["filter"].as_str().unwrap());
+        for r in step["reasons"].as_array().unwrap() {
+            assert_eq!(reasons.unwrap()[r["reason"].as_str().unwrap()], r["count"], "{label}");
+        }
+    }
+    let dropped: u64 = stats["dropped"].as_u64().unwrap();
+    assert!(dropped > 0, "the tiny run drops something, so the reasons are tested: {stats}");
+
+    // Exclusions by filter and reason: the counts are the filter's.
+    let all = ok(a, "/api/v1/records/exclusions?limit=5");
+    assert_eq!(all["total"].as_u64(), Some(dropped));
+    assert_eq!(all["records"].as_array().unwrap().len(), 5.min(dropped as usize));
+    for (filter, reasons) in stats["dropped_by_reason"].as_object().unwrap() {
+        for (reason, n) in reasons.as_object().unwrap() {
+            let page = ok(a, &format!("/api/v1/records/exclusions?filter={filter}&reason={reason}&limit=500"));
+            assert_eq!(page["matching"], *n, "{filter}/{reason}");
+            assert!(page["records"].as_array().unwrap().iter().all(|r| r["record"]["filter"] == filter.as_str() && r["record"]["reason"] == reason.as_str()));
+        }
+    }
+
+    // Pages of kept samples are disjoint and in file order; an id finds its record.
+    let kept_lines: Vec<Value> = std::fs::read_to_string(f.work.join("filter/kept.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(kept_lines.len() >= 2, "the tiny run keeps samples: {}", kept_lines.len());
+    let p1 = ok(a, "/api/v1/records/kept?offset=0&limit=1");
+    let p2 = ok(a, "/api/v1/records/kept?offset=1&limit=1");
+    assert_eq!(p1["total"].as_u64(), Some(kept_lines.len() as u64));
+    assert_eq!((p1["records"][0]["record"].clone(), p1["records"][0]["line"].clone()), (kept_lines[0].clone(), Value::from(1)));
+    assert_eq!(p2["records"][0]["record"], kept_lines[1]);
+    assert_eq!(p2["records"].as_array().unwrap().len(), 1);
+    let last = kept_lines.last().unwrap();
+    let found = ok(a, &format!("/api/v1/records/kept?id={}", last["id"].as_str().unwrap().replace('#', "%23")));
+    assert_eq!(found["records"][0]["record"], *last);
+    let prompts = ok(a, "/api/v1/records/prompts?limit=2");
+    assert!(prompts["facets"]["task_type"].as_object().unwrap().len() > 1, "{prompts}");
+    assert_eq!(ok(a, "/api/v1/records/answers?limit=1")["records"][0]["record"]["samples"].as_array().unwrap().len(), 2);
+
+    // A teacher answer's tokens, with log-probs and the top-k, from logprobs.frames.
+    let (pid, sample) = last["id"].as_str().unwrap().split_once('#').unwrap();
+    let tokens = ok(a, &format!("/api/v1/records/answers/{pid}/tokens?sample={sample}"));
+    let toks = tokens["tokens"].as_array().unwrap();
+    assert!(!toks.is_empty());
+    let spelled: String = toks.iter().map(|t| t["token"].as_str().unwrap()).collect();
+    assert_eq!(spelled, last["completion"].as_str().unwrap(), "the tokens spell the kept answer");
+    assert!(toks.iter().all(|t| t["logprob"].as_f64().unwrap() <= 0.0 && !t["top"].as_array().unwrap().is_empty()));
+    assert_eq!(get(a, "/api/v1/records/answers/nope/tokens").0, 404);
+
+    // Shard rows: pages by row group, one row in full with the teacher's top-k as text.
+    let manifest = read_json(&f.work.join("shards/shard_manifest.json"));
+    let train_rows = manifest["rows"]["train"].as_u64().unwrap();
+    assert!(train_rows >= 1, "{manifest}");
+    let rows = ok(a, &format!("/api/v1/shard-rows?split=train&offset={}&limit=2", train_rows - 1));
+    assert_eq!(rows["total"].as_u64(), Some(train_rows), "{manifest}");
+    assert_eq!(rows["rows"].as_array().unwrap().len(), 1, "the page ends with the split");
+    let row = ok(a, &format!("/api/v1/shard-rows/{}?split=train", train_rows - 1));
+    assert_eq!(row["row_id"], rows["rows"][0]["row_id"]);
+    assert_eq!(row["tokens"], Value::Null);
+    assert_eq!(rows["rows"][0]["tokens"].as_u64(), Some(row["input_ids"].as_array().unwrap().len() as u64));
+    assert_eq!(row["token_text"].as_array().unwrap().len(), row["input_ids"].as_array().unwrap().len());
+    assert_eq!(row["teacher_topk_text"].as_array().unwrap().len(), row["teacher_topk_ids"].as_array().unwrap().len());
+    assert_eq!(get(a, "/api/v1/shard-rows/100000?split=train").0, 404);
+
+    // Files of published stage folders only.
+    let (code, head, body) = request(a, "GET", "/api/v1/files/filter/stats.json", &[], "");
+    assert_eq!(code, 200);
+    assert!(head.to_ascii_lowercase().contains("content-type: application/json"));
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), stats);
+    std::fs::write(f.root.join("secret.txt"), "secret").unwrap();
+    for (path, want) in [
+        ("/api/v1/files/filter/../../secret.txt", [400, 404]),
+        ("/api/v1/files/filter/%2e%2e/%2e%2e/secret.txt", [400, 400]),
+        ("/api/v1/files/..%2F..%2Fsecret.txt", [400, 400]),
+        ("/api/v1/files/%2Fetc%2Fpasswd", [400, 400]),
+        ("/api/v1/files/.scratch/filter", [400, 400]),
+        ("/api/v1/files/secret.txt", [404, 404]),
+        ("/api/v1/stages/..%2F..%2Fsecret/stats", [404, 404]),
+        ("/api/v1/evals/..%2F..%2Fsecret/results", [404, 404]),
+        ("/api/v1/train/..%2Fsecret/metrics", [404, 404]),
+    ] {
+        let (code, _, body) = request(a, "GET", path, &[], "");
+        assert!(want.contains(&code), "{path}: {code} {body}");
+        assert!(!body.contains("secret\""), "{path} leaked: {body}");
+        assert!(body.contains("\"error\""), "{path}: errors are JSON: {body}");
+    }
+
+    // Bad input: 400s that name the parameter.
+    for (path, needle) in [
+        ("/api/v1/records/kept?limit=0", "limit: 0 is outside 1..=500"),
+        ("/api/v1/records/kept?offset=x", "offset: 'x'"),
+        ("/api/v1/records/exclusions?colour=red", "unknown parameter 'colour'"),
+        ("/api/v1/shard-rows?split=test", "split: 'test'"),
+        ("/api/v1/shard-rows/x", "row index 'x'"),
+        ("/api/v1/records/answers/a/tokens?sample=-1", "sample: '-1'"),
+        ("/api/v1/jobs/abc", "job id 'abc'"),
+    ] {
+        let (code, v) = get(a, path);
+        assert_eq!(code, 400, "{path}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(needle), "{path}: {v}");
+    }
+    assert_eq!(get(a, "/api/v1/records/nothing").0, 404);
+    assert_eq!(get(a, "/api/v1/evals").1["benchmarks"], serde_json::json!({}));
+}
+
+#[test]
+fn jobs_need_the_key_and_a_training_run_started_through_the_api_streams_metrics_and_its_log() {
+    let f = fixture();
+    let srv = start(f, &[], Some(KEY));
+    let a = srv.addr.as_str();
+    let json = ("Content-Type", "application/json");
+    let auth = format!("Bearer {KEY}");
+    let with_key = [json, ("Authorization", auth.as_str())];
+
+    let (code, _, body) = request(a, "POST", "/api/v1/jobs", &[json], r#"{"target": "train"}"#);
+    assert_eq!(code, 401, "{body}");
+    let (code, _, _) = request(a, "POST", "/api/v1/jobs", &[json, ("Authorization", "Bearer wrong")], r#"{"target": "train"}"#);
+    assert_eq!(code, 401);
+    for (body, needle) in [
+        (r#"{"target": "train", "colour": 1}"#, "unknown field `colour`"),
+        (r#"{"force": true}"#, "missing field `target`"),
+        (r#"{"target": "../../etc"}"#, "target: '../../etc' is not a stage"),
+        ("not json", "body:"),
+    ] {
+        let (code, _, resp) = request(a, "POST", "/api/v1/jobs", &with_key, body);
+        assert_eq!(code, 400, "{body}: {resp}");
+        assert!(resp.contains(needle), "{body}: {resp}");
+    }
+
+    let _training = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let (code, _, resp) = request(a, "POST", "/api/v1/jobs", &with_key, r#"{"target": "train", "force": true}"#);
+    assert_eq!(code, 202, "{resp}");
+    let job: Value = serde_json::from_str(&resp).unwrap();
+    let id = job["id"].as_u64().unwrap();
+    // A second job waits in the queue, and is cancelled before it starts.
+    let (_, _, second) = request(a, "POST", "/api/v1/jobs", &with_key, r#"{"target": "report"}"#);
+    let second: Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(second["state"], "queued");
+    let sid = second["id"].as_u64().unwrap();
+    assert_eq!(request(a, "POST", &format!("/api/v1/jobs/{sid}/cancel"), &[], "").0, 401);
+    let (code, _, cancelled) = request(a, "POST", &format!("/api/v1/jobs/{sid}/cancel"), &[("Authorization", auth.as_str())], "");
+    assert_eq!(code, 200, "{cancelled}");
+    assert_eq!(ok(a, &format!("/api/v1/jobs/{sid}"))["state"], "cancelled");
+
+    // The metrics stream gains points while the job trains.
+    let metrics = events(a, "/api/v1/train/train/metrics/stream", Duration::from_secs(120), |e| current_run(e).len() >= 20);
+    let steps: Vec<u64> = current_run(&metrics).iter().filter_map(|m| m.get("step")?.as_u64()).collect();
+    assert!(steps.len() >= 20, "{metrics:?}");
+    assert!(steps.windows(2).all(|w| w[0] <= w[1]), "{steps:?}");
+
+    // The log streams to the end of the job.
+    let log = events(a, &format!("/api/v1/jobs/{id}/log"), Duration::from_secs(180), |e| e.iter().any(|(t, _)| t == "end"));
+    let end = log.iter().find(|(t, _)| t == "end").unwrap_or_else(|| panic!("no end: {log:?}"));
+    let end: Value = serde_json::from_str(&end.1).unwrap();
+    assert_eq!(end["state"], "succeeded", "{log:?}");
+    assert!(log.iter().any(|(_, l)| l == "$ distill --force train"), "{log:?}");
+    let all = ok(a, "/api/v1/train/train/metrics");
+    assert_eq!(all["metrics"].as_array().unwrap().iter().filter(|m| m["kind"] == "train").count(), 60);
+    assert_eq!(ok(a, "/api/v1/jobs")["jobs"].as_array().unwrap().len(), 2);
+    assert_eq!(request(a, "POST", &format!("/api/v1/jobs/{id}/cancel"), &[("Authorization", auth.as_str())], "").0, 409);
+}
+
+#[test]
+fn a_client_over_its_rate_gets_429_and_binding_beyond_loopback_needs_a_key() {
+    let f = fixture();
+    let srv = start(f, &["--rate-limit", "1"], None);
+    let codes: Vec<u16> = (0..6).map(|_| request(&srv.addr, "GET", "/api/v1/records/kept?limit=1", &[], "").0).collect();
+    assert_eq!(&codes[..2], [200, 200], "a burst of two is allowed: {codes:?}");
+    assert!(codes[2..].contains(&429), "{codes:?}");
+    let (_, head, body) = request(&srv.addr, "GET", "/api/v1/status", &[], "");
+    assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+    assert!(body.contains("rate_limited"), "{body}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(["--config", "dash.toml", "dashboard", "--bind", "0.0.0.0:0"])
+        .current_dir(&f.root)
+        .env_remove("DISTILL_DASHBOARD_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set DISTILL_DASHBOARD_KEY"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn headless_chromium_sees_the_loss_chart_grow_during_training_and_the_funnel_of_filter_stats() {
+    let f = fixture();
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = match cdp::Browser::launch(profile.path(), 1200, 2000) {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let _training = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let srv = start(f, &[], Some(KEY));
+    let a = srv.addr.as_str();
+    let auth = format!("Bearer {KEY}");
+    let (code, _, resp) = request(a, "POST", "/api/v1/jobs", &[("Content-Type", "application/json"), ("Authorization", auth.as_str())], r#"{"target": "train", "force": true}"#);
+    assert_eq!(code, 202, "{resp}");
+    let id = serde_json::from_str::<Value>(&resp).unwrap()["id"].as_u64().unwrap();
+    browser.open(&format!("http://{a}/"));
+    // A mark on the page's window: still there at the end means the page was never reloaded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while browser.eval("document.readyState") != "complete" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    browser.eval("window.__mark = 42");
+
+    let points = |b: &mut cdp::Browser| b.eval("+(document.getElementById('loss').dataset.points || 0)").as_u64().unwrap_or(0);
+    let mut seen_states = std::collections::BTreeSet::new();
+    let (mut first, mut later) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        if let Some(s) = browser.eval("(document.querySelector('[data-stage=\"train\"]') || {dataset: {}}).dataset.state").as_str() {
+            seen_states.insert(s.to_string());
+        }
+        let n = points(&mut browser);
+        let running = ok(a, &format!("/api/v1/jobs/{id}"))["state"] == "running";
+        if first == 0 && n > 0 && running {
+            first = n;
+        } else if first > 0 && n > first && running {
+            later = n;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(first > 0 && later > first, "the loss chart gained points while training ran: {first} -> {later}");
+    assert!(seen_states.contains("running"), "the DAG showed train running: {seen_states:?}");
+    assert_eq!(browser.eval("window.__mark"), 42, "the page was not reloaded");
+
+    // The funnel: each filter's drop reasons with the counts of filter/stats.json.
+    let stats = read_json(&f.work.join("filter/stats.json"));
+    let shown = browser.eval(
+        "JSON.stringify(Object.fromEntries([...document.querySelectorAll('#funnel tr[data-step]')].map(tr => [tr.dataset.step, \
+         Object.fromEntries([...tr.querySelectorAll('.reason[data-reason]')].map(r => [r.dataset.reason, +r.querySelector('b').textContent]))])))",
+    );
+    let shown: Value = serde_json::from_str(shown.as_str().unwrap()).unwrap();
+    let mut reasons_checked = 0;
+    for entry in stats["funnel"].as_array().unwrap() {
+        let filter = entry["filter"].as_str().unwrap();
+        let want = stats["dropped_by_reason"].get(filter).cloned().unwrap_or(serde_json::json!({}));
+        assert_eq!(shown[format!("filter: {filter}")], want, "{filter}: {shown}");
+        reasons_checked += want.as_object().unwrap().len();
+    }
+    assert!(reasons_checked > 0, "{stats}");
+
+    // The screenshot: the page is drawn, with the loss chart's lines, the funnel's drop bars and
+    // the DAG's running stage in their colours.
+    let png = browser.screenshot();
+    if let Ok(path) = std::env::var("DISTILL_DASHBOARD_SCREENSHOT") {
+        std::fs::write(path, &png).unwrap();
+    }
+    let img = image::load_from_memory(&png).unwrap().to_rgb8();
+    assert_eq!(img.width(), 1200, "{}x{}", img.width(), img.height());
+    assert!(img.height() >= 1000, "{}x{}", img.width(), img.height());
+    let count = |rgb: [u8; 3]| img.pixels().filter(|p| p.0 == rgb).count();
+    let total = (img.width() * img.height()) as usize;
+    let ink = img.pixels().filter(|p| p.0 != [255, 255, 255] && p.0 != [250, 251, 252]).count();
+    assert!(ink * 20 > total, "the screenshot is nearly blank: {ink} of {total} pixels");
+    assert!(count([31, 119, 180]) > 300, "the KD curve and kept bars are drawn: {}", count([31, 119, 180]));
+    assert!(count([214, 39, 40]) > 20, "the funnel's drop bars are drawn: {}", count([214, 39, 40]));
+
+    let (code, _, _) = request(a, "POST", &format!("/api/v1/jobs/{id}/cancel"), &[("Authorization", auth.as_str())], "");
+    assert!(code == 200 || code == 409);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !["cancelled", "succeeded", "failed"].contains(&ok(a, &format!("/api/v1/jobs/{id}"))["state"].as_str().unwrap()) {
+        assert!(Instant::now() < deadline, "the job stopped after cancel");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
