@@ -12,7 +12,7 @@ DISTILL := $(BIN) --config $(CONFIG) $(ARGS)
 
 STAGES := tokenizer teacher-bootstrap prompts teacher filter shards train eval report
 
-.PHONY: distill build status test bench bench-gpu bench-scale bench-xtok bench-serve bench-train-cpu cuda clean-work $(STAGES)
+.PHONY: distill build status test bench bench-gpu bench-scale bench-xtok bench-serve bench-quant bench-train-cpu cuda clean-work $(STAGES)
 
 distill: build
 	$(DISTILL) run
@@ -60,6 +60,13 @@ bench-xtok:
 bench-serve:
 	$(CARGO) build --profile $(PROFILE) --bin distill
 	.venv/bin/python benches/serve/run.py --distill $(CURDIR)/$(BIN)
+
+# Quantized inference (issue #21): distill serve with f32 / q8_0 / q4_k weights (GPT-2 124M
+# shape: tokens/s at 1 and 8 clients, RSS), and on the offline default's student (datasets/default,
+# after `make distill`) held-out NLL and pass@1 per quantization (benches/quant/run.py).
+bench-quant:
+	$(CARGO) build --profile $(PROFILE) --bin distill
+	.venv/bin/python benches/quant/run.py --distill $(CURDIR)/$(BIN)
 
 bench-train-cpu:
 	$(CARGO) build --profile $(PROFILE) --bin distill
