@@ -7,7 +7,10 @@
 # Needs an NVIDIA GPU, the CUDA build of distill (`make cuda`; bin/distill-cuda.gz is unpacked
 # when DISTILL is unset) and python3 with torch + transformers. Env: BATCH (2), SEQ (2048),
 # TOPK (20), STEPS (10), WARMUP (2), MODES ("candle eager compile"), RECOMPUTE_ATTENTION (true:
-# candle recomputes attention's probabilities in the backward pass; false keeps them).
+# candle recomputes attention's probabilities in the backward pass; false keeps them),
+# FLASH_ATTENTION (true: candle's tiled attention kernels; false: the composed attention path),
+# PRESET (qwen2.5-0.5b; also qwen2.5-1.5b, qwen2.5-3b: configs/models/), ACTIVATION_CHECKPOINTING
+# (false; true: candle and PyTorch both recompute each block in the backward pass).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-${OUT:-/tmp/bench-gpu}}
@@ -15,7 +18,10 @@ mkdir -p "$OUT"
 BATCH=${BATCH:-2} SEQ=${SEQ:-2048} TOPK=${TOPK:-20} STEPS=${STEPS:-10} WARMUP=${WARMUP:-2}
 MODES=${MODES:-candle eager compile}
 RECOMPUTE_ATTENTION=${RECOMPUTE_ATTENTION:-true}
-MODEL=configs/models/qwen2.5-0.5b.json
+FLASH_ATTENTION=${FLASH_ATTENTION:-true}
+PRESET=${PRESET:-qwen2.5-0.5b}
+ACTIVATION_CHECKPOINTING=${ACTIVATION_CHECKPOINTING:-false}
+MODEL=configs/models/$PRESET.json
 if [ -z "${DISTILL:-}" ]; then
   DISTILL=/tmp/distill-cuda
   gunzip -c bin/distill-cuda.gz > "$DISTILL" && chmod +x "$DISTILL"
@@ -23,13 +29,15 @@ fi
 
 cat > "$OUT/bench.toml" <<TOML
 [train]
-model = "qwen2.5-0.5b"
+model = "$PRESET"
 vocab_from_tokenizer = false
 batch_size = $BATCH
 seq_len = $SEQ
 device = "cuda"
 dtype = "bf16"
 recompute_attention = $RECOMPUTE_ATTENTION
+flash_attention = $FLASH_ATTENTION
+activation_checkpointing = $ACTIVATION_CHECKPOINTING
 
 [train.loss]
 kd = 1.0
@@ -60,7 +68,7 @@ runs=()
 for m in $MODES; do
   case $m in
     candle) measure candle "$DISTILL" --config "$OUT/bench.toml" --work-dir "$OUT/work" train --bench "$STEPS" --bench-warmup "$WARMUP" --bench-topk "$TOPK" ;;
-    eager|compile) measure "torch-$m" python3 benches/gpu/torch_kd.py --model-config $MODEL --batch "$BATCH" --seq "$SEQ" --topk "$TOPK" --steps "$STEPS" --warmup "$WARMUP" --mode "$m" ;;
+    eager|compile) measure "torch-$m" python3 benches/gpu/torch_kd.py --model-config $MODEL --batch "$BATCH" --seq "$SEQ" --topk "$TOPK" --steps "$STEPS" --warmup "$WARMUP" --mode "$m" $( [ "$ACTIVATION_CHECKPOINTING" = true ] && echo --activation-checkpointing ) ;;
   esac && runs+=("$OUT/$( [ $m = candle ] && echo candle || echo torch-$m ).json")
 done
 python3 benches/gpu/report.py $MODEL "${runs[@]}" | tee "$OUT/report.md"

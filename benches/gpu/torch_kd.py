@@ -82,6 +82,8 @@ def main():
     ap.add_argument("--kd", type=float, default=1.0)
     ap.add_argument("--ce", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--activation-checkpointing", action="store_true",
+                    help="recompute each decoder layer in the backward pass (transformers' gradient checkpointing)")
     a = ap.parse_args()
 
     cfg_json = json.load(open(a.model_config))
@@ -92,6 +94,8 @@ def main():
     else:
         model = LlamaForCausalLM(LlamaConfig(**cfg_json, attn_implementation="sdpa"))
     model = model.to(dev, dtype=torch.float32).train()
+    if a.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]

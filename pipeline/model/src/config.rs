@@ -248,6 +248,8 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("llama-nano", include_str!("../../../configs/models/llama-nano.json")),
     ("qwen2-nano", include_str!("../../../configs/models/qwen2-nano.json")),
     ("qwen2.5-0.5b", include_str!("../../../configs/models/qwen2.5-0.5b.json")),
+    ("qwen2.5-1.5b", include_str!("../../../configs/models/qwen2.5-1.5b.json")),
+    ("qwen2.5-3b", include_str!("../../../configs/models/qwen2.5-3b.json")),
     // The offline default's small teacher (`[teacher_bootstrap.train] model`).
     ("offline-teacher", include_str!("../../../configs/models/offline-teacher.json")),
 ];

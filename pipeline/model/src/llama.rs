@@ -87,8 +87,20 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<(&mut KvCache, usize)>, backward: AttentionBackward) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<(&mut KvCache, usize)>, backward: AttentionBackward, flash: bool) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
+        // Without a cache the mask is the causal one (every caller's), which the tiled kernels
+        // apply themselves, reading the projections' (B, T, heads, D) layout as it is.
+        #[cfg(feature = "cuda")]
+        if flash && cache.is_none() && x.device().is_cuda() && crate::cuda_kernels::flash::supports(x.dtype(), self.head_dim) {
+            let heads = |y: Tensor, n: usize| y.reshape((b, t, n, self.head_dim)); // (B, T, n, D)
+            let q = crate::recompute::rope_thd(&heads(self.q_proj.forward(x)?, self.heads)?, cos, sin)?;
+            let k = crate::recompute::rope_thd(&heads(self.k_proj.forward(x)?, self.kv_heads)?, cos, sin)?;
+            let v = heads(self.v_proj.forward(x)?, self.kv_heads)?;
+            let y = crate::recompute::flash_attention(&q, &k, &v)?; // (B, T, H, D)
+            return Ok(self.o_proj.forward(&y.reshape((b, t, self.heads * self.head_dim))?)?);
+        }
+        let _ = flash;
         let split = |y: Tensor, heads: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2)?.contiguous()?)
             // (B, H, T, D)
@@ -145,6 +157,8 @@ pub struct Llama {
     lm_head: Option<nn::Linear>,
     inv_freq: Tensor,
     pub(crate) attention_backward: AttentionBackward,
+    /// Attention through the tiled CUDA kernels where they apply (`Model::set_flash_attention`).
+    pub(crate) flash_attention: bool,
 }
 
 impl Llama {
@@ -171,6 +185,7 @@ impl Llama {
             lm_head,
             inv_freq: Tensor::from_vec(inv.clone(), inv.len(), vb.device())?,
             attention_backward: AttentionBackward::default(),
+            flash_attention: false,
         })
     }
 
@@ -202,7 +217,7 @@ impl Llama {
     /// Decoder layer `i`: (B, T, C) -> (B, T, C).
     pub fn block(&self, i: usize, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let layer = &self.layers[i];
-        let h = layer.self_attn.forward(&layer.input_layernorm.forward(x)?, cos, sin, mask, cache.map(|c| (c, i)), self.attention_backward)?;
+        let h = layer.self_attn.forward(&layer.input_layernorm.forward(x)?, cos, sin, mask, cache.map(|c| (c, i)), self.attention_backward, self.flash_attention)?;
         let x = (x + h)?;
         let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
         Ok((x + h)?)
@@ -221,7 +236,6 @@ impl Llama {
         };
         Ok(logits) // (B, T, V)
     }
-}
 
     /// Quantizes every matrix (see [`crate::quant`]); a tied `embed_tokens` is the embedding
     /// and the head, one quantized copy for both.
@@ -238,3 +252,4 @@ impl Llama {
         }
         Ok(())
     }
+}

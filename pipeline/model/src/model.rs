@@ -72,6 +72,20 @@ impl CausalLm {
         }
     }
 
+    /// Whether causal attention without a cache runs through the tiled CUDA kernels
+    /// (`cuda_kernels::flash` in the CUDA build: bf16, head size 64 or 128, Llama/Qwen2 family).
+    pub fn flash_attention(&self) -> bool {
+        matches!(&self.inner, Inner::Llama(m) if m.flash_attention)
+    }
+
+    /// Use the tiled attention kernels where they apply (see [`flash_attention`](Self::flash_attention));
+    /// elsewhere, and for GPT-2, attention is [`AttentionBackward`]'s.
+    pub fn set_flash_attention(&mut self, on: bool) {
+        if let Inner::Llama(m) = &mut self.inner {
+            m.flash_attention = on;
+        }
+    }
+
     /// Evaluation forward: ids (B, T) u32 -> logits (B, T, V) f32, causal, no dropout.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         self.forward_train(ids, None)
@@ -141,20 +155,6 @@ impl CausalLm {
         Ok(Segments { model: self, pos, mask, rope })
     }
 
-    /// A cache sized for this model.
-    pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.config.num_layers())
-    }
-}
-
-/// The training forward cut at block boundaries, for activation checkpointing: the
-/// embeddings, each block, then the head. Run in order with one [`Dropout`], they compute
-/// exactly what [`CausalLm::forward_next_native`] does.
-pub(crate) struct Segments<'a> {
-    model: &'a CausalLm,
-    pos: Tensor,
-    mask: Tensor,
-    /// Llama's rotary tables.
     /// Replaces the weight matrices by quantized copies for inference ([`crate::quant`]):
     /// forward passes and generation work as before, in f32 activations; training does not.
     pub fn quantize(&mut self, q: Quantization) -> Result<QuantStats> {
@@ -172,6 +172,20 @@ pub(crate) struct Segments<'a> {
         self.quantized
     }
 
+    /// A cache sized for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config.num_layers())
+    }
+}
+
+/// The training forward cut at block boundaries, for activation checkpointing: the
+/// embeddings, each block, then the head. Run in order with one [`Dropout`], they compute
+/// exactly what [`CausalLm::forward_next_native`] does.
+pub(crate) struct Segments<'a> {
+    model: &'a CausalLm,
+    pos: Tensor,
+    mask: Tensor,
+    /// Llama's rotary tables.
     rope: Option<(Tensor, Tensor)>,
 }
 

@@ -176,14 +176,40 @@ impl candle_core::CustomOp3 for AttentionOp {
 /// (B, H, T, D); cos and sin (T, D/2), or (B, T, D/2) for per-row positions, in x's dtype.
 /// RoPE is a rotation, so the backward pass is the same kernel with `-sin`.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    rope_in(x, cos, sin, HeadLayout::Bhtd)
+}
+
+/// [`rope`] on x (B, T, H, D), the layout the projections write (no head transpose).
+pub fn rope_thd(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    rope_in(x, cos, sin, HeadLayout::Bthd)
+}
+
+/// Where the head axis of a (B, ., ., D) activation is.
+#[derive(Clone, Copy)]
+enum HeadLayout {
+    Bhtd,
+    Bthd,
+}
+
+impl HeadLayout {
+    fn rope(self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            HeadLayout::Bhtd => candle_nn::rotary_emb::rope(x, cos, sin),
+            HeadLayout::Bthd => candle_nn::rotary_emb::rope_thd(x, cos, sin),
+        }
+    }
+}
+
+fn rope_in(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: HeadLayout) -> Result<Tensor> {
     let (cos, sin) = (cos.detach().contiguous()?, sin.detach().contiguous()?);
-    let y = candle_nn::rotary_emb::rope(&x.detach().contiguous()?, &cos, &sin)?;
-    Ok(x.apply_op1(RopeOp { cos, sin, out: Precomputed::new(y)? })?)
+    let y = layout.rope(&x.detach().contiguous()?, &cos, &sin)?;
+    Ok(x.apply_op1(RopeOp { cos, sin, layout, out: Precomputed::new(y)? })?)
 }
 
 struct RopeOp {
     cos: Tensor,
     sin: Tensor,
+    layout: HeadLayout,
     out: Precomputed,
 }
 
@@ -201,8 +227,48 @@ impl candle_core::CustomOp1 for RopeOp {
     }
 
     fn bwd(&self, _: &Tensor, _: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let dx = candle_nn::rotary_emb::rope(&dy.detach().contiguous()?, &self.cos, &self.sin.neg()?)?;
+        let dx = self.layout.rope(&dy.detach().contiguous()?, &self.cos, &self.sin.neg()?)?;
         Ok(Some(dx))
+    }
+}
+
+/// Causal attention through the tiled CUDA kernels ([`crate::cuda_kernels::flash`]): q
+/// (B, T, H, D), k and v (B, T, G, D) with G dividing H, bf16, D 64 or 128 -> (B, T, H, D).
+/// The graph keeps q, k, v, the output and one f32 per query row (the log-sum-exp); the
+/// backward pass recomputes the probabilities tile by tile. No (T, T) tensor is ever made.
+#[cfg(feature = "cuda")]
+pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let (qd, kd, vd) = (q.detach().contiguous()?, k.detach().contiguous()?, v.detach().contiguous()?);
+    let (out, lse) = crate::cuda_kernels::flash::flash_forward(&qd, &kd, &vd)?;
+    let op = FlashOp { out: Precomputed::new(out)?, lse };
+    Ok(q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)?)
+}
+
+#[cfg(feature = "cuda")]
+struct FlashOp {
+    out: Precomputed,
+    /// Base-2 log-sum-exp of each query row's scaled scores (B, H, T) f32.
+    lse: Tensor,
+}
+
+#[cfg(feature = "cuda")]
+impl candle_core::CustomOp3 for FlashOp {
+    fn name(&self) -> &'static str {
+        "flash-attention"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("flash attention is CUDA only (the CPU path is recompute::attention)")
+    }
+
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout, _: &CudaStorage, _: &Layout, _: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.out.cuda()
+    }
+
+    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, d_out: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (q, k, v) = (q.detach().contiguous()?, k.detach().contiguous()?, v.detach().contiguous()?);
+        let (dq, dk, dv) = crate::cuda_kernels::flash::flash_backward(&q, &k, &v, &out.detach(), &self.lse, &d_out.detach())?;
+        Ok((Some(dq), Some(dk), Some(dv)))
     }
 }
 
@@ -344,6 +410,22 @@ mod tests {
         let g1 = (&composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = (&fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
         assert!(max_diff(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap()) < 1e-6);
+    }
+
+    #[test]
+    fn rope_on_the_projections_layout_equals_rope_on_heads_in_value_and_gradient() {
+        let x = var((2, 5, 3, 8), 1.0, DType::F32, 118); // (B, T, H, D)
+        let angles = seeded((5, 4), 2.0, 119);
+        let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
+        let thd = rope_thd(x.as_tensor(), &cos, &sin).unwrap();
+        let bhtd = rope(&x.as_tensor().transpose(1, 2).unwrap(), &cos, &sin).unwrap().transpose(1, 2).unwrap();
+        assert!(max_diff(&thd, &bhtd) < 1e-6);
+        let w = seeded((2, 5, 3, 8), 1.0, 120);
+        let g1 = (&thd * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&bhtd * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (a, b) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+        assert!(max_diff(a, &a.zeros_like().unwrap()) > 0.05, "the gradient is not trivially zero");
+        assert!(max_diff(a, b) < 1e-6);
     }
 
     #[test]

@@ -110,6 +110,7 @@ impl TrainableLm {
         let vb = VarBuilder::from_backend(Box::new(backend), dtype, self.model.device().clone());
         let mut view = CausalLm::new(self.model.config(), vb)?;
         view.set_attention_backward(self.model.attention_backward());
+        view.set_flash_attention(self.model.flash_attention());
         Ok(view)
     }
 

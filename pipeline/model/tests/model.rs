@@ -56,6 +56,9 @@ fn closed_form_counts_match_the_published_sizes() {
     assert_eq!(ModelConfig::preset("llama-7b").unwrap().num_params(), 6_738_415_616);
     // Qwen2.5-0.5B (q/k/v biases, tied embeddings): 494,032,768 as HF reports it.
     assert_eq!(ModelConfig::preset("qwen2.5-0.5b").unwrap().num_params(), 494_032_768);
+    // Qwen2.5-1.5B and 3B as HF reports them (the GPU benchmark's larger shapes).
+    assert_eq!(ModelConfig::preset("qwen2.5-1.5b").unwrap().num_params(), 1_543_714_304);
+    assert_eq!(ModelConfig::preset("qwen2.5-3b").unwrap().num_params(), 3_085_938_688);
 }
 
 #[test]

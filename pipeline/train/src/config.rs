@@ -54,6 +54,11 @@ pub struct TrainConfig {
     /// softmax less per layer, about 10 ms of a 107 ms H100 step by the kernel profile). Same
     /// results, bit for bit.
     pub recompute_attention: bool,
+    /// Causal attention through the project's tiled CUDA kernels (flash attention 2: no
+    /// (T, T) tensor, no head split/merge copies) where they apply: CUDA, `dtype = "bf16"`,
+    /// Llama/Qwen2 students with head size 64 or 128. Elsewhere, or when false, attention is
+    /// the composed path that `recompute_attention` configures.
+    pub flash_attention: bool,
     /// Activation checkpointing per transformer block: keep only each block's input between
     /// the forward and the backward pass and run the block again there (one more forward of
     /// the model per step, for activations of one block instead of all; same gradients:
@@ -83,6 +88,7 @@ impl Default for TrainConfig {
             device: "cpu".into(),
             dtype: "f32".into(),
             recompute_attention: true,
+            flash_attention: true,
             activation_checkpointing: false,
         }
     }

@@ -76,6 +76,7 @@ pub fn build_model(cfg: &TrainConfig, tokenizer: Option<&export::TokenizerInfo>,
     if !cfg.recompute_attention {
         lm.model.set_attention_backward(AttentionBackward::KeepProbs);
     }
+    lm.model.set_flash_attention(cfg.flash_attention);
     Ok(lm)
 }
 

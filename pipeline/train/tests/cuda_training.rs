@@ -62,8 +62,13 @@ fn fused_adamw_with_device_side_clipping_matches_the_cpu_optimizer() {
 
 /// Losses of `warmup + steps` optimizer steps of the bench (synthetic top-20 KD + CE data).
 fn bench_losses(device: &str, dtype: &str, grad_accum: usize) -> Vec<f64> {
+    model_losses("qwen2-nano", device, dtype, grad_accum, true)
+}
+
+fn model_losses(model: &str, device: &str, dtype: &str, grad_accum: usize, flash_attention: bool) -> Vec<f64> {
     let mut cfg = TrainConfig {
-        model: "qwen2-nano".into(),
+        model: model.into(),
+        flash_attention,
         vocab_from_tokenizer: false,
         batch_size: 4,
         grad_accum,
@@ -91,4 +96,26 @@ fn optimizer_steps_on_cuda_give_the_cpu_losses() {
             assert!((bf16_gpu[i] - cpu[i]).abs() < 1e-3 * cpu[i], "grad_accum {grad_accum}, step {i}: CUDA bf16 loss {} vs CPU {}", bf16_gpu[i], cpu[i]);
         }
     }
+}
+
+#[test]
+fn flash_attention_steps_give_the_cpu_losses() {
+    // A Qwen2 of head size 64 (4 query heads over 2 key/value heads), where the tiled kernels
+    // take attention over in bf16; the sequence (128) is two tiles.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(include_str!("../../../configs/models/qwen2-nano.json")).unwrap();
+    cfg["hidden_size"] = 256.into();
+    cfg["intermediate_size"] = 512.into();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let model = path.to_str().unwrap();
+    let cpu = model_losses(model, "cpu", "f32", 1, true);
+    let flash = model_losses(model, "cuda", "bf16", 1, true);
+    let composed = model_losses(model, "cuda", "bf16", 1, false);
+    eprintln!("head size 64: cpu {cpu:?}\n  cuda bf16 flash {flash:?}\n  cuda bf16 composed {composed:?}");
+    for i in 0..cpu.len() {
+        assert!((flash[i] - cpu[i]).abs() < 1e-3 * cpu[i], "step {i}: flash bf16 loss {} vs CPU {}", flash[i], cpu[i]);
+        assert!((composed[i] - cpu[i]).abs() < 1e-3 * cpu[i], "step {i}: composed bf16 loss {} vs CPU {}", composed[i], cpu[i]);
+    }
+    assert!(cpu.windows(2).any(|w| w[0] != w[1]), "the losses move: training happens");
 }

@@ -6,6 +6,8 @@
 //! `tests/cuda_training.rs` (both built by `make cuda`, run on a GPU by `benches/gpu/test.sh`).
 //!
 //! - [`attention`]: `softmax(s * scale + mask)` and its backward for the attention scores.
+//! - [`flash`]: tiled causal attention on the tensor cores, forward and backward, with no
+//!   (T, T) tensor and no head split/merge copy.
 //! - [`vocab`]: log-softmax of (N, V) logits read once, gathered at J ids per row, and its
 //!   backward; the (N, V) f32 log-softmax is never materialised.
 //! - [`embed`]: embedding lookup whose backward scatter-adds rows in f32.
@@ -18,6 +20,7 @@
 
 pub mod attention;
 pub mod embed;
+pub mod flash;
 pub mod mlp;
 pub mod norm;
 pub mod optim;
