@@ -51,7 +51,7 @@ pub struct AppState {
     pub indexes: IndexCache,
     pub frames: FrameCache,
     pub limiter: Arc<guard::Limiter>,
-    tokenizer: Arc<std::sync::OnceLock<Option<tokenizers::Tokenizer>>>,
+    vocab: Arc<std::sync::OnceLock<Option<crate::shard_rows::Vocab>>>,
 }
 
 impl AppState {
@@ -64,7 +64,7 @@ impl AppState {
             jobs: Jobs::start(pipeline),
             indexes: IndexCache::default(),
             frames: FrameCache::default(),
-            tokenizer: Arc::new(std::sync::OnceLock::new()),
+            vocab: Arc::new(std::sync::OnceLock::new()),
         };
         let warm = state.clone();
         tokio::task::spawn_blocking(move || warm.warm_indexes());
@@ -86,11 +86,12 @@ impl AppState {
             let _ = self.indexes.get(&self.cfg.work_dir.join("eval").join(&bench).join("results.jsonl"), records::EVAL_FACETS);
         }
         self.frames.warm(&self.cfg.work_dir);
+        let _ = self.vocab();
         tracing::info!(secs = t0.elapsed().as_secs_f64(), "record indexes built");
     }
 
-    fn tokenizer(&self) -> Option<&tokenizers::Tokenizer> {
-        self.tokenizer.get_or_init(|| crate::shard_rows::load_tokenizer(&self.cfg.work_dir)).as_ref()
+    fn vocab(&self) -> Option<&crate::shard_rows::Vocab> {
+        self.vocab.get_or_init(|| crate::shard_rows::load_vocab(&self.cfg.work_dir)).as_ref()
     }
 }
 
@@ -196,7 +197,7 @@ async fn records_page(State(s): State<AppState>, Path(kind): Path<String>, q: Pa
     Ok(Json(v))
 }
 
-async fn answer_tokens(State(s): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<Value>> {
+async fn answer_tokens(State(s): State<AppState>, Path(id): Path<String>, q: Params) -> ApiResult<Json<crate::tokens::SampleTokens>> {
     let q = params(q)?;
     let mut sample = 0usize;
     for (k, v) in &q {
@@ -239,7 +240,7 @@ async fn shard_row(State(s): State<AppState>, Path(index): Path<String>, q: Para
     let (split, _) = shard_query(&params(q)?, false)?;
     let work = s.cfg.work_dir.clone();
     let st = s.clone();
-    Ok(Json(blocking(move || crate::shard_rows::row(&work, split.as_deref(), index, st.tokenizer())).await?))
+    Ok(Json(blocking(move || crate::shard_rows::row(&work, split.as_deref(), index, st.vocab())).await?))
 }
 
 /// Benchmarks with results (`eval/<name>/results.jsonl`), sorted.

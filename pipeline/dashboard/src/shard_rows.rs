@@ -13,8 +13,9 @@ use arrow_array::{Array, BooleanArray, Float32Array, Float64Array, ListArray, Re
 use arrow_schema::DataType;
 use distill_core::error::IoContext;
 use distill_core::records::shard_columns as col;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
 use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::PageIndexPolicy;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
@@ -73,7 +74,10 @@ fn read_rows(paths: &[PathBuf], offset: usize, limit: usize, columns: &dyn Fn(&s
     let end = offset + limit;
     for path in paths {
         let file = File::open(path).at(path)?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(path, e))?;
+        // With the page index the row selection skips whole pages of the per-position columns
+        // (a row group of them is tens of megabytes) instead of decoding and dropping them.
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(|e| bad(path, e))?;
         let groups: Vec<usize> = builder.metadata().row_groups().iter().map(|g| g.num_rows() as usize).collect();
         let file_rows: usize = groups.iter().sum();
         let (first, last) = (total, total + file_rows);
@@ -135,8 +139,25 @@ pub fn page(work_dir: &Path, split: Option<&str>, offset: usize, limit: usize) -
     Ok(json!({"split": split, "total": total, "offset": offset, "limit": limit, "rows": rows}))
 }
 
-/// One row in full, its tokens decoded with `tokenizer` when given. Blocking.
-pub fn row(work_dir: &Path, split: Option<&str>, index: usize, tokenizer: Option<&tokenizers::Tokenizer>) -> ApiResult<Value> {
+/// The text of every id of a student vocabulary, decoded once (a row has thousands of ids
+/// with their top-k; decoding each through the tokenizer's pipeline cost ~100 ms a row).
+pub struct Vocab {
+    texts: Vec<String>,
+}
+
+impl Vocab {
+    pub fn new(tok: &tokenizers::Tokenizer) -> Vocab {
+        let n = tok.get_vocab_size(true) as u32;
+        Vocab { texts: (0..n).map(|id| tok.decode(&[id], false).unwrap_or_default()).collect() }
+    }
+
+    fn text(&self, id: &Value) -> &str {
+        id.as_u64().and_then(|i| self.texts.get(i as usize)).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// One row in full, its tokens spelled with `vocab` when given. Blocking.
+pub fn row(work_dir: &Path, split: Option<&str>, index: usize, vocab: Option<&Vocab>) -> ApiResult<Value> {
     let paths = files(work_dir, split)?;
     let (total, batches) = read_rows(&paths, index, 1, &|_| true)?;
     let Some((file, batch)) = batches.into_iter().find(|(_, b)| b.num_rows() > 0) else {
@@ -151,8 +172,8 @@ pub fn row(work_dir: &Path, split: Option<&str>, index: usize, tokenizer: Option
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         row.insert(field.name().clone(), cell(column.as_ref(), 0));
     }
-    if let Some(tok) = tokenizer {
-        let text = |id: &Value| id.as_u64().and_then(|id| tok.decode(&[id as u32], false).ok()).unwrap_or_default();
+    if let Some(vocab) = vocab {
+        let text = |id: &Value| vocab.text(id);
         let ids: Vec<Value> = row.get(col::INPUT_IDS).and_then(Value::as_array).cloned().unwrap_or_default();
         row.insert("token_text".into(), Value::Array(ids.iter().map(|i| json!(text(i))).collect()));
         let topk: Vec<Value> = row.get(col::TEACHER_TOPK_IDS).and_then(Value::as_array).cloned().unwrap_or_default();
@@ -164,12 +185,13 @@ pub fn row(work_dir: &Path, split: Option<&str>, index: usize, tokenizer: Option
 
 /// The student tokenizer of the shards: `[shards] tokenizer` from the shards manifest's config
 /// when set, else the tokenizer stage's. `None` when there is none (rows show ids only).
-pub fn load_tokenizer(work_dir: &Path) -> Option<tokenizers::Tokenizer> {
+pub fn load_vocab(work_dir: &Path) -> Option<Vocab> {
     let configured = distill_core::manifest::Manifest::read(&work_dir.join("shards"))
         .ok()
         .flatten()
         .and_then(|m| m.config.get("tokenizer").and_then(Value::as_str).map(str::to_string))
         .filter(|s| !s.is_empty());
     let path = configured.map(PathBuf::from).unwrap_or_else(|| work_dir.join("tokenizer/tokenizer.json"));
-    tokenizers::Tokenizer::from_file(&path).map_err(|e| tracing::warn!("{}: {e}; shard rows are shown as ids", path.display())).ok()
+    let tok = tokenizers::Tokenizer::from_file(&path).map_err(|e| tracing::warn!("{}: {e}; shard rows are shown as ids", path.display())).ok()?;
+    Some(Vocab::new(&tok))
 }
