@@ -65,6 +65,9 @@ pub enum Command {
     Serve(distill_serve::ServeArgs),
     /// Serve the live dashboard (web page and JSON API under /api/v1) over the work dir.
     Dashboard(crate::dashboard::DashboardArgs),
+    /// The model at work on a file: complete, infill, explain, fix, refactor or test (a line
+    /// range or the whole file), answer streamed; fix/refactor checked by the file's tests.
+    Code(crate::code::CodeArgs),
     /// Export a model folder (default: the trained student) to one GGUF file for llama.cpp.
     Gguf(GgufArgs),
     /// Run every stage in order, skipping those that are up to date.

@@ -3,6 +3,7 @@
 //! 1 the work failed, 2 bad usage or bad config.
 
 mod args;
+mod code;
 mod config;
 mod dashboard;
 mod init;
@@ -126,6 +127,7 @@ fn run(cli: Cli) -> distill_core::Result<()> {
         }
         Command::Dashboard(args) => return dashboard::serve(args, cli.config.clone(), work_dir),
         Command::Gguf(a) => return export_gguf(a, &work_dir),
+        Command::Code(a) => return code::run(a, &work_dir),
         Command::Run | Command::Status => None,
         Command::Completions { .. } | Command::Man | Command::Init(_) => unreachable!("answered before the config is loaded"),
     };

@@ -66,6 +66,9 @@ impl Fault {
     pub const ALL: [Fault; 8] = [Fault::Status500, Fault::Status502, Fault::Status503, Fault::Slow, Fault::Drop, Fault::Malformed, Fault::Truncated, Fault::NoChoices];
 }
 
+/// A scripted chat model: prompt text -> answer text ([`ServerConfig::chat_answer`]).
+pub type ChatAnswer = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 #[derive(Clone)]
 pub struct ServerConfig {
     /// Requests per minute allowed (0 = no quota).
@@ -85,6 +88,9 @@ pub struct ServerConfig {
     pub require_key: Option<String>,
     /// When set, chat requests get realistic code answers in these tokens ([`code`]).
     pub code: Option<Arc<code::CodeAnswers>>,
+    /// When set, a chat request is answered with this function of its prompt text (one
+    /// choice, no log-probs): a scripted model, for tests of what a client does with an answer.
+    pub chat_answer: Option<ChatAnswer>,
     /// Requests a batch runs each time it is looked at (0 = all at the first look): the
     /// batches' clock, so a test decides when a batch is in flight and when it ends.
     pub batch_step: u64,
@@ -107,6 +113,7 @@ impl Default for ServerConfig {
             seed: 0,
             require_key: None,
             code: None,
+            chat_answer: None,
             batch_step: 0,
             batch_expire_after: None,
             batch_create_faults: 0,
@@ -464,6 +471,13 @@ pub(crate) fn answer_bytes(config: &ServerConfig, dialect: Dialect, req: &Value,
         },
     };
     let id = format!("{}-{}", if anthropic { "msg" } else { "cmpl" }, &digest[..24]);
+    if let (Some(f), Dialect::Chat) = (&config.chat_answer, dialect) {
+        let content = f(&ask.prompt);
+        let body = json!({"id": id, "object": "chat.completion", "created": 0, "model": ask.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}});
+        return serde_json::to_vec(&body).expect("answer serialises");
+    }
     match (&config.code, dialect) {
         (_, Dialect::Messages) => serde_json::to_vec(&generate::message_body(&ask, &id)).expect("answer serialises"),
         (Some(code), Dialect::Chat) => code.chat_body(&ask, &id),
