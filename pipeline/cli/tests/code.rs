@@ -60,3 +60,35 @@ fn a_wrong_fix_is_reported_and_not_written() {
     assert!(stderr.contains("tests before: 0 passed, 1 failed") && stderr.contains("(FAIL)") && stderr.contains("not written"), "{stderr}");
     assert_eq!(std::fs::read_to_string(dir.path().join("calc.py")).unwrap(), module);
 }
+
+/// `distill code complete` streams the same greedy text from `distill serve` (SSE) as from the
+/// same model in-process, in f32 and with int4 weights on both sides.
+#[test]
+fn complete_streams_the_same_text_from_serve_and_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    distill_serve::fixture::write_model_dir(&model, "llama-nano", 7).unwrap();
+    std::fs::write(dir.path().join("calc.py"), "def fib(n):\n    if n < 2:\n").unwrap();
+    for q in ["", "q4_k"] {
+        let cfg = distill_serve::ServeConfig { model_dir: model.display().to_string(), port: 0, model_name: "nano".into(), quantize: q.into(), ..Default::default() };
+        let server = distill_serve::start(&cfg).unwrap();
+        let run = |extra: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_distill"))
+                .current_dir(dir.path())
+                .args(["--quiet", "code", "complete", "calc.py", "--max-tokens", "12"])
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let served = run(&["--endpoint", &server.base_url(), "--model", "nano"]);
+        let mut local_args = vec!["--model-dir", model.to_str().unwrap()];
+        if !q.is_empty() {
+            local_args.extend(["--quantize", q]);
+        }
+        let local = run(&local_args);
+        assert!(served.len() > 4, "{q}: {served:?}");
+        assert_eq!(served, local, "{q}: served vs in-process");
+    }
+}
