@@ -82,7 +82,17 @@ struct Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM, so that the server stops a job it started (a panicking test must not leave a
+    /// training run behind to disturb the next test), then SIGKILL if it is still there.
     fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -414,6 +424,8 @@ fn headless_chromium_sees_the_loss_chart_grow_during_training_and_the_funnel_of_
             first = n;
         } else if first > 0 && n > first && running {
             later = n;
+        }
+        if later > 0 && seen_states.contains("running") {
             break;
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -437,6 +449,29 @@ fn headless_chromium_sees_the_loss_chart_grow_during_training_and_the_funnel_of_
         reasons_checked += want.as_object().unwrap().len();
     }
     assert!(reasons_checked > 0, "{stats}");
+
+    // The sample browser: a kept sample's tokens coloured by the teacher's probability, its
+    // top-k shown on hover.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while browser.eval("document.querySelectorAll('#sample-list li[data-id]').length").as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the sample list filled");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    browser.eval("document.querySelector('#sample-list li[data-id]').click()");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while browser.eval("document.querySelectorAll('#tokens .tok').length").as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the sample's tokens were drawn");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let coloured = browser.eval("[...document.querySelectorAll('#tokens .tok')].every(t => t.style.background.startsWith('rgb'))");
+    assert_eq!(coloured, true, "every token has a colour");
+    let tip = browser.eval(
+        "(() => { const t = document.querySelector('#tokens .tok'); const r = t.getBoundingClientRect(); \
+         t.dispatchEvent(new MouseEvent('mousemove', {clientX: r.left + 1, clientY: r.top + 1, bubbles: true})); \
+         const tip = document.getElementById('tip'); return tip.hidden ? '' : tip.innerText; })()",
+    );
+    let tip = tip.as_str().unwrap_or_default().to_string();
+    assert!(tip.contains("p=") && tip.lines().count() >= 2, "hovering a token shows its probability and top-k: {tip:?}");
 
     // The screenshot: the page is drawn, with the loss chart's lines, the funnel's drop bars and
     // the DAG's running stage in their colours.

@@ -210,8 +210,47 @@ function followMetrics(run) {
 // ---- Sample browser --------------------------------------------------------------------
 let page = { offset: 0, limit: 40, total: 0 };
 
+// Shard rows page by index (no facets): the student's tokens with the teacher's top-k.
+async function loadRows() {
+  const v = await api(`/shard-rows?split=train&offset=${page.offset}&limit=${page.limit}`);
+  page.total = v.total;
+  $("sample-filter").innerHTML = '<option value="">train split</option>';
+  $("page-info").textContent = `${v.total ? page.offset + 1 : 0}-${page.offset + v.rows.length} of ${v.total}`;
+  $("sample-list").innerHTML = v.rows.map((r) => `<li data-id="${esc(r.row_id)}">${esc(r.row_id)} <span class="muted">${esc(r.alignment)} · ${r.tokens} tokens</span></li>`).join("");
+  $("sample-list").querySelectorAll("li").forEach((li, i) => li.addEventListener("click", () => showRow(v.rows[i].index)));
+}
+
+async function showRow(index) {
+  const r = await api(`/shard-rows/${index}?split=train`);
+  const view = $("sample-view");
+  view.classList.remove("muted");
+  view.innerHTML = `<b>${esc(r.row_id)}</b> (${esc(r.alignment)}; prompt in grey, completion coloured by the teacher's probability of the token)<div class="tokens" id="tokens"></div>`;
+  const texts = r.token_text || r.input_ids.map(String);
+  $("tokens").innerHTML = texts.map((t, i) => {
+    const style = r.loss_mask[i] ? `background:${colour(Math.exp(r.teacher_token_logprob[i] || 0))}` : "color:#999";
+    return `<span class="tok" data-i="${i}" style="${style}">${esc(t)}</span>`;
+  }).join("");
+  $("tokens").querySelectorAll(".tok").forEach((span) => {
+    span.addEventListener("mousemove", (ev) => {
+      const i = +span.dataset.i;
+      const top = (r.teacher_topk_text && r.teacher_topk_text[i]) || [];
+      const lps = r.teacher_topk_logprobs[i] || [];
+      const tip = $("tip");
+      tip.innerHTML = `<b>${esc(JSON.stringify(texts[i]))}</b>` + (r.loss_mask[i] ? ` p=${Math.exp(r.teacher_token_logprob[i] || 0).toFixed(3)}` : " (prompt)") + "<br>" + top.map((t, k) => `${esc(JSON.stringify(t))} ${Math.exp(lps[k]).toFixed(3)}`).join("<br>");
+      tip.hidden = false;
+      tip.style.left = ev.clientX + 12 + "px";
+      tip.style.top = ev.clientY + 12 + "px";
+    });
+    span.addEventListener("mouseleave", () => ($("tip").hidden = true));
+  });
+}
+
 async function loadList() {
   const kind = $("sample-kind").value;
+  if (kind === "shard-rows") {
+    try { await loadRows(); } catch (e) { $("sample-list").innerHTML = `<li class="muted">${esc(e.message)}</li>`; }
+    return;
+  }
   const f = $("sample-filter").value;
   let q = `?offset=${page.offset}&limit=${page.limit}`;
   if (f) q += "&" + f;

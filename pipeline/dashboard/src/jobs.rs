@@ -185,6 +185,17 @@ impl Jobs {
         })
     }
 
+    /// Stops the running job's processes now (the server is shutting down): SIGTERM to its
+    /// group, so a stage started from the page does not outlive the page's server.
+    pub fn stop_running(&self) {
+        for job in self.inner.lock().expect("jobs lock").jobs.iter() {
+            let info = job.info();
+            if info.state == JobState::Running {
+                signal_group(info.pid, nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+    }
+
     fn next_queued(&self) -> Option<Arc<Job>> {
         self.inner.lock().expect("jobs lock").jobs.iter().find(|j| j.info().state == JobState::Queued).cloned()
     }

@@ -90,10 +90,30 @@ pub fn serve_forever(cfg: DashboardConfig, pipeline: Arc<dyn Pipeline>) -> disti
             .await
             .map_err(|e| distill_core::Error::Other(format!("binding {}: {e} (is another server on that port? pass --bind 127.0.0.1:0 for any free port)", cfg.bind)))?;
         let addr = listener.local_addr().map_err(|e| distill_core::Error::Other(e.to_string()))?;
-        let app = api::app(api::AppState::new(cfg, pipeline));
+        let state = api::AppState::new(cfg, pipeline);
+        let jobs = state.jobs.clone();
+        let app = api::app(state);
         println!("dashboard: http://{addr}/");
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.map_err(|e| distill_core::Error::Other(format!("the dashboard server stopped: {e}")))
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| distill_core::Error::Other(format!("the dashboard server stopped: {e}")));
+        // Ctrl-C or SIGTERM: a job started from the page stops with the server.
+        jobs.stop_running();
+        served
     })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
