@@ -56,7 +56,8 @@ bench-xtok:
 # `generate` behind an HTTP server, GPT-2 124M shape, 64-token completions at 1 and 16 clients
 # (p50/p95 latency, tokens/s, peak RSS; benches/serve/run.py, ~10 minutes on 2 cores), and
 # `distill train --bench` beside PyTorch, GPT-2 124M, 2 x 512 x grad_accum 4, top-20 KD + CE,
-# with and without activation checkpointing (benches/train-cpu/run.py, ~20 minutes).
+# with and without activation checkpointing (benches/train-cpu/run.py; ~15 minutes a run of distill
+# alone on the loaded 2-core machine, so up to an hour for all four).
 bench-serve:
 	$(CARGO) build --profile $(PROFILE) --bin distill
 	.venv/bin/python benches/serve/run.py --distill $(CURDIR)/$(BIN)
