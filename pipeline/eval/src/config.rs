@@ -63,6 +63,9 @@ pub struct EvalConfig {
     pub generation_batch: usize,
     /// The student's weights while it generates: "" (f32, as trained), "q8_0" (int8) or
     /// "q4_k" (int4), quantized on load (`distill_model::quant`). Not used for the teacher.
+    /// Left out of the serialized section when empty, so that runs made before the key
+    /// existed keep their stage fingerprints (nothing reruns for a key left at its default).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub quantize: String,
     /// How programs are sandboxed (`[eval.sandbox]`): interpreter, isolation, ... Its
     /// `workers` is overridden by `workers` above when that is not 0.

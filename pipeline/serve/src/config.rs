@@ -57,6 +57,9 @@ pub struct ServeConfig {
     pub device: String,
     /// Weights for inference: `""` (f32, as trained), `"q8_0"` (int8) or `"q4_k"` (int4);
     /// see `distill_model::quant`.
+    /// Left out of the serialized section when empty, so that runs made before the key
+    /// existed keep their stage fingerprints (nothing reruns for a key left at its default).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub quantize: String,
 }
 
