@@ -62,6 +62,15 @@ fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     crate::recompute::rope(x, &cos.to_dtype(x.dtype())?, &sin.to_dtype(x.dtype())?)
 }
 
+/// How a layer computes attention: the tiled kernels where they apply (`flash`), else the
+/// composed path with `backward`'s choice of probabilities.
+#[derive(Clone, Copy)]
+struct AttentionPath {
+    backward: AttentionBackward,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // only the CUDA build has the kernels
+    flash: bool,
+}
+
 struct Attention {
     q_proj: nn::Linear,
     k_proj: nn::Linear,
@@ -87,20 +96,20 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<(&mut KvCache, usize)>, backward: AttentionBackward, flash: bool) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<(&mut KvCache, usize)>, path: AttentionPath) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         // Without a cache the mask is the causal one (every caller's), which the tiled kernels
         // apply themselves, reading the projections' (B, T, heads, D) layout as it is.
         #[cfg(feature = "cuda")]
-        if flash && cache.is_none() && x.device().is_cuda() && crate::cuda_kernels::flash::supports(x.dtype(), self.head_dim) {
+        if path.flash && cache.is_none() && x.device().is_cuda() && crate::cuda_kernels::flash::supports(x.dtype(), self.head_dim) {
             let heads = |y: Tensor, n: usize| y.reshape((b, t, n, self.head_dim)); // (B, T, n, D)
-            let q = crate::recompute::rope_thd(&heads(self.q_proj.forward(x)?, self.heads)?, cos, sin)?;
-            let k = crate::recompute::rope_thd(&heads(self.k_proj.forward(x)?, self.kv_heads)?, cos, sin)?;
+            let (cos, sin) = (cos.to_dtype(x.dtype())?, sin.to_dtype(x.dtype())?);
+            let q = crate::recompute::rope_thd(&heads(self.q_proj.forward(x)?, self.heads)?, &cos, &sin)?;
+            let k = crate::recompute::rope_thd(&heads(self.k_proj.forward(x)?, self.kv_heads)?, &cos, &sin)?;
             let v = heads(self.v_proj.forward(x)?, self.kv_heads)?;
             let y = crate::recompute::flash_attention(&q, &k, &v)?; // (B, T, H, D)
             return Ok(self.o_proj.forward(&y.reshape((b, t, self.heads * self.head_dim))?)?);
         }
-        let _ = flash;
         let split = |y: Tensor, heads: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2)?.contiguous()?)
             // (B, H, T, D)
@@ -113,7 +122,7 @@ impl Attention {
             None => (k, v),
         };
         // Grouped-query heads attend without repeating k and v (see recompute::attention).
-        let y = crate::recompute::attention(&q, &k, &v, mask, backward)?; // (B, H, T, D)
+        let y = crate::recompute::attention(&q, &k, &v, mask, path.backward)?; // (B, H, T, D)
         let y = y.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
         Ok(self.o_proj.forward(&y)?)
     }
@@ -217,7 +226,14 @@ impl Llama {
     /// Decoder layer `i`: (B, T, C) -> (B, T, C).
     pub fn block(&self, i: usize, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let layer = &self.layers[i];
-        let h = layer.self_attn.forward(&layer.input_layernorm.forward(x)?, cos, sin, mask, cache.map(|c| (c, i)), self.attention_backward, self.flash_attention)?;
+        let h = layer.self_attn.forward(
+            &layer.input_layernorm.forward(x)?,
+            cos,
+            sin,
+            mask,
+            cache.map(|c| (c, i)),
+            AttentionPath { backward: self.attention_backward, flash: self.flash_attention },
+        )?;
         let x = (x + h)?;
         let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
         Ok((x + h)?)
