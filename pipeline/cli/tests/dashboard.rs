@@ -146,6 +146,11 @@ fn ok(addr: &str, path: &str) -> Value {
     v
 }
 
+/// Lines of a JSONL file.
+fn series_lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).lines().count()
+}
+
 fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -191,7 +196,7 @@ fn the_api_serves_the_dag_stats_funnel_and_records_of_a_real_run_with_pages_that
     // (The jobs test may be training it right now.)
     assert!(["never_run", "running", "up_to_date"].contains(&by("train")["state"].as_str().unwrap()), "{status}");
     assert_eq!(by("shards")["deps"], serde_json::json!(["filter", "teacher", "tokenizer"]));
-    assert_eq!(ok(a, "/api/v1")["endpoints"].as_array().unwrap().len(), 15);
+    assert_eq!(ok(a, "/api/v1")["endpoints"].as_array().unwrap().len(), 16);
 
     let stats = ok(a, "/api/v1/stages/filter/stats");
     assert_eq!(stats, read_json(&f.work.join("filter/stats.json")));
@@ -265,6 +270,23 @@ fn the_api_serves_the_dag_stats_funnel_and_records_of_a_real_run_with_pages_that
     assert_eq!(row["teacher_topk_text"].as_array().unwrap().len(), row["teacher_topk_ids"].as_array().unwrap().len());
     assert_eq!(get(a, "/api/v1/shard-rows/100000?split=train").0, 404);
 
+    // The teacher's time series: cumulative counters, monotone, ending at its stats.json.
+    let teacher_stats = read_json(&f.work.join("teacher/stats.json"));
+    let series = ok(a, "/api/v1/teacher/series");
+    let points = series["points"].as_array().unwrap();
+    assert!(!points.is_empty() && series["lines"].as_u64() == Some(points.len() as u64), "{series}");
+    for key in ["t", "prompts_done", "from_cache", "requested", "http_requests", "rate_limited", "retries", "new_completion_tokens", "cost_usd"] {
+        let v: Vec<f64> = points.iter().map(|p| p[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {p}"))).collect();
+        assert!(v.windows(2).all(|w| w[0] <= w[1]), "{key} is not monotone: {v:?}");
+    }
+    let end = points.last().unwrap();
+    for key in ["completed", "failed", "from_cache", "requested", "http_requests", "rate_limited", "retries"] {
+        assert_eq!(end[key], teacher_stats[key], "{key}: {end} vs {teacher_stats}");
+    }
+    let thinned = ok(a, "/api/v1/teacher/series?max_points=2");
+    assert!(thinned["points"].as_array().unwrap().len() <= 2 && thinned["points"].as_array().unwrap().last() == Some(end), "{thinned}");
+    assert_eq!(get(a, "/api/v1/teacher/series?stage=..%2Fsecret").0, 404);
+
     // Files of published stage folders only.
     let (code, head, body) = request(a, "GET", "/api/v1/files/filter/stats.json", &[], "");
     assert_eq!(code, 200);
@@ -297,6 +319,7 @@ fn the_api_serves_the_dag_stats_funnel_and_records_of_a_real_run_with_pages_that
         ("/api/v1/shard-rows/x", "row index 'x'"),
         ("/api/v1/records/answers/a/tokens?sample=-1", "sample: '-1'"),
         ("/api/v1/jobs/abc", "job id 'abc'"),
+        ("/api/v1/teacher/series?max_points=1", "max_points: '1'"),
     ] {
         let (code, v) = get(a, path);
         assert_eq!(code, 400, "{path}: {v}");
@@ -449,6 +472,23 @@ fn headless_chromium_sees_the_loss_chart_grow_during_training_and_the_funnel_of_
         reasons_checked += want.as_object().unwrap().len();
     }
     assert!(reasons_checked > 0, "{stats}");
+
+    // The teacher over time: a cumulative line per counter of teacher/series.jsonl.
+    let lines = series_lines(&f.work.join("teacher/series.jsonl"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let drawn = |b: &mut cdp::Browser| {
+        let v = b
+            .eval("JSON.stringify(Object.fromEntries([...document.querySelectorAll('#teacher-counts polyline, #teacher-cost polyline')].map(p => [p.dataset.key, +p.dataset.n])))");
+        serde_json::from_str::<Value>(v.as_str().unwrap_or("{}")).unwrap_or_default()
+    };
+    let mut shown = drawn(&mut browser);
+    while shown.as_object().is_none_or(|o| o.len() < 7) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        shown = drawn(&mut browser);
+    }
+    for key in ["prompts_done", "from_cache", "requested", "http_requests", "retries", "rate_limited", "cost_usd"] {
+        assert_eq!(shown[key].as_u64(), Some(lines as u64), "the teacher chart draws {key} from every line of series.jsonl: {shown}");
+    }
 
     // The sample browser: a kept sample's tokens coloured by the teacher's probability, its
     // top-k shown on hover.

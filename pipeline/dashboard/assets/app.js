@@ -160,6 +160,51 @@ async function refreshFunnel() {
   } catch (e) { /* not run yet */ }
 }
 
+// ---- Teacher over time -----------------------------------------------------------------
+// Cumulative counters of teacher/series.jsonl (live while the stage runs) against seconds.
+const TEACHER_COUNTS = [
+  { key: "prompts_done", label: "prompts done", color: "#1f77b4" },
+  { key: "from_cache", label: "cache hits", color: "#2ca02c" },
+  { key: "requested", label: "requests sent", color: "#ff7f0e" },
+  { key: "http_requests", label: "HTTP requests (with retries)", color: "#9467bd" },
+  { key: "retries", label: "retries", color: "#8c564b" },
+  { key: "rate_limited", label: "rate limited (429)", color: "#d62728" },
+];
+const TEACHER_COST = [{ key: "cost_usd", label: "cost (USD)", color: "#e377c2" }];
+
+// Draws cumulative lines of `points` (x = seconds) into `svg`; `fmt` labels the y axis.
+function drawLines(svg, points, defs, fmt) {
+  const W = svg.clientWidth || 900, H = Number(svg.getAttribute("height")), L = 60, B = 28, T = 10, R = 10;
+  const series = defs.map((d) => ({ ...d, pts: points.filter((p) => typeof p[d.key] === "number").map((p) => [p.t, p[d.key]]) })).filter((s) => s.pts.length);
+  const all = series.flatMap((s) => s.pts);
+  svg.dataset.points = points.length;
+  if (!all.length) { svg.innerHTML = ""; return; }
+  const x1 = Math.max(1, ...all.map((p) => p[0])), y1 = Math.max(...all.map((p) => p[1])) * 1.05 || 1;
+  const X = (x) => L + (W - L - R) * x / x1, Y = (y) => T + (H - T - B) * (1 - y / y1);
+  let out = `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#888"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#888"/>`;
+  for (let i = 0; i <= 4; i++) {
+    const y = y1 * i / 4, x = x1 * i / 4;
+    out += `<text x="${L - 4}" y="${Y(y) + 4}" font-size="11" text-anchor="end">${fmt(y)}</text><line x1="${L}" x2="${W - R}" y1="${Y(y)}" y2="${Y(y)}" stroke="#eee"/>`;
+    out += `<text x="${X(x)}" y="${H - 8}" font-size="11" text-anchor="middle">${x.toFixed(x1 < 10 ? 1 : 0)} s</text>`;
+  }
+  for (const s of series) {
+    out += `<polyline class="series" data-key="${s.key}" data-n="${s.pts.length}" fill="none" stroke="${s.color}" stroke-width="2" points="${s.pts.map((p) => X(p[0]).toFixed(1) + "," + Y(p[1]).toFixed(1)).join(" ")}"/>`;
+  }
+  svg.innerHTML = out;
+  return series;
+}
+
+async function refreshTeacherSeries() {
+  let v;
+  try { v = await api("/teacher/series"); } catch (e) { return; }
+  if (!v.points.length) return;
+  const counts = drawLines($("teacher-counts"), v.points, TEACHER_COUNTS, (y) => Math.round(y).toString()) || [];
+  const cost = drawLines($("teacher-cost"), v.points, TEACHER_COST, (y) => "$" + y.toFixed(y < 0.01 ? 5 : 3)) || [];
+  $("teacher-legend").innerHTML = counts.concat(cost).map((s) => `<span><i style="background:${s.color}"></i>${esc(s.label)}</span>`).join("");
+  const last = v.points[v.points.length - 1];
+  $("teacher-note").textContent = `${v.running ? "running: " : ""}cumulative since the stage started, ${v.lines} samples; ${last.new_prompt_tokens + last.new_completion_tokens} tokens bought, $${last.cost_usd.toFixed(4)}.`;
+}
+
 // ---- Loss curves -----------------------------------------------------------------------
 const SERIES = [
   { run: "train", key: "forward_kl", label: "KD run: train KD (forward KL)", color: "#1f77b4" },
@@ -352,11 +397,13 @@ async function showTasks(bench, offset) {
 // ---- Start -----------------------------------------------------------------------------
 refreshStatus();
 refreshFunnel();
+refreshTeacherSeries();
 refreshScores();
 loadList();
 followMetrics("train");
 followMetrics("train-baseline");
 setInterval(refreshStatus, 2000);
 setInterval(refreshFunnel, 5000);
+setInterval(refreshTeacherSeries, 2000);
 setInterval(refreshScores, 10000);
-window.addEventListener("resize", () => drawLoss());
+window.addEventListener("resize", () => { drawLoss(); refreshTeacherSeries(); });

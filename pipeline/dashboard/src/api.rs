@@ -13,6 +13,7 @@
 //! | GET `/api/v1/shard-rows/{index}?split=` | one row: tokens, teacher top-k as text |
 //! | GET `/api/v1/evals` | each benchmark's `summary.json` |
 //! | GET `/api/v1/evals/{benchmark}/results` | a page of results: `task_id`, `passed`, `offset`, `limit` |
+//! | GET `/api/v1/teacher/series?stage=teacher&max_points=2000` | the teacher's cumulative requests, cache hits, 429s, retries, tokens and cost over time (live while it runs), thinned to `max_points` |
 //! | GET `/api/v1/train/{run}/metrics` | every metrics line so far (`run`: `train`, `train-baseline`) |
 //! | GET `/api/v1/train/{run}/metrics/stream` | the same as server-sent events, live |
 //! | GET, POST `/api/v1/jobs` | the jobs; start one: `{"target": "<stage>" or "run", "force": false}` (key needed) |
@@ -107,6 +108,7 @@ pub fn app(state: AppState) -> Router {
         .route("/shard-rows/{index}", get(shard_row))
         .route("/evals", get(evals))
         .route("/evals/{benchmark}/results", get(eval_results))
+        .route("/teacher/series", get(teacher_series))
         .route("/train/{run}/metrics", get(train_metrics))
         .route("/train/{run}/metrics/stream", get(train_metrics_stream))
         .route("/jobs", get(jobs_list).post(jobs_start))
@@ -284,6 +286,31 @@ async fn train_metrics(State(s): State<AppState>, Path(run): Path<String>) -> Ap
     let running = crate::status::running(&work, &run).is_some();
     let lines = blocking(move || Ok(crate::metrics::read_all(&work, &run)?)).await?;
     Ok(Json(json!({"running": running, "metrics": lines})))
+}
+
+async fn teacher_series(State(s): State<AppState>, q: Params) -> ApiResult<Json<Value>> {
+    use crate::teacher_series::{DEFAULT_POINTS, MAX_POINTS};
+    let (mut stage, mut max_points) = ("teacher".to_string(), DEFAULT_POINTS);
+    for (k, v) in params(q)? {
+        match k.as_str() {
+            "stage" => stage = v,
+            "max_points" => {
+                max_points = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (2..=MAX_POINTS).contains(n))
+                    .ok_or_else(|| ApiError::bad_request(format!("max_points: '{v}' is not a whole number from 2 to {MAX_POINTS}")))?
+            }
+            other => return Err(ApiError::bad_request(format!("unknown parameter '{other}' (have: stage, max_points)"))),
+        }
+    }
+    // The name is checked against the DAG's stages, so it can never be a path.
+    checked_stage(&s, &stage).await?;
+    let work = s.cfg.work_dir.clone();
+    let running = crate::status::running(&work, &stage).is_some();
+    let st = stage.clone();
+    let (points, total) = blocking(move || Ok(crate::teacher_series::read(&work, &st, max_points)?)).await?;
+    Ok(Json(json!({"stage": stage, "running": running, "lines": total, "points": points})))
 }
 
 async fn train_metrics_stream(State(s): State<AppState>, Path(run): Path<String>, headers: HeaderMap) -> ApiResult<Response> {

@@ -17,8 +17,14 @@ use futures::Stream;
 
 /// The metrics file of `run` (a training stage) to read now, if any.
 pub fn live_file(work_dir: &Path, run: &str) -> Option<PathBuf> {
-    let scratch = work_dir.join(".scratch").join(run).join("metrics.jsonl");
-    let published = work_dir.join(run).join("metrics.jsonl");
+    live_file_named(work_dir, run, "metrics.jsonl")
+}
+
+/// The file `name` that `stage` appends to in its scratch folder while it runs and publishes
+/// in its output folder: the scratch one when it is at least as new, else the published one.
+pub fn live_file_named(work_dir: &Path, stage: &str, name: &str) -> Option<PathBuf> {
+    let scratch = work_dir.join(".scratch").join(stage).join(name);
+    let published = work_dir.join(stage).join(name);
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     match (modified(&scratch), modified(&published)) {
         (Some(s), Some(p)) if s < p => Some(published),

@@ -120,6 +120,22 @@ impl TeacherClient {
         &self.shared.settings
     }
 
+    /// The running totals of every batch so far; cheap (atomic loads), callable from a sink.
+    pub fn live(&self) -> crate::stats::Live {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.shared.counters;
+        crate::stats::Live {
+            from_cache: c.from_cache.load(Relaxed),
+            requested: c.requested.load(Relaxed),
+            http_requests: c.http_requests.load(Relaxed),
+            rate_limited: c.rate_limited.load(Relaxed),
+            retries: c.retries.load(Relaxed),
+            new_prompt_tokens: c.new_prompt_tokens.load(Relaxed),
+            new_completion_tokens: c.new_completion_tokens.load(Relaxed),
+            cost_usd: self.shared.spent(),
+        }
+    }
+
     /// [`TeacherClient::run_batch_with`] with default options.
     pub fn run_batch(&self, prompts: &[PromptRecord], overrides: &SamplingOverrides, progress: bool) -> distill_core::Result<BatchOutcome> {
         self.run_batch_with(prompts, overrides, &BatchOptions { progress, retry_failed: false })

@@ -77,4 +77,4 @@ pub use client::{dry_run, BatchOptions, BatchOutcome, PromptOutcome, TeacherClie
 pub use config::{Api, Sampling, SamplingOverrides, Settings, TeacherConfig, Transport};
 pub use error::Error;
 pub use request::Endpoint;
-pub use stats::{BatchStats, Plan};
+pub use stats::{BatchStats, Live, Plan};

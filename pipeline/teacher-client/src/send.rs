@@ -48,6 +48,8 @@ pub struct Counters {
     pub requested: AtomicU64,
     pub new_prompt_tokens: AtomicU64,
     pub new_completion_tokens: AtomicU64,
+    /// Prompts answered from the cache (the engine's `from_cache`, readable while it runs).
+    pub from_cache: AtomicU64,
 }
 
 struct Budget {

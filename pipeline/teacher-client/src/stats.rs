@@ -36,6 +36,26 @@ pub struct BatchStats {
     pub elapsed_secs: f64,
 }
 
+/// The client's running totals since it was created, readable while a batch runs (the
+/// teacher stage samples them into its time series).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Live {
+    /// Prompts answered from the cache.
+    pub from_cache: u64,
+    /// Distinct requests sent.
+    pub requested: u64,
+    /// HTTP requests sent, retries included.
+    pub http_requests: u64,
+    /// 429 answers received.
+    pub rate_limited: u64,
+    pub retries: u64,
+    /// Tokens of the answers bought (not those from the cache).
+    pub new_prompt_tokens: u64,
+    pub new_completion_tokens: u64,
+    /// Dollars spent.
+    pub cost_usd: f64,
+}
+
 /// What a run would do, without sending anything.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Plan {

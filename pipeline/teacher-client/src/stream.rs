@@ -207,6 +207,7 @@ impl Engine<'_> {
                         a.waiting -= 1;
                         if a.from_cache {
                             stats.from_cache += 1;
+                            c.from_cache.fetch_add(1, Relaxed);
                         }
                         let endpoint = a.req.endpoint.name();
                         // The last prompt waiting takes the answer instead of a copy (a copy of

@@ -10,6 +10,8 @@
 //!   sample's tokens, log-probs and top-k in the compact form of `distill_core::logprobs`
 //!   (~50 bytes per teacher token at top-20, against ~1,300 as JSON);
 //! - `failed.jsonl`: one `FailedPrompt` per prompt without an answer;
+//! - `series.jsonl`: requests, cache hits, 429s, retries, tokens and cost over time, written
+//!   live into the scratch folder while the stage runs ([`series`]);
 //!
 //! and returns the stats the runner writes to `stats.json` (with `transport = "batch"`, its
 //! `batch` object counts the batches submitted, re-attached, completed, expired and failed,
@@ -19,6 +21,7 @@
 //! window of answers in flight, whatever the number of prompts.
 
 pub mod input;
+pub mod series;
 
 use std::path::{Path, PathBuf};
 
@@ -87,23 +90,34 @@ pub fn run(ctx: &StageContext, cfg: &TeacherConfig, opts: &RunOptions) -> Result
     let mut logprobs = FrameWriter::create(&ctx.out_dir.join(LOGPROBS))?;
     let mut failed = distill_core::jsonl::Writer::create(&ctx.out_dir.join(FAILED))?;
     let mut teacher_tokens = 0u64;
+    let mut series = series::SeriesWriter::create(&ctx.scratch_dir, client.live())?;
+    let (mut completed, mut failed_n) = (0u64, 0u64);
     let read_error = std::cell::RefCell::new(None);
     let opts_batch = BatchOptions { progress: !ctx.quiet, retry_failed: opts.retry_failed };
     // Online: one pass. Batch: a first pass submits what the cache lacks and waits for the
     // batches, a second hands on every answer from the cache in id order.
     let prompts = || stream_prompts(&index, &read_error);
-    let (s, job) = client.run_stream_by_transport(prompts, Some(index.len() as u64), &SamplingOverrides::default(), &opts_batch, |outcome| match outcome {
-        PromptOutcome::Answered(mut record) => {
-            let has_logprobs = record.samples.iter().any(|s| s.tokens.is_some());
-            if has_logprobs {
-                teacher_tokens += record.samples.iter().filter_map(|s| s.tokens.as_ref()).map(|t| t.len() as u64).sum::<u64>();
-                logprobs.write(&record.id, &distill_core::logprobs::pack_samples(record.samples.iter().map(|s| s.tokens.as_deref())))?;
-            }
-            record.samples.iter_mut().for_each(|s| s.tokens = None);
-            responses.write::<TeacherRecord>(&record)
+    let (s, job) = client.run_stream_by_transport(prompts, Some(index.len() as u64), &SamplingOverrides::default(), &opts_batch, |outcome| {
+        match &outcome {
+            PromptOutcome::Answered(_) => completed += 1,
+            PromptOutcome::Failed(_) => failed_n += 1,
         }
-        PromptOutcome::Failed(f) => failed.write(&f),
+        series.tick(completed, failed_n, client.live(), false)?;
+        match outcome {
+            PromptOutcome::Answered(mut record) => {
+                let has_logprobs = record.samples.iter().any(|s| s.tokens.is_some());
+                if has_logprobs {
+                    teacher_tokens += record.samples.iter().filter_map(|s| s.tokens.as_ref()).map(|t| t.len() as u64).sum::<u64>();
+                    logprobs.write(&record.id, &distill_core::logprobs::pack_samples(record.samples.iter().map(|s| s.tokens.as_deref())))?;
+                }
+                record.samples.iter_mut().for_each(|s| s.tokens = None);
+                responses.write::<TeacherRecord>(&record)
+            }
+            PromptOutcome::Failed(f) => failed.write(&f),
+        }
     })?;
+    series.tick(completed, failed_n, client.live(), true)?;
+    series.publish(&ctx.out_dir)?;
     if let Some(e) = read_error.into_inner() {
         return Err(e);
     }

@@ -44,11 +44,27 @@ fn outputs_are_sorted_complete_and_identical_on_a_cached_rerun() {
     let failed: Vec<FailedPrompt> = std::fs::read_to_string(out1.join("failed.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(failed[0].id, "bad");
 
+    // The time series: published beside the outputs, counters monotone, the last line = stats.
+    let series: Vec<serde_json::Value> = std::fs::read_to_string(out1.join("series.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!series.is_empty());
+    for key in ["t", "prompts_done", "completed", "failed", "from_cache", "requested", "http_requests", "rate_limited", "retries", "new_prompt_tokens", "new_completion_tokens", "cost_usd"] {
+        let values: Vec<f64> = series.iter().map(|p| p[key].as_f64().unwrap_or_else(|| panic!("series line lacks {key}: {p}"))).collect();
+        assert!(values.windows(2).all(|w| w[0] <= w[1]), "{key} is not monotone: {values:?}");
+    }
+    let last = series.last().unwrap();
+    for key in ["completed", "failed", "requested", "http_requests", "rate_limited", "retries"] {
+        assert_eq!(last[key], stats[key], "{key}: {last} vs {stats}");
+    }
+    assert_eq!(last["prompts_done"], 41);
+    assert!((last["cost_usd"].as_f64().unwrap() - stats["cost_usd"].as_f64().unwrap()).abs() < 1e-9);
+
     let sent = server.counters().requests();
     let out2 = work.path().join("out2");
     let stats2 = run(&context(work.path(), &out2), &cfg, &RunOptions::default()).unwrap();
     assert_eq!(server.counters().requests(), sent, "a re-run sends nothing");
     assert_eq!(stats2["from_cache"], 41);
+    let last2: serde_json::Value = serde_json::from_str(std::fs::read_to_string(out2.join("series.jsonl")).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!((last2["from_cache"].as_u64(), last2["requested"].as_u64()), (Some(41), Some(0)), "the re-run's series counts cache hits: {last2}");
     for f in ["responses.jsonl", "logprobs.frames", "failed.jsonl"] {
         assert_eq!(std::fs::read(out1.join(f)).unwrap(), std::fs::read(out2.join(f)).unwrap(), "{f} differs");
     }
