@@ -90,7 +90,7 @@ pub fn run(ctx: &StageContext, cfg: &TeacherConfig, opts: &RunOptions) -> Result
     let mut logprobs = FrameWriter::create(&ctx.out_dir.join(LOGPROBS))?;
     let mut failed = distill_core::jsonl::Writer::create(&ctx.out_dir.join(FAILED))?;
     let mut teacher_tokens = 0u64;
-    let mut series = series::SeriesWriter::create(&ctx.scratch_dir, client.live())?;
+    let mut series = series::SeriesWriter::create(&ctx.scratch_dir, ctx.shard, client.live())?;
     let (mut completed, mut failed_n) = (0u64, 0u64);
     let read_error = std::cell::RefCell::new(None);
     let opts_batch = BatchOptions { progress: !ctx.quiet, retry_failed: opts.retry_failed };

@@ -6,6 +6,10 @@
 //! output folder (atomically, like every output) and so published with it: a killed run
 //! leaves only the scratch file, never a half-written published one. Every counter in a line
 //! is cumulative since the run started, so each is monotone over the file.
+//!
+//! A sharded run (`--shard i/N`, processes side by side sharing the scratch folder) writes
+//! `series-<i>-of-<N>.jsonl` instead, in both places, so shards neither clobber each other's
+//! file nor get concatenated into one non-monotone series when their parts are merged.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,11 +18,19 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use distill_core::error::IoContext;
-use distill_core::Result;
+use distill_core::{Result, ShardSpec};
 use distill_teacher_client::Live;
 
 /// The series' file name (in the scratch folder while running, then in the output folder).
 pub const SERIES: &str = "series.jsonl";
+
+/// The series' file name for a run of `shard` ([`SERIES`] when not sharded).
+pub fn file_name(shard: Option<ShardSpec>) -> String {
+    match shard {
+        None => SERIES.to_string(),
+        Some(s) => format!("series-{}-of-{}.jsonl", s.index, s.count),
+    }
+}
 
 /// Least time between two lines.
 pub const EVERY: Duration = Duration::from_secs(1);
@@ -48,10 +60,10 @@ pub struct SeriesWriter {
 }
 
 impl SeriesWriter {
-    /// Starts the series at `<scratch_dir>/series.jsonl` (truncating an earlier run's).
-    pub fn create(scratch_dir: &Path, base: Live) -> Result<SeriesWriter> {
+    /// Starts the series at `<scratch_dir>/<file_name(shard)>` (truncating an earlier run's).
+    pub fn create(scratch_dir: &Path, shard: Option<ShardSpec>, base: Live) -> Result<SeriesWriter> {
         std::fs::create_dir_all(scratch_dir).at(scratch_dir)?;
-        let path = scratch_dir.join(SERIES);
+        let path = scratch_dir.join(file_name(shard));
         let file = std::fs::File::create(&path).at(&path)?;
         Ok(SeriesWriter { path, file, t0: Instant::now(), last: None, base })
     }
@@ -84,6 +96,7 @@ impl SeriesWriter {
     pub fn publish(self, out_dir: &Path) -> Result<()> {
         drop(self.file);
         let bytes = std::fs::read(&self.path).at(&self.path)?;
-        distill_core::atomic::write_file(&out_dir.join(SERIES), &bytes)
+        let name = self.path.file_name().expect("created with a file name");
+        distill_core::atomic::write_file(&out_dir.join(name), &bytes)
     }
 }

@@ -47,7 +47,20 @@ fn outputs_are_sorted_complete_and_identical_on_a_cached_rerun() {
     // The time series: published beside the outputs, counters monotone, the last line = stats.
     let series: Vec<serde_json::Value> = std::fs::read_to_string(out1.join("series.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(!series.is_empty());
-    for key in ["t", "prompts_done", "completed", "failed", "from_cache", "requested", "http_requests", "rate_limited", "retries", "new_prompt_tokens", "new_completion_tokens", "cost_usd"] {
+    for key in [
+        "t",
+        "prompts_done",
+        "completed",
+        "failed",
+        "from_cache",
+        "requested",
+        "http_requests",
+        "rate_limited",
+        "retries",
+        "new_prompt_tokens",
+        "new_completion_tokens",
+        "cost_usd",
+    ] {
         let values: Vec<f64> = series.iter().map(|p| p[key].as_f64().unwrap_or_else(|| panic!("series line lacks {key}: {p}"))).collect();
         assert!(values.windows(2).all(|w| w[0] <= w[1]), "{key} is not monotone: {values:?}");
     }
@@ -86,6 +99,11 @@ fn shards_split_the_work_and_together_equal_one_run() {
         ctx.shard = Some(ShardSpec { index, count: 2 });
         let stats = run(&ctx, &cfg, &RunOptions::default()).unwrap();
         assert!(stats["other_shards"].as_u64().unwrap() > 0);
+        // Each shard's series under its own name (they share the scratch folder).
+        let series = std::fs::read_to_string(out.join(format!("series-{index}-of-2.jsonl"))).unwrap();
+        let last: serde_json::Value = serde_json::from_str(series.lines().last().unwrap()).unwrap();
+        assert_eq!(last["completed"], stats["completed"]);
+        assert!(!out.join("series.jsonl").exists());
         union.extend(std::fs::read_to_string(out.join("responses.jsonl")).unwrap().lines().map(str::to_string));
     }
     assert_eq!(server.counters().requests(), 30);
