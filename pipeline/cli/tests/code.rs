@@ -4,7 +4,7 @@
 //! the tests run again; `--write` keeps the fix only when they pass.
 
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use distill_teacher_testserver::{spawn, ServerConfig};
 
@@ -20,10 +20,11 @@ fn scripted(prompt: &str) -> String {
     }
 }
 
-fn distill_code(dir: &std::path::Path, base_url: &str, extra: &[&str]) -> std::process::Output {
+/// `distill code <task> calc.py --lines <lines>` in `dir` against the scripted server.
+fn distill_code(dir: &std::path::Path, base_url: &str, task: &str, lines: &str, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_distill"))
         .current_dir(dir)
-        .args(["--quiet", "code", "fix", "calc.py", "--lines", "2:2", "--endpoint", base_url, "--model", "scripted"])
+        .args(["--quiet", "code", task, "calc.py", "--lines", lines, "--endpoint", base_url, "--model", "scripted"])
         .args(extra)
         .output()
         .unwrap()
@@ -35,7 +36,7 @@ fn code_fix_runs_the_failing_test_gets_a_fix_and_the_tests_pass_after() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("calc.py");
     std::fs::write(&file, BUGGY).unwrap();
-    let out = distill_code(dir.path(), &server.base_url, &["--write"]);
+    let out = distill_code(dir.path(), &server.base_url, "fix", "2:2", &["--write"]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("subtracts instead of adding") && stdout.contains("return a + b"), "the answer is printed: {stdout}");
@@ -54,7 +55,7 @@ fn a_wrong_fix_is_reported_and_not_written() {
     let module = "def add(a, b):\n    return a - b\n";
     std::fs::write(dir.path().join("calc.py"), module).unwrap();
     std::fs::write(dir.path().join("test_calc.py"), "from calc import add\n\ndef test_add():\n    assert add(2, 3) == 5\n").unwrap();
-    let out = distill_code(dir.path(), &server.base_url, &["--write"]);
+    let out = distill_code(dir.path(), &server.base_url, "fix", "2:2", &["--write"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("tests before: 0 passed, 1 failed") && stderr.contains("(FAIL)") && stderr.contains("not written"), "{stderr}");
@@ -91,4 +92,139 @@ fn complete_streams_the_same_text_from_serve_and_in_process() {
         assert!(served.len() > 4, "{q}: {served:?}");
         assert_eq!(served, local, "{q}: served vs in-process");
     }
+}
+
+/// A scripted model that keeps every prompt it is sent (chat as `role: content` lines, a
+/// completion's raw prompt) and answers each with `answer`.
+fn recording(answer: &'static str) -> (distill_teacher_testserver::ChatAnswer, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    (
+        Arc::new(move |prompt: &str| {
+            log.lock().unwrap().push(prompt.to_string());
+            answer.to_string()
+        }),
+        seen,
+    )
+}
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+const MATH: &str = "def add(a, b):\n    pass\n\n\ndef mul(a, b):\n    return a * b\n";
+
+/// `infill` sends one FIM completion (the lines before the range as the prefix, after it as
+/// the suffix), prints the middle, and with `--write` puts it in place of the range.
+#[test]
+fn infill_sends_prefix_and_suffix_and_the_middle_replaces_the_range() {
+    let (answer, seen) = recording("    return a + b");
+    let server = spawn(ServerConfig { chat_answer: Some(answer), ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("calc.py");
+    std::fs::write(&file, MATH).unwrap();
+
+    let out = distill_code(dir.path(), &server.base_url, "infill", "2:2", &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(stdout, "    return a + b\n");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), MATH, "without --write the file is untouched");
+    let expected = "<|fim_prefix|>def add(a, b):\n<|fim_suffix|>\n\ndef mul(a, b):\n    return a * b\n<|fim_middle|>";
+    assert_eq!(seen.lock().unwrap().as_slice(), [expected.to_string()], "one completion request with the FIM prompt");
+
+    let out = distill_code(dir.path(), &server.base_url, "infill", "2:2", &["--write"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("wrote calc.py"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), MATH.replace("    pass\n", "    return a + b\n"));
+    assert_eq!(server.counters().requests(), 2);
+}
+
+/// `explain` asks about the range with the whole file as context, prints the answer, runs no
+/// tests and writes nothing (even with `--write`).
+#[test]
+fn explain_prints_the_answer_and_changes_no_file() {
+    const EXPLANATION: &str = "`add` returns the difference of its arguments, not their sum.";
+    let (answer, seen) = recording(EXPLANATION);
+    let server = spawn(ServerConfig { chat_answer: Some(answer), ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("calc.py");
+    std::fs::write(&file, BUGGY).unwrap();
+    let out = distill_code(dir.path(), &server.base_url, "explain", "1:2", &["--write"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(stdout, format!("{EXPLANATION}\n"));
+    assert!(!stderr.contains("tests") && !stderr.contains("wrote"), "explain runs no tests and writes nothing: {stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), BUGGY);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let prompt = &seen[0];
+    assert!(prompt.starts_with("system: You are an expert Python programmer"), "{prompt}");
+    assert!(prompt.contains("File calc.py:\n```python\ndef add(a, b):") && prompt.contains("def test_add():"), "the whole file as context: {prompt}");
+    assert!(prompt.contains("Explain what lines 1-2 of calc.py do:\n```python\ndef add(a, b):\n    return a - b\n```"), "{prompt}");
+}
+
+const VERBOSE: &str = "def add(a, b):\n    total = a\n    total = total + b\n    return total\n\n\ndef test_add():\n    assert add(2, 3) == 5\n";
+
+/// `refactor` runs the file's tests before and after: an answer that keeps them passing is
+/// PASS and written with `--write`.
+#[test]
+fn refactor_that_keeps_the_tests_passing_is_reported_pass_and_written() {
+    let (answer, seen) = recording("Simpler:\n\n```python\n    return a + b\n```\n");
+    let server = spawn(ServerConfig { chat_answer: Some(answer), ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("calc.py");
+    std::fs::write(&file, VERBOSE).unwrap();
+    let out = distill_code(dir.path(), &server.base_url, "refactor", "2:4", &["--write"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("return a + b"), "{stdout}");
+    assert!(stderr.contains("tests before: 1 passed, 0 failed"), "{stderr}");
+    assert!(stderr.contains("tests after the Refactor: 1 passed, 0 failed (PASS)") && stderr.contains("wrote calc.py"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "def add(a, b):\n    return a + b\n\n\ndef test_add():\n    assert add(2, 3) == 5\n");
+    let prompt = &seen.lock().unwrap()[0];
+    assert!(prompt.contains("Refactor lines 2-4 of calc.py for clarity without changing behaviour") && prompt.contains("    total = total + b"), "{prompt}");
+    assert!(!prompt.contains("Its tests fail"), "passing tests are not reported as failures: {prompt}");
+}
+
+/// A refactor that changes behaviour breaks the tests: FAIL, a failing exit, the file untouched.
+#[test]
+fn refactor_that_breaks_the_tests_is_reported_fail_and_not_written() {
+    let (answer, _) = recording("```python\n    return a - b\n```");
+    let server = spawn(ServerConfig { chat_answer: Some(answer), ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("calc.py");
+    std::fs::write(&file, VERBOSE).unwrap();
+    let out = distill_code(dir.path(), &server.base_url, "refactor", "2:4", &["--write"]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("tests before: 1 passed, 0 failed"), "{stderr}");
+    assert!(stderr.contains("tests after the Refactor: 0 passed, 1 failed (FAIL)") && stderr.contains("test_add: AssertionError"), "{stderr}");
+    assert!(stderr.contains("not written") && !stderr.contains("wrote"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), VERBOSE);
+}
+
+/// `test` asks for pytest-style tests of the range and prints the answer; as its task table
+/// says, the generated tests are printed only: not run, not written anywhere.
+#[test]
+fn test_prints_the_generated_tests_and_writes_nothing() {
+    const TESTS: &str = "```python\ndef test_mul_small():\n    assert mul(2, 3) == 6\n```";
+    let (answer, seen) = recording(TESTS);
+    let server = spawn(ServerConfig { chat_answer: Some(answer), ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("calc.py");
+    std::fs::write(&file, MATH).unwrap();
+    let out = distill_code(dir.path(), &server.base_url, "test", "5:6", &["--write"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(stdout, format!("{TESTS}\n"));
+    assert!(!stderr.contains("tests") && !stderr.contains("wrote"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), MATH);
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files, ["calc.py"], "no test file is written");
+    let prompt = &seen.lock().unwrap()[0];
+    assert!(
+        prompt.contains("Write pytest-style test functions (test_*) for lines 5-6 of calc.py, in one ```python block.\n```python\ndef mul(a, b):\n    return a * b\n```"),
+        "{prompt}"
+    );
 }

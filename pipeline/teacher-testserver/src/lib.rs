@@ -88,8 +88,9 @@ pub struct ServerConfig {
     pub require_key: Option<String>,
     /// When set, chat requests get realistic code answers in these tokens ([`code`]).
     pub code: Option<Arc<code::CodeAnswers>>,
-    /// When set, a chat request is answered with this function of its prompt text (one
-    /// choice, no log-probs): a scripted model, for tests of what a client does with an answer.
+    /// When set, a chat request (or a `/v1/completions` one, given its raw prompt) is answered
+    /// with this function of its prompt text (one choice, no log-probs): a scripted model, for
+    /// tests of what a client does with an answer.
     pub chat_answer: Option<ChatAnswer>,
     /// Requests a batch runs each time it is looked at (0 = all at the first look): the
     /// batches' clock, so a test decides when a batch is in flight and when it ends.
@@ -475,6 +476,13 @@ pub(crate) fn answer_bytes(config: &ServerConfig, dialect: Dialect, req: &Value,
         let content = f(&ask.prompt);
         let body = json!({"id": id, "object": "chat.completion", "created": 0, "model": ask.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}});
+        return serde_json::to_vec(&body).expect("answer serialises");
+    }
+    if let (Some(f), Dialect::Completions) = (&config.chat_answer, dialect) {
+        let text = f(&ask.prompt);
+        let body = json!({"id": id, "object": "text_completion", "created": 0, "model": ask.model,
+            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}});
         return serde_json::to_vec(&body).expect("answer serialises");
     }

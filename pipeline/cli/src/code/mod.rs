@@ -5,7 +5,7 @@
 //! `<work-dir>/train`, `--quantize` for int8/int4) or any OpenAI-compatible endpoint
 //! (`--endpoint URL --model NAME`, the key from `--api-key-env`). `fix` and `refactor` run the
 //! file's tests in the sandbox ([`check`]) before and after (with the new code in place of the
-//! range) and say whether they pass; `--write` puts the new code into the file.
+//! range) and say whether they pass; `--write` puts the new code (or infill's middle) into the file.
 
 pub mod backend;
 pub mod check;
@@ -47,7 +47,8 @@ pub struct CodeArgs {
     /// Most tokens of the answer.
     #[arg(long, default_value_t = 512)]
     pub max_tokens: u32,
-    /// fix / refactor: write the new code into FILE (only when its tests pass, or it has none).
+    /// fix / refactor: write the new code into FILE (only when its tests pass, or it has none);
+    /// infill: write the middle in place of the range.
     #[arg(long)]
     pub write: bool,
 }
@@ -109,6 +110,11 @@ pub fn run(a: &CodeArgs, work_dir: &Path) -> distill_core::Result<()> {
         .map_err(Error::Other)?;
     println!();
     if !a.task.edits() {
+        // infill: the middle takes the range's place (nothing to check it against).
+        if a.write && a.task == Task::Infill {
+            std::fs::write(&a.file, target.replaced(&answer)).map_err(|e| Error::Other(format!("{}: {e}", a.file.display())))?;
+            eprintln!("wrote {}", a.file.display());
+        }
         return Ok(());
     }
     let new_src = target.replaced(&task::answer_code(&answer));
