@@ -1,11 +1,11 @@
 // The dashboard page: plain JavaScript and SVG, no third-party code, everything from /api/v1.
+// The views themselves (DAG, funnel, teacher charts, coloured tokens) are drawn by views.js,
+// the report crate's file that `report/index.html` inlines too.
 // Event streams are read with fetch() rather than EventSource so that the API key can be sent
 // as a header when the server needs one.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
-const SVGNS = "http://www.w3.org/2000/svg";
 $("key").value = sessionStorage.getItem("distill-key") || "";
 $("key").addEventListener("change", () => sessionStorage.setItem("distill-key", $("key").value));
 
@@ -61,31 +61,9 @@ async function stream(path, onEvent) {
 let stages = [];
 let selected = null;
 
-function drawDag(list) {
-  const depth = {};
-  for (const s of list) depth[s.name] = Math.max(0, ...s.deps.map((d) => (depth[d] ?? 0) + 1));
-  const cols = {};
-  for (const s of list) (cols[depth[s.name]] = cols[depth[s.name]] || []).push(s.name);
-  const W = 118, H = 34, GX = 36, GY = 14;
-  const pos = {};
-  for (const [c, names] of Object.entries(cols)) names.forEach((n, i) => (pos[n] = { x: 10 + c * (W + GX), y: 10 + i * (H + GY) }));
+function showDag(list) {
   const svg = $("dag");
-  const rows = Math.max(...Object.values(cols).map((c) => c.length));
-  svg.setAttribute("height", 20 + rows * (H + GY));
-  svg.setAttribute("viewBox", `0 0 ${20 + Object.keys(cols).length * (W + GX)} ${20 + rows * (H + GY)}`);
-  let out = '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" orient="auto"><path d="M0,0L10,5L0,10z" fill="#999"/></marker></defs>';
-  for (const s of list) for (const d of s.deps) {
-    const a = pos[d], b = pos[s.name];
-    out += `<path class="edge" d="M${a.x + W},${a.y + H / 2} C${a.x + W + GX / 2},${a.y + H / 2} ${b.x - GX / 2},${b.y + H / 2} ${b.x},${b.y + H / 2}"/>`;
-  }
-  for (const s of list) {
-    const p = pos[s.name];
-    let label = s.state.replace(/_/g, " ");
-    const pr = s.running && s.running.progress;
-    if (pr && pr.unit === "steps") label = `running ${pr.done}/${pr.total}`;
-    out += `<g class="node ${s.state}" data-stage="${esc(s.name)}" data-state="${s.state}"><title>${esc(s.name)}: ${esc(label)}${s.reasons.length ? "\n" + esc(s.reasons.join("\n")) : ""}</title><rect x="${p.x}" y="${p.y}" width="${W}" height="${H}"/><text x="${p.x + W / 2}" y="${p.y + 14}">${esc(s.name)}</text><text x="${p.x + W / 2}" y="${p.y + 28}" class="muted">${esc(label)}</text></g>`;
-  }
-  svg.innerHTML = out;
+  drawDag(svg, list);
   svg.querySelectorAll(".node").forEach((g) => g.addEventListener("click", () => { selected = g.dataset.stage; showStage(); }));
 }
 
@@ -130,7 +108,7 @@ async function refreshStatus() {
     stages = st.stages;
     $("workdir").textContent = st.work_dir;
     $("conn").textContent = "";
-    drawDag(stages);
+    showDag(stages);
     if (selected) showStage();
     const running = (st.jobs || []).find((j) => j.state === "running");
     if (running) followJob(running.id);
@@ -142,14 +120,7 @@ async function refreshFunnel() {
   try {
     const f = await api("/funnel");
     if (!f.steps.length) return;
-    const top = Math.max(1, ...f.steps.map((s) => s.input));
-    let h = '<table class="funnel"><tr><th>step</th><th>in</th><th>out</th><th>dropped</th><th class="bar"></th><th>dropped because</th></tr>';
-    for (const s of f.steps) {
-      const why = s.reasons.map((r) => `<span class="reason" data-reason="${esc(r.reason)}">${esc(r.reason)} <b>${r.count}</b></span>`);
-      if (s.unexplained) why.push(`<span class="reason">(no reason recorded) <b>${s.unexplained}</b></span>`);
-      h += `<tr data-step="${esc(s.label)}"><td>${esc(s.label)}</td><td>${s.input}</td><td>${s.output}</td><td>${s.input - s.output}</td><td class="bar"><div class="kept" style="width:${(100 * s.output / top).toFixed(1)}%"></div><div class="drop" style="width:${(100 * (s.input - s.output) / top).toFixed(1)}%"></div></td><td>${why.join(" ")}</td></tr>`;
-    }
-    $("funnel").innerHTML = h + "</table>";
+    $("funnel").innerHTML = funnelHtml(f);
     $("funnel").classList.remove("muted");
   } catch (e) { /* a stage may be half-published; next poll */ }
   try {
@@ -160,49 +131,11 @@ async function refreshFunnel() {
   } catch (e) { /* not run yet */ }
 }
 
-// ---- Teacher over time -----------------------------------------------------------------
-// Cumulative counters of teacher/series.jsonl (live while the stage runs) against seconds.
-const TEACHER_COUNTS = [
-  { key: "prompts_done", label: "prompts done", color: "#1f77b4" },
-  { key: "from_cache", label: "cache hits", color: "#2ca02c" },
-  { key: "requested", label: "requests sent", color: "#ff7f0e" },
-  { key: "http_requests", label: "HTTP requests (with retries)", color: "#9467bd" },
-  { key: "retries", label: "retries", color: "#8c564b" },
-  { key: "rate_limited", label: "rate limited (429)", color: "#d62728" },
-];
-const TEACHER_COST = [{ key: "cost_usd", label: "cost (USD)", color: "#e377c2" }];
-
-// Draws cumulative lines of `points` (x = seconds) into `svg`; `fmt` labels the y axis.
-function drawLines(svg, points, defs, fmt) {
-  const W = svg.clientWidth || 900, H = Number(svg.getAttribute("height")), L = 60, B = 28, T = 10, R = 10;
-  const series = defs.map((d) => ({ ...d, pts: points.filter((p) => typeof p[d.key] === "number").map((p) => [p.t, p[d.key]]) })).filter((s) => s.pts.length);
-  const all = series.flatMap((s) => s.pts);
-  svg.dataset.points = points.length;
-  if (!all.length) { svg.innerHTML = ""; return; }
-  const x1 = Math.max(1, ...all.map((p) => p[0])), y1 = Math.max(...all.map((p) => p[1])) * 1.05 || 1;
-  const X = (x) => L + (W - L - R) * x / x1, Y = (y) => T + (H - T - B) * (1 - y / y1);
-  let out = `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#888"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#888"/>`;
-  for (let i = 0; i <= 4; i++) {
-    const y = y1 * i / 4, x = x1 * i / 4;
-    out += `<text x="${L - 4}" y="${Y(y) + 4}" font-size="11" text-anchor="end">${fmt(y)}</text><line x1="${L}" x2="${W - R}" y1="${Y(y)}" y2="${Y(y)}" stroke="#eee"/>`;
-    out += `<text x="${X(x)}" y="${H - 8}" font-size="11" text-anchor="middle">${x.toFixed(x1 < 10 ? 1 : 0)} s</text>`;
-  }
-  for (const s of series) {
-    out += `<polyline class="series" data-key="${s.key}" data-n="${s.pts.length}" fill="none" stroke="${s.color}" stroke-width="2" points="${s.pts.map((p) => X(p[0]).toFixed(1) + "," + Y(p[1]).toFixed(1)).join(" ")}"/>`;
-  }
-  svg.innerHTML = out;
-  return series;
-}
-
+// ---- Teacher over time ---------------------------------------------------------------
 async function refreshTeacherSeries() {
   let v;
   try { v = await api("/teacher/series"); } catch (e) { return; }
-  if (!v.points.length) return;
-  const counts = drawLines($("teacher-counts"), v.points, TEACHER_COUNTS, (y) => Math.round(y).toString()) || [];
-  const cost = drawLines($("teacher-cost"), v.points, TEACHER_COST, (y) => "$" + y.toFixed(y < 0.01 ? 5 : 3)) || [];
-  $("teacher-legend").innerHTML = counts.concat(cost).map((s) => `<span><i style="background:${s.color}"></i>${esc(s.label)}</span>`).join("");
-  const last = v.points[v.points.length - 1];
-  $("teacher-note").textContent = `${v.running ? "running: " : ""}cumulative since the stage started, ${v.lines} samples; ${last.new_prompt_tokens + last.new_completion_tokens} tokens bought, $${last.cost_usd.toFixed(4)}.`;
+  drawTeacherSeries(v, { counts: $("teacher-counts"), cost: $("teacher-cost"), legend: $("teacher-legend"), note: $("teacher-note") });
 }
 
 // ---- Loss curves -----------------------------------------------------------------------
@@ -265,29 +198,29 @@ async function loadRows() {
   $("sample-list").querySelectorAll("li").forEach((li, i) => li.addEventListener("click", () => showRow(v.rows[i].index)));
 }
 
+// Colour a shard row by the teacher's probabilities or the trained student's.
+let rowColour = "teacher";
+let shownRow = null;
+
 async function showRow(index) {
-  const r = await api(`/shard-rows/${index}?split=train`);
+  shownRow = index;
   const view = $("sample-view");
+  let r, note = "";
+  try {
+    r = await api(`/shard-rows/${index}?split=train${rowColour === "student" ? "&student=1" : ""}`);
+  } catch (e) {
+    if (rowColour !== "student") throw e;
+    r = await api(`/shard-rows/${index}?split=train`);
+    note = `student: ${e.message}`;
+  }
   view.classList.remove("muted");
-  view.innerHTML = `<b>${esc(r.row_id)}</b> (${esc(r.alignment)}; prompt in grey, completion coloured by the teacher's probability of the token)<div class="tokens" id="tokens"></div>`;
-  const texts = r.token_text || r.input_ids.map(String);
-  $("tokens").innerHTML = texts.map((t, i) => {
-    const style = r.loss_mask[i] ? `background:${colour(Math.exp(r.teacher_token_logprob[i] || 0))}` : "color:#999";
-    return `<span class="tok" data-i="${i}" style="${style}">${esc(t)}</span>`;
-  }).join("");
-  $("tokens").querySelectorAll(".tok").forEach((span) => {
-    span.addEventListener("mousemove", (ev) => {
-      const i = +span.dataset.i;
-      const top = (r.teacher_topk_text && r.teacher_topk_text[i]) || [];
-      const lps = r.teacher_topk_logprobs[i] || [];
-      const tip = $("tip");
-      tip.innerHTML = `<b>${esc(JSON.stringify(texts[i]))}</b>` + (r.loss_mask[i] ? ` p=${Math.exp(r.teacher_token_logprob[i] || 0).toFixed(3)}` : " (prompt)") + "<br>" + top.map((t, k) => `${esc(JSON.stringify(t))} ${Math.exp(lps[k]).toFixed(3)}`).join("<br>");
-      tip.hidden = false;
-      tip.style.left = ev.clientX + 12 + "px";
-      tip.style.top = ev.clientY + 12 + "px";
-    });
-    span.addEventListener("mouseleave", () => ($("tip").hidden = true));
-  });
+  view.innerHTML = `<b>${esc(r.row_id)}</b> (${esc(r.alignment)}; prompt in grey, completion coloured by the ${rowColour}'s probability of the token) ` +
+    `<label>colour by <select id="row-colour"><option value="teacher">teacher</option><option value="student">student (trained model)</option></select></label> <span id="row-note" class="muted">${esc(note)}</span><div class="tokens" id="tokens"></div>`;
+  $("row-colour").value = rowColour;
+  $("row-colour").addEventListener("change", () => { rowColour = $("row-colour").value; showRow(shownRow); });
+  const toks = rowTokens(r, rowColour);
+  $("tokens").innerHTML = tokensHtml(toks);
+  bindTips($("tokens"), $("tip"), toks);
 }
 
 async function loadList() {
@@ -322,11 +255,6 @@ async function loadList() {
   } catch (e) { $("sample-list").innerHTML = `<li class="muted">${esc(e.message)}</li>`; }
 }
 
-function colour(p) {
-  // Red (unlikely) through yellow to green (certain), light enough to read text on.
-  return `hsl(${Math.round(120 * p)}, 75%, ${Math.round(82 - 10 * p)}%)`;
-}
-
 async function showRecord(kind, rec) {
   const view = $("sample-view");
   view.classList.remove("muted");
@@ -340,19 +268,9 @@ async function showRecord(kind, rec) {
   if (kind === "prompts") return;
   try {
     const t = await api(`/records/answers/${encodeURIComponent(pid)}/tokens?sample=${sample}`);
-    const box = $("tokens");
-    box.innerHTML = t.tokens.map((tok, i) => `<span class="tok" data-i="${i}" style="background:${colour(Math.exp(tok.logprob))}">${esc(tok.token)}</span>`).join("");
-    box.querySelectorAll(".tok").forEach((span) => {
-      span.addEventListener("mousemove", (ev) => {
-        const tok = t.tokens[+span.dataset.i];
-        const tip = $("tip");
-        tip.innerHTML = `<b>${esc(JSON.stringify(tok.token))}</b> p=${Math.exp(tok.logprob).toFixed(3)}<br>` + tok.top.map((a) => `${esc(JSON.stringify(a.token))} ${Math.exp(a.logprob).toFixed(3)}`).join("<br>");
-        tip.hidden = false;
-        tip.style.left = ev.clientX + 12 + "px";
-        tip.style.top = ev.clientY + 12 + "px";
-      });
-      span.addEventListener("mouseleave", () => ($("tip").hidden = true));
-    });
+    const toks = answerTokens(t);
+    $("tokens").innerHTML = tokensHtml(toks);
+    bindTips($("tokens"), $("tip"), toks);
   } catch (e) {
     $("tokens").textContent = rec.completion || (rec.samples && rec.samples[+sample] && rec.samples[+sample].text) || e.message;
   }

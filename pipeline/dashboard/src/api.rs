@@ -10,10 +10,10 @@
 //! | GET `/api/v1/records/{kind}` | a page of `prompts`, `prompt-exclusions`, `answers`, `failed`, `kept`, `exclusions`: `offset`, `limit`, `id`, and the kind's fields (`filter`, `reason`, ...) |
 //! | GET `/api/v1/records/answers/{id}/tokens?sample=N` | one teacher answer's tokens with log-probs and top-k |
 //! | GET `/api/v1/shard-rows?split=&offset=&limit=` | a page of shard rows (light columns) |
-//! | GET `/api/v1/shard-rows/{index}?split=` | one row: tokens, teacher top-k as text |
+//! | GET `/api/v1/shard-rows/{index}?split=&student=` | one row: tokens, teacher top-k as text; `student=1` (or `train`, `train-baseline`) adds the trained student's probabilities |
 //! | GET `/api/v1/evals` | each benchmark's `summary.json` |
 //! | GET `/api/v1/evals/{benchmark}/results` | a page of results: `task_id`, `passed`, `offset`, `limit` |
-//! | GET `/api/v1/teacher/series?stage=teacher&max_points=2000` | the teacher's cumulative requests, cache hits, 429s, retries, tokens and cost over time (live while it runs), thinned to `max_points` |
+//! | GET `/api/v1/teacher/series?stage=teacher&max_points=2000` | the teacher's cumulative requests, cache hits, 429s, retries, tokens and cost over time (live while it runs), thinned to `max_points`; a sharded run's in `shards` (`[{shard: "0-of-2", lines, points}]`) |
 //! | GET `/api/v1/train/{run}/metrics` | every metrics line so far (`run`: `train`, `train-baseline`) |
 //! | GET `/api/v1/train/{run}/metrics/stream` | the same as server-sent events, live |
 //! | GET, POST `/api/v1/jobs` | the jobs; start one: `{"target": "<stage>" or "run", "force": false}` (key needed) |
@@ -52,6 +52,8 @@ pub struct AppState {
     pub indexes: IndexCache,
     pub frames: FrameCache,
     pub limiter: Arc<guard::Limiter>,
+    pub shard_meta: crate::shard_rows::ShardMeta,
+    pub students: crate::student::StudentCache,
     vocab: Arc<std::sync::OnceLock<Option<crate::shard_rows::Vocab>>>,
 }
 
@@ -65,6 +67,8 @@ impl AppState {
             jobs: Jobs::start(pipeline),
             indexes: IndexCache::default(),
             frames: FrameCache::default(),
+            shard_meta: Default::default(),
+            students: Default::default(),
             vocab: Arc::new(std::sync::OnceLock::new()),
         };
         let warm = state.clone();
@@ -121,6 +125,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(crate::page::index))
         .route("/assets/app.js", get(crate::page::app_js))
+        .route("/assets/views.js", get(crate::page::views_js))
         .route("/assets/style.css", get(crate::page::style_css))
         .nest("/api/v1", api)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::rate_limit))
@@ -213,36 +218,64 @@ async fn answer_tokens(State(s): State<AppState>, Path(id): Path<String>, q: Par
 }
 
 /// `split` (train, validation) and the paging parameters of shard rows.
-fn shard_query(q: &HashMap<String, String>, paging: bool) -> ApiResult<(Option<String>, PageQuery)> {
+fn shard_query(q: &HashMap<String, String>) -> ApiResult<(Option<String>, PageQuery)> {
     let mut rest = q.clone();
-    let split = rest.remove("split");
+    let split = shard_split(&mut rest)?;
+    let page = records::parse_query(&rest, &[], false).map_err(|e| ApiError::bad_request(e.message.replace("offset, limit", "split, offset, limit")))?;
+    Ok((split, page))
+}
+
+fn shard_split(q: &mut HashMap<String, String>) -> ApiResult<Option<String>> {
+    let split = q.remove("split");
     if let Some(sp) = &split {
         if !matches!(sp.as_str(), "train" | "validation") {
             return Err(ApiError::bad_request(format!("split: '{sp}' is not train or validation")));
         }
     }
-    if !paging {
-        if let Some(other) = rest.keys().next() {
-            return Err(ApiError::bad_request(format!("unknown parameter '{other}'; this takes split")));
-        }
-        return Ok((split, PageQuery { offset: 0, limit: 1, id: None, filters: vec![] }));
-    }
-    let page = records::parse_query(&rest, &[], false).map_err(|e| ApiError::bad_request(e.message.replace("offset, limit", "split, offset, limit")))?;
-    Ok((split, page))
+    Ok(split)
 }
 
 async fn shard_rows_page(State(s): State<AppState>, q: Params) -> ApiResult<Json<Value>> {
-    let (split, page) = shard_query(&params(q)?, true)?;
-    let work = s.cfg.work_dir.clone();
-    Ok(Json(blocking(move || crate::shard_rows::page(&work, split.as_deref(), page.offset, page.limit)).await?))
+    let (split, page) = shard_query(&params(q)?)?;
+    let (meta, work) = (s.shard_meta.clone(), s.cfg.work_dir.clone());
+    Ok(Json(blocking(move || crate::shard_rows::page(&meta, &work, split.as_deref(), page.offset, page.limit)).await?))
 }
 
-async fn shard_row(State(s): State<AppState>, Path(index): Path<String>, q: Params) -> ApiResult<Json<Value>> {
+/// One row in full, serialised in the blocking task (a row is hundreds of kilobytes of JSON).
+async fn shard_row(State(s): State<AppState>, Path(index): Path<String>, q: Params) -> ApiResult<Response> {
     let index: usize = index.parse().map_err(|_| ApiError::bad_request(format!("row index '{index}' is not a whole number >= 0")))?;
-    let (split, _) = shard_query(&params(q)?, false)?;
-    let work = s.cfg.work_dir.clone();
+    let mut q = params(q)?;
+    let split = shard_split(&mut q)?;
+    let student = match q.remove("student").as_deref() {
+        None | Some("0") | Some("") => None,
+        Some("1") => Some(crate::student::RUNS[0]),
+        Some(run) => Some(
+            *crate::student::RUNS
+                .iter()
+                .find(|r| **r == run)
+                .ok_or_else(|| ApiError::bad_request(format!("student: '{run}' is not 1, 0 or a training run ({})", crate::student::RUNS.join(", "))))?,
+        ),
+    };
+    if let Some(other) = q.keys().next() {
+        return Err(ApiError::bad_request(format!("unknown parameter '{other}'; this takes split, student")));
+    }
     let st = s.clone();
-    Ok(Json(blocking(move || crate::shard_rows::row(&work, split.as_deref(), index, st.vocab())).await?))
+    let body = blocking(move || {
+        let work = &st.cfg.work_dir;
+        let row = crate::shard_rows::read_row(&st.shard_meta, work, split.as_deref(), index)?;
+        let scores = match student {
+            Some(run) => {
+                let model = st.students.get(work, run)?;
+                let k = row.topk_ids.iter().map(Vec::len).max().unwrap_or(0);
+                Some(crate::student::score(&model, run, work.join(run), &row.input_ids, k)?)
+            }
+            None => None,
+        };
+        let json = crate::shard_rows::RowJson { row: &row, vocab: st.vocab(), student: scores.as_ref() };
+        serde_json::to_vec(&json).map_err(|e| ApiError::internal(format!("row {index}: {e}")))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Benchmarks with results (`eval/<name>/results.jsonl`), sorted.
@@ -309,8 +342,12 @@ async fn teacher_series(State(s): State<AppState>, q: Params) -> ApiResult<Json<
     let work = s.cfg.work_dir.clone();
     let running = crate::status::running(&work, &stage).is_some();
     let st = stage.clone();
-    let (points, total) = blocking(move || Ok(crate::teacher_series::read(&work, &st, max_points)?)).await?;
-    Ok(Json(json!({"stage": stage, "running": running, "lines": total, "points": points})))
+    let series = blocking(move || Ok(crate::teacher_series::read(&work, &st, max_points)?)).await?;
+    // `points`, `lines`: the series of an unsharded run (empty when `shards` has them).
+    let plain = series.iter().find(|s| s.shard.is_none());
+    let (points, lines) = plain.map(|s| (s.points.clone(), s.lines)).unwrap_or_default();
+    let shards: Vec<&crate::teacher_series::Series> = series.iter().filter(|s| s.shard.is_some()).collect();
+    Ok(Json(json!({"stage": stage, "running": running, "lines": lines, "points": points, "shards": shards})))
 }
 
 async fn train_metrics_stream(State(s): State<AppState>, Path(run): Path<String>, headers: HeaderMap) -> ApiResult<Response> {

@@ -29,6 +29,7 @@ pub mod page;
 pub mod records;
 pub mod shard_rows;
 pub mod status;
+pub mod student;
 pub mod teacher_series;
 pub mod tokens;
 

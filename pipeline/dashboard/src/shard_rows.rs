@@ -1,21 +1,34 @@
 //! Shard rows, paged by row group: a page opens each Parquet file it touches, finds the row
 //! groups that hold its rows from the footer, and decodes only those groups' rows of the
-//! columns asked for (a row selection skips the rest of a group).
+//! columns asked for (a row selection with the page index skips the other pages of a group).
 //!
 //! A listing gives the light columns of each row; one row in full adds its tokens as the
 //! student's tokenizer spells them, each with the teacher's top-k (student ids and text) and
-//! log-probs, for the sample browser.
+//! log-probs, for the sample browser, and the trained student's probabilities when asked
+//! ([`crate::student`]).
+//!
+//! One full row at the scale of issue #15 (4,000 rows of ~1,000 positions, top-20) costs:
+//! decoding its pages (~1 MB of top-k per column a page, the floor without rewriting the
+//! shards), the footer and page index (parsed once per file and kept, [`ShardMeta`]), and
+//! the JSON. The JSON is written straight from the Arrow arrays ([`Cell`]): building a
+//! `serde_json::Value` per number and printing each f32 widened to f64 (`-0.10000000149011612`)
+//! was a third of the request and half the bytes.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
-use arrow_array::{Array, BooleanArray, Float32Array, Float64Array, ListArray, RecordBatch, StringArray, UInt32Array, UInt8Array};
+use arrow_array::{Array, ArrayRef, BooleanArray, Float32Array, Float64Array, ListArray, RecordBatch, StringArray, UInt32Array, UInt8Array};
 use arrow_schema::DataType;
 use distill_core::error::IoContext;
 use distill_core::records::shard_columns as col;
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
 use parquet::arrow::ProjectionMask;
 use parquet::file::metadata::PageIndexPolicy;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
@@ -42,43 +55,93 @@ fn bad(path: &Path, e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("{}: cannot read shard: {e}; re-run the shards stage (--force)", path.display()))
 }
 
-/// A JSON value of one cell (the types the shard schema uses).
-fn cell(a: &dyn Array, row: usize) -> Value {
-    if a.is_null(row) {
-        return Value::Null;
-    }
-    let any = a.as_any();
-    match a.data_type() {
-        DataType::Utf8 => json!(any.downcast_ref::<StringArray>().map(|x| x.value(row))),
-        DataType::Boolean => json!(any.downcast_ref::<BooleanArray>().map(|x| x.value(row))),
-        DataType::UInt8 => json!(any.downcast_ref::<UInt8Array>().map(|x| x.value(row))),
-        DataType::UInt32 => json!(any.downcast_ref::<UInt32Array>().map(|x| x.value(row))),
-        DataType::Float32 => json!(any.downcast_ref::<Float32Array>().map(|x| x.value(row))),
-        DataType::Float64 => json!(any.downcast_ref::<Float64Array>().map(|x| x.value(row))),
-        DataType::List(_) => match any.downcast_ref::<ListArray>() {
-            Some(l) => {
-                let values = l.value(row);
-                Value::Array((0..values.len()).map(|i| cell(values.as_ref(), i)).collect())
-            }
-            None => Value::Null,
-        },
-        other => json!(format!("({other} not shown)")),
-    }
+/// The footer and page index of each shard file, parsed once (they are re-read when the file's
+/// length or modification time changes: the shards stage rewrote it).
+#[derive(Default, Clone)]
+pub struct ShardMeta {
+    inner: Arc<Mutex<HashMap<PathBuf, Parsed>>>,
 }
 
-/// Rows `[offset, offset + limit)` of the files in order, with the columns `columns` selects.
-/// Blocking.
-fn read_rows(paths: &[PathBuf], offset: usize, limit: usize, columns: &dyn Fn(&str) -> bool) -> ApiResult<(usize, Vec<(String, RecordBatch)>)> {
-    let mut total = 0usize;
-    let mut batches = Vec::new();
-    let end = offset + limit;
-    for path in paths {
-        let file = File::open(path).at(path)?;
+/// A file's length and modification time, and its parsed footer.
+type Parsed = (u64, Option<SystemTime>, ArrowReaderMetadata);
+
+impl ShardMeta {
+    fn get(&self, path: &Path, file: &File) -> ApiResult<ArrowReaderMetadata> {
+        let m = file.metadata().at(path)?;
+        let stamp = (m.len(), m.modified().ok());
+        if let Some((len, modified, meta)) = self.inner.lock().expect("shard meta lock").get(path) {
+            if (*len, *modified) == stamp {
+                return Ok(meta.clone());
+            }
+        }
         // With the page index the row selection skips whole pages of the per-position columns
         // (a row group of them is tens of megabytes) instead of decoding and dropping them.
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(|e| bad(path, e))?;
-        let groups: Vec<usize> = builder.metadata().row_groups().iter().map(|g| g.num_rows() as usize).collect();
+        let meta = ArrowReaderMetadata::load(file, options).map_err(|e| bad(path, e))?;
+        self.inner.lock().expect("shard meta lock").insert(path.to_path_buf(), (stamp.0, stamp.1, meta.clone()));
+        Ok(meta)
+    }
+}
+
+/// One cell of an Arrow array, serialised as JSON without building a `Value` (the types the
+/// shard schema uses; f32 printed as f32).
+pub struct Cell<'a>(pub &'a dyn Array, pub usize);
+
+impl Serialize for Cell<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (a, row) = (self.0, self.1);
+        if a.is_null(row) {
+            return s.serialize_none();
+        }
+        let any = a.as_any();
+        match a.data_type() {
+            DataType::Utf8 => any.downcast_ref::<StringArray>().map(|x| x.value(row)).serialize(s),
+            DataType::Boolean => any.downcast_ref::<BooleanArray>().map(|x| x.value(row)).serialize(s),
+            DataType::UInt8 => any.downcast_ref::<UInt8Array>().map(|x| x.value(row)).serialize(s),
+            DataType::UInt32 => any.downcast_ref::<UInt32Array>().map(|x| x.value(row)).serialize(s),
+            DataType::Float32 => any.downcast_ref::<Float32Array>().map(|x| x.value(row)).serialize(s),
+            DataType::Float64 => any.downcast_ref::<Float64Array>().map(|x| x.value(row)).serialize(s),
+            DataType::List(_) => match any.downcast_ref::<ListArray>() {
+                Some(l) => {
+                    let values = l.value(row);
+                    let mut seq = s.serialize_seq(Some(values.len()))?;
+                    for i in 0..values.len() {
+                        seq.serialize_element(&Cell(values.as_ref(), i))?;
+                    }
+                    seq.end()
+                }
+                None => s.serialize_none(),
+            },
+            other => s.serialize_str(&format!("({other} not shown)")),
+        }
+    }
+}
+
+/// A JSON value of one cell.
+fn cell(a: &dyn Array, row: usize) -> Value {
+    serde_json::to_value(Cell(a, row)).unwrap_or(Value::Null)
+}
+
+/// The rows of one file that a request reads: its row groups and the selection within them.
+struct Span {
+    path: PathBuf,
+    name: String,
+    meta: ArrowReaderMetadata,
+    groups: Vec<usize>,
+    skip: usize,
+    take: usize,
+}
+
+/// Where rows `[offset, offset + limit)` of the files (in order) are, and the files' total
+/// number of rows (from the footers). Blocking.
+fn plan(meta: &ShardMeta, paths: &[PathBuf], offset: usize, limit: usize) -> ApiResult<(usize, Vec<Span>)> {
+    let mut total = 0usize;
+    let mut spans = Vec::new();
+    let end = offset + limit;
+    for path in paths {
+        let file = File::open(path).at(path)?;
+        let m = meta.get(path, &file)?;
+        let groups: Vec<usize> = m.metadata().row_groups().iter().map(|g| g.num_rows() as usize).collect();
         let file_rows: usize = groups.iter().sum();
         let (first, last) = (total, total + file_rows);
         total = last;
@@ -99,16 +162,38 @@ fn read_rows(paths: &[PathBuf], offset: usize, limit: usize, columns: &dyn Fn(&s
             }
             group_start += n;
         }
-        let indices: Vec<usize> = builder.schema().fields().iter().enumerate().filter(|(_, f)| columns(f.name())).map(|(i, _)| i).collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-        let selection = RowSelection::from(vec![RowSelector::skip(skip), RowSelector::select(hi - lo)]);
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        for batch in builder.with_row_groups(chosen).with_projection(mask).with_row_selection(selection).build().map_err(|e| bad(path, e))? {
-            batches.push((name.clone(), batch.map_err(|e| bad(path, e))?));
-        }
+        spans.push(Span { path: path.clone(), name, meta: m, groups: chosen, skip, take: hi - lo });
+    }
+    Ok((total, spans))
+}
+
+/// The columns `columns` selects of a span's rows. Blocking.
+fn decode(span: &Span, columns: &dyn Fn(&str) -> bool) -> ApiResult<Vec<RecordBatch>> {
+    let path = &span.path;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(File::open(path).at(path)?, span.meta.clone());
+    let indices: Vec<usize> = builder.schema().fields().iter().enumerate().filter(|(_, f)| columns(f.name())).map(|(i, _)| i).collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+    let selection = RowSelection::from(vec![RowSelector::skip(span.skip), RowSelector::select(span.take)]);
+    let reader = builder.with_row_groups(span.groups.clone()).with_projection(mask).with_row_selection(selection).build().map_err(|e| bad(path, e))?;
+    reader.map(|b| b.map_err(|e| bad(path, e))).collect()
+}
+
+/// Rows `[offset, offset + limit)` of the files in order, with the columns `columns` selects.
+/// Blocking.
+fn read_rows(meta: &ShardMeta, paths: &[PathBuf], offset: usize, limit: usize, columns: &dyn Fn(&str) -> bool) -> ApiResult<(usize, Vec<(String, RecordBatch)>)> {
+    let (total, spans) = plan(meta, paths, offset, limit)?;
+    let mut batches = Vec::new();
+    for span in &spans {
+        batches.extend(decode(span, columns)?.into_iter().map(|b| (span.name.clone(), b)));
     }
     Ok((total, batches))
 }
+
+/// The per-position columns of a full row, each decoded on its own thread (their pages are
+/// ~1 MB each: decoding them one after the other was most of a full row's time), the rest
+/// together on another.
+const HEAVY: &[&[&str]] = &[&[col::TEACHER_TOPK_LOGPROBS], &[col::TEACHER_TOPK_IDS], &[col::TEACHER_TOKEN_LOGPROB, col::TAIL_MASS]];
 
 fn light(name: &str) -> bool {
     LIGHT.contains(&name) || name.starts_with(col::SCORE_PREFIX)
@@ -116,9 +201,9 @@ fn light(name: &str) -> bool {
 
 /// A page of rows of a split: `{total, offset, limit, rows: [{index, file, row_id, ...,
 /// tokens}]}`. Blocking.
-pub fn page(work_dir: &Path, split: Option<&str>, offset: usize, limit: usize) -> ApiResult<Value> {
+pub fn page(meta: &ShardMeta, work_dir: &Path, split: Option<&str>, offset: usize, limit: usize) -> ApiResult<Value> {
     let paths = files(work_dir, split)?;
-    let (total, batches) = read_rows(&paths, offset, limit, &light)?;
+    let (total, batches) = read_rows(meta, &paths, offset, limit, &light)?;
     let mut rows = Vec::new();
     for (file, batch) in &batches {
         for r in 0..batch.num_rows() {
@@ -151,36 +236,103 @@ impl Vocab {
         Vocab { texts: (0..n).map(|id| tok.decode(&[id], false).unwrap_or_default()).collect() }
     }
 
-    fn text(&self, id: &Value) -> &str {
-        id.as_u64().and_then(|i| self.texts.get(i as usize)).map(String::as_str).unwrap_or("")
+    pub fn text(&self, id: u32) -> &str {
+        self.texts.get(id as usize).map(String::as_str).unwrap_or("")
     }
 }
 
-/// One row in full, its tokens spelled with `vocab` when given. Blocking.
-pub fn row(work_dir: &Path, split: Option<&str>, index: usize, vocab: Option<&Vocab>) -> ApiResult<Value> {
+/// The `u32` list in row 0 of `column` (empty when absent).
+fn ids(column: Option<&dyn Array>) -> Vec<u32> {
+    let list = column.and_then(|c| c.as_any().downcast_ref::<ListArray>().map(|l| l.value(0)));
+    list.and_then(|v| v.as_any().downcast_ref::<UInt32Array>().map(|a| a.values().to_vec())).unwrap_or_default()
+}
+
+/// The list of `u32` lists (the top-k ids per position) in row 0 of `column`.
+fn id_lists(column: Option<&dyn Array>) -> Vec<Vec<u32>> {
+    let Some(outer) = column.and_then(|c| c.as_any().downcast_ref::<ListArray>().map(|l| l.value(0))) else { return Vec::new() };
+    let Some(inner) = outer.as_any().downcast_ref::<ListArray>() else { return Vec::new() };
+    (0..inner.len()).map(|i| inner.value(i).as_any().downcast_ref::<UInt32Array>().map(|a| a.values().to_vec()).unwrap_or_default()).collect()
+}
+
+/// One shard row in full, read: its columns in schema order, and the ids the extras are
+/// computed from.
+pub struct FullRow {
+    pub index: usize,
+    pub file: String,
+    columns: Vec<(String, ArrayRef)>,
+    pub input_ids: Vec<u32>,
+    pub topk_ids: Vec<Vec<u32>>,
+}
+
+/// Reads row `index` of a split in full. Blocking.
+pub fn read_row(meta: &ShardMeta, work_dir: &Path, split: Option<&str>, index: usize) -> ApiResult<FullRow> {
     let paths = files(work_dir, split)?;
-    let (total, batches) = read_rows(&paths, index, 1, &|_| true)?;
-    let Some((file, batch)) = batches.into_iter().find(|(_, b)| b.num_rows() > 0) else {
+    let (total, spans) = plan(meta, &paths, index, 1)?;
+    let Some(span) = spans.into_iter().find(|s| s.take > 0) else {
         return Err(ApiError::not_found(format!(
             "row {index} is past the end: the {} has {total} rows",
             split.map(|s| format!("{s} split")).unwrap_or_else(|| "shards folder".into())
         )));
     };
-    let mut row = serde_json::Map::new();
-    row.insert("index".into(), json!(index));
-    row.insert("file".into(), json!(file));
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        row.insert(field.name().clone(), cell(column.as_ref(), 0));
+    let rest = |name: &str| !HEAVY.iter().any(|g| g.contains(&name));
+    let parts: Vec<ApiResult<Vec<RecordBatch>>> = std::thread::scope(|scope| {
+        let span = &span;
+        let threads: Vec<_> = HEAVY.iter().map(|g| scope.spawn(move || decode(span, &|name| g.contains(&name)))).collect();
+        let mut out = vec![decode(span, &rest)];
+        out.extend(threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err(ApiError::internal("a shard decoding thread panicked")))));
+        out
+    });
+    let mut columns: Vec<(String, ArrayRef)> = Vec::new();
+    for part in parts {
+        for batch in part? {
+            if batch.num_rows() > 0 {
+                columns.extend(batch.schema().fields().iter().zip(batch.columns()).map(|(f, c)| (f.name().clone(), c.clone())));
+            }
+        }
     }
-    if let Some(vocab) = vocab {
-        let text = |id: &Value| vocab.text(id);
-        let ids: Vec<Value> = row.get(col::INPUT_IDS).and_then(Value::as_array).cloned().unwrap_or_default();
-        row.insert("token_text".into(), Value::Array(ids.iter().map(|i| json!(text(i))).collect()));
-        let topk: Vec<Value> = row.get(col::TEACHER_TOPK_IDS).and_then(Value::as_array).cloned().unwrap_or_default();
-        let topk_text: Vec<Value> = topk.iter().map(|pos| Value::Array(pos.as_array().map(|a| a.iter().map(|i| json!(text(i))).collect()).unwrap_or_default())).collect();
-        row.insert("teacher_topk_text".into(), Value::Array(topk_text));
+    let order: Vec<String> = span.meta.schema().fields().iter().map(|f| f.name().clone()).collect();
+    columns.sort_by_key(|(name, _)| order.iter().position(|n| n == name));
+    let find = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, c)| c.as_ref());
+    let (input_ids, topk_ids) = (ids(find(col::INPUT_IDS)), id_lists(find(col::TEACHER_TOPK_IDS)));
+    Ok(FullRow { index, file: span.name, columns, input_ids, topk_ids })
+}
+
+/// A row as the API returns it: every column, the token texts when a vocabulary is given, and
+/// the student's probabilities when computed.
+pub struct RowJson<'a> {
+    pub row: &'a FullRow,
+    pub vocab: Option<&'a Vocab>,
+    pub student: Option<&'a crate::student::StudentScores>,
+}
+
+/// The texts of a list of ids.
+struct Texts<'a>(&'a Vocab, &'a [u32]);
+
+impl Serialize for Texts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.1.iter().map(|&i| self.0.text(i)))
     }
-    Ok(Value::Object(row))
+}
+
+impl Serialize for RowJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.row;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("index", &r.index)?;
+        m.serialize_entry("file", &r.file)?;
+        for (name, column) in &r.columns {
+            m.serialize_entry(name, &Cell(column.as_ref(), 0))?;
+        }
+        if let Some(v) = self.vocab {
+            m.serialize_entry("token_text", &Texts(v, &r.input_ids))?;
+            let topk: Vec<Texts> = r.topk_ids.iter().map(|ids| Texts(v, ids)).collect();
+            m.serialize_entry("teacher_topk_text", &topk)?;
+        }
+        if let Some(st) = self.student {
+            m.serialize_entry("student", &st.json(self.vocab))?;
+        }
+        m.end()
+    }
 }
 
 /// The student tokenizer of the shards: `[shards] tokenizer` from the shards manifest's config

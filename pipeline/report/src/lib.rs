@@ -32,6 +32,10 @@ impl Default for ReportConfig {
     }
 }
 
+/// The drawing code of the run's views (DAG, funnel, teacher over time, coloured tokens), shared
+/// by the dashboard page and this report (see `assets/views.js`).
+pub const VIEWS_JS: &str = include_str!("../assets/views.js");
+
 /// Output format version of this stage (bump when its files change shape).
 pub const SCHEMA_VERSION: u32 = 1;
 
