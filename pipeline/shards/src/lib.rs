@@ -22,6 +22,7 @@
 //! files.
 
 pub mod align;
+pub mod ascii_bpe;
 pub mod chunks;
 pub mod config;
 pub mod error;

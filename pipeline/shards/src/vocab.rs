@@ -11,10 +11,13 @@ use std::path::Path;
 
 use tokenizers::Tokenizer;
 
+use crate::ascii_bpe::AsciiBpe;
 use crate::error::{Error, Result};
 
 pub struct StudentTokenizer {
     tokenizer: Tokenizer,
+    /// The fast path of `encode` where the tokenizer allows it.
+    ascii_bpe: Option<AsciiBpe>,
     /// Bytes of each id (index = id); empty for ids the vocabulary skips.
     bytes_of: Vec<Vec<u8>>,
     /// aHash rather than SipHash: this map is looked up ~20 times per teacher token.
@@ -79,11 +82,24 @@ impl StudentTokenizer {
                 id_of.entry(b.clone()).or_insert(id as u32);
             }
         }
-        StudentTokenizer { tokenizer, bytes_of, id_of, sha256: String::new(), path: Default::default() }
+        let ascii_bpe = AsciiBpe::new(&tokenizer);
+        StudentTokenizer { tokenizer, ascii_bpe, bytes_of, id_of, sha256: String::new(), path: Default::default() }
     }
 
     /// Ids of `text` (no special tokens added around it).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let fast = self.ascii_bpe.as_ref().and_then(|f| f.encode(self.tokenizer.get_model(), text));
+        let ids = fast.unwrap_or_else(|| self.tokenizer.encode_fast(text, false).map(|e| e.get_ids().to_vec()));
+        ids.map_err(|e| Error::Tokenizer { path: self.path.clone(), message: e.to_string() })
+    }
+
+    /// Whether `encode` has the fast path of [`AsciiBpe`] for ASCII text.
+    pub fn has_ascii_fast_path(&self) -> bool {
+        self.ascii_bpe.is_some()
+    }
+
+    /// Ids of `text` through `tokenizers` alone (the reference for the fast path).
+    pub fn encode_reference(&self, text: &str) -> Result<Vec<u32>> {
         self.tokenizer.encode_fast(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| Error::Tokenizer { path: self.path.clone(), message: e.to_string() })
     }
 
