@@ -8,6 +8,7 @@ prints the latency per endpoint (median, p95, max over N requests, one client, k
 """
 import http.client
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -56,6 +57,11 @@ try:
         "shard rows, page of 50 at a random offset": lambda: f"/api/v1/shard-rows?split=train&offset={random.randrange(rows['total'])}&limit=50",
         "one shard row in full (tokens, top-k text)": lambda: f"/api/v1/shard-rows/{random.randrange(rows['total'])}?split=train",
     }
+    # With a trained student in WORK/train: the same with its probabilities (a forward pass).
+    if os.path.isfile(os.path.join(work, "train", "model.safetensors")):
+        get("/api/v1/shard-rows/0?split=train&student=1")  # loads the model
+        cases["one shard row with the student's probabilities"] = lambda: f"/api/v1/shard-rows/{random.randrange(rows['total'])}?split=train&student=1"
+
     print(f"{'request':50} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
     for name, path in cases.items():
         times = sorted(get(path())[0] for _ in range(n))

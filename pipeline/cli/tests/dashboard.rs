@@ -443,9 +443,12 @@ fn headless_chromium_sees_the_loss_chart_grow_during_training_and_the_funnel_of_
         }
         let n = points(&mut browser);
         let running = ok(a, &format!("/api/v1/jobs/{id}"))["state"] == "running";
-        if first == 0 && n > 0 && running {
+        // (The chart may first show an earlier run's curves: the new run's reset lowers the
+        // count, and growth is counted from the lowest count seen.)
+        if running && n > 0 && (first == 0 || n < first) {
             first = n;
-        } else if first > 0 && n > first && running {
+            later = 0;
+        } else if running && first > 0 && n > first {
             later = n;
         }
         if later > 0 && seen_states.contains("running") {
@@ -536,4 +539,103 @@ fn headless_chromium_sees_the_loss_chart_grow_during_training_and_the_funnel_of_
         assert!(Instant::now() < deadline, "the job stopped after cancel");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn a_shard_row_with_student_1_has_the_trained_models_log_prob_of_each_token_as_the_training_loss_scores_it() {
+    use candle_core::{Device, Tensor};
+    let f = fixture();
+    let _training = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let srv = start(f, &[], None);
+    let a = srv.addr.as_str();
+    // No model for a run that never trained (the CE-only run is off in this config): a 404
+    // that says what to run; a bad value: a 400.
+    let (code, v) = get(a, "/api/v1/shard-rows/0?split=train&student=train-baseline");
+    assert_eq!(code, 404, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("no trained student") && msg.contains("run the train-baseline stage"), "{msg}");
+    let (code, v) = get(a, "/api/v1/shard-rows/0?split=train&student=yes");
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("student: 'yes'"), "{v}");
+
+    distill(&f.root, &["train"]);
+    let plain = ok(a, "/api/v1/shard-rows/1?split=train");
+    assert!(plain.get("student").is_none(), "no student unless asked");
+    let row = ok(a, "/api/v1/shard-rows/1?split=train&student=1");
+    let st = &row["student"];
+    let ids: Vec<u32> = row["input_ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+    let n = st["scored"].as_u64().unwrap() as usize;
+    assert!(n >= 2 && n <= ids.len(), "{n} of {}", ids.len());
+    let lp = st["token_logprob"].as_array().unwrap();
+    assert_eq!(lp.len(), ids.len());
+    assert!(lp[0].is_null() && lp[n..].iter().all(Value::is_null), "the first token has no prediction; past the model's positions none");
+
+    // The same tokens through the model crate's loader, forward pass and the training loss's
+    // cross-entropy (a different code path from the dashboard's log-softmax).
+    let model = distill_model::load_hf_dir(&f.work.join("train"), &Device::Cpu).unwrap();
+    let x = Tensor::new(&ids[..n], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let logits = distill_model::loss::align(&model.forward(&x).unwrap()).unwrap().squeeze(0).unwrap(); // (n - 1, V)
+    let targets = Tensor::new(&ids[1..n], &Device::Cpu).unwrap();
+    let ce: Vec<f32> = distill_model::loss::cross_entropy(&logits, &targets).unwrap().to_vec1().unwrap();
+    for j in 1..n {
+        let got = lp[j].as_f64().unwrap();
+        assert!((got + ce[j - 1] as f64).abs() < 1e-4, "position {j}: student log-prob {got} vs -CE {}", -ce[j - 1]);
+    }
+    // The student's top-k: sorted, k at least 5, and holding the token when it ranks there.
+    let (topk_ids, topk_lp) = (st["topk_ids"].as_array().unwrap(), st["topk_logprobs"].as_array().unwrap());
+    let k = st["k"].as_u64().unwrap() as usize;
+    assert!(k >= 5, "{k}");
+    assert_eq!(st["topk_text"].as_array().unwrap()[1].as_array().unwrap().len(), k, "spelled with the tokenizer");
+    for j in 1..n {
+        let l: Vec<f64> = topk_lp[j].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(l.len(), k);
+        assert!(l.windows(2).all(|w| w[0] >= w[1]), "position {j}: {l:?}");
+        assert!(l[0] >= lp[j].as_f64().unwrap() - 1e-6, "position {j}: the top entry is the most likely");
+        if let Some(at) = topk_ids[j].as_array().unwrap().iter().position(|i| i.as_u64() == Some(ids[j] as u64)) {
+            assert!((l[at] - lp[j].as_f64().unwrap()).abs() < 1e-6, "position {j}");
+        }
+    }
+}
+
+#[test]
+fn the_teacher_series_of_a_sharded_run_is_one_line_per_shard() {
+    let f = fixture();
+    // A copy of the run (its own work dir and cache), so the other tests' teacher series stay.
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("cp").arg("-r").arg(format!("{}/.", f.root.display())).arg(dir.path()).status().unwrap();
+    assert!(status.success());
+    let root = dir.path().to_path_buf();
+    for shard in ["0/2", "1/2"] {
+        distill(&root, &["teacher", "--shard", shard]);
+    }
+    let copy = Fixture { _dir: dir, root: root.clone(), work: root.join("datasets/dash") };
+    let check = |want_dir: &str| {
+        // (`want_dir`: where each shard's newest copy is, `{}` standing for the part folder.)
+        let srv = start(&copy, &[], None);
+        let v = ok(&srv.addr, "/api/v1/teacher/series");
+        assert_eq!(v["points"], serde_json::json!([]), "the plain series is older than the shards': {v}");
+        let shards = v["shards"].as_array().unwrap();
+        let names: Vec<&str> = shards.iter().map(|s| s["shard"].as_str().unwrap()).collect();
+        assert_eq!(names, ["0-of-2", "1-of-2"], "{v}");
+        let mut completed = 0;
+        for s in shards {
+            let name = s["shard"].as_str().unwrap();
+            let part = if name == "0-of-2" { "00000-of-00002" } else { "00001-of-00002" };
+            let file = copy.work.join(want_dir.replace("{}", part)).join(format!("series-{name}.jsonl"));
+            assert_eq!(s["lines"].as_u64(), Some(series_lines(&file) as u64), "{name}: {}", file.display());
+            let last = s["points"].as_array().unwrap().last().unwrap();
+            assert_eq!(last, &serde_json::from_str::<Value>(std::fs::read_to_string(&file).unwrap().lines().last().unwrap()).unwrap());
+            completed += last["completed"].as_u64().unwrap();
+        }
+        let parts: u64 =
+            ["00000-of-00002", "00001-of-00002"].iter().map(|p| read_json(&copy.work.join("teacher.parts").join(p).join("stats.json"))["completed"].as_u64().unwrap()).sum();
+        assert_eq!(completed, parts, "each shard's series ends at its part's count");
+    };
+    check("teacher.parts/{}");
+    // A plain run afterwards writes the plain series, which is then the one shown.
+    distill(&root, &["--force", "teacher"]);
+    let srv = start(&copy, &[], None);
+    let v = ok(&srv.addr, "/api/v1/teacher/series");
+    assert_eq!(v["shards"], serde_json::json!([]), "{v}");
+    assert_eq!(v["lines"].as_u64(), Some(series_lines(&copy.work.join("teacher/series.jsonl")) as u64), "{v}");
 }
