@@ -639,3 +639,97 @@ fn the_teacher_series_of_a_sharded_run_is_one_line_per_shard() {
     assert_eq!(v["shards"], serde_json::json!([]), "{v}");
     assert_eq!(v["lines"].as_u64(), Some(series_lines(&copy.work.join("teacher/series.jsonl")) as u64), "{v}");
 }
+
+#[test]
+fn the_static_report_is_a_snapshot_of_the_dashboards_views_with_the_runs_numbers() {
+    let f = fixture();
+    // A copy of the run, reported on its own (`--only`: without training or evaluation).
+    let dir = tempfile::tempdir().unwrap();
+    assert!(Command::new("cp").arg("-r").arg(format!("{}/.", f.root.display())).arg(dir.path()).status().unwrap().success());
+    let root = dir.path().to_path_buf();
+    distill(&root, &["--only", "report"]);
+    let copy = Fixture { _dir: dir, root: root.clone(), work: root.join("datasets/dash") };
+    let html = std::fs::read_to_string(copy.work.join("report/index.html")).unwrap();
+
+    // One file: the dashboard's drawing code and the snapshot inlined, nothing fetched.
+    assert!(html.contains(distill_report::VIEWS_JS) && html.contains(distill_report::VIEWS_CSS));
+    assert!(!html.contains("<script src") && !html.contains("http://") && !html.contains("https://"), "the report fetches nothing");
+    let snap = html.split_once("const SNAPSHOT = ").and_then(|(_, r)| r.split_once(";</script>")).map(|(j, _)| j).expect("the snapshot is inlined");
+    let snap: Value = serde_json::from_str(snap).unwrap();
+
+    // The snapshot is what the dashboard API answers over the same work dir.
+    let srv = start(&copy, &[], None);
+    let a = srv.addr.as_str();
+    assert_eq!(snap["funnel"], ok(a, "/api/v1/funnel"));
+    let series = ok(a, "/api/v1/teacher/series");
+    assert_eq!(snap["teacher_series"]["points"], series["points"]);
+    assert_eq!(snap["teacher_series"]["lines"], series["lines"]);
+    let status = ok(a, "/api/v1/status");
+    for s in status["stages"].as_array().unwrap() {
+        let name = s["name"].as_str().unwrap();
+        let mine = snap["status"]["stages"].as_array().unwrap().iter().find(|x| x["name"] == name).unwrap_or_else(|| panic!("{name} missing: {snap}"));
+        if name != "report" {
+            assert_eq!(mine["state"], s["state"], "{name}");
+            let set = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect::<std::collections::BTreeSet<_>>();
+            if s["state"] == "up_to_date" {
+                assert_eq!(set(&mine["deps"]), set(&s["deps"]), "{name}");
+            }
+        }
+    }
+    let samples = snap["samples"].as_array().unwrap();
+    assert!(!samples.is_empty(), "{snap}");
+    let mut total_tokens = 0;
+    for s in samples {
+        let api = ok(a, &format!("/api/v1/records/answers/{}/tokens?sample={}", s["id"].as_str().unwrap(), s["sample"]));
+        let (mine, theirs) = (s["tokens"].as_array().unwrap(), api["tokens"].as_array().unwrap());
+        assert_eq!(mine.len(), theirs.len());
+        for (m, t) in mine.iter().zip(theirs) {
+            assert_eq!(m["token"], t["token"]);
+            assert!((m["logprob"].as_f64().unwrap() - t["logprob"].as_f64().unwrap()).abs() < 1e-6);
+            assert_eq!(m["top"].as_array().unwrap().len(), t["top"].as_array().unwrap().len());
+        }
+        total_tokens += mine.len();
+    }
+
+    // Drawn in a browser from the file alone: the DAG, the funnel with filter/stats.json's
+    // reasons, a line per teacher counter with every line of series.jsonl, the samples' tokens.
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = match cdp::Browser::launch(profile.path(), 1200, 2000) {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("browser part skipped: {why}");
+            return;
+        }
+    };
+    drop(srv);
+    browser.open(&format!("file://{}", copy.work.join("report/index.html").display()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while browser.eval("location.protocol === 'file:' && document.readyState === 'complete'") != true && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let nodes = browser.eval("JSON.stringify(Object.fromEntries([...document.querySelectorAll('#dag .node')].map(g => [g.dataset.stage, g.dataset.state])))");
+    let nodes: Value = serde_json::from_str(nodes.as_str().unwrap()).unwrap();
+    assert_eq!(nodes["filter"], "up_to_date", "{nodes}");
+    for st in snap["status"]["stages"].as_array().unwrap() {
+        assert_eq!(nodes[st["name"].as_str().unwrap()], st["state"], "{nodes}");
+    }
+    let stats = read_json(&copy.work.join("filter/stats.json"));
+    let shown = browser.eval(
+        "JSON.stringify(Object.fromEntries([...document.querySelectorAll('#funnel tr[data-step]')].map(tr => [tr.dataset.step, \
+         Object.fromEntries([...tr.querySelectorAll('.reason[data-reason]')].map(r => [r.dataset.reason, +r.querySelector('b').textContent]))])))",
+    );
+    let shown: Value = serde_json::from_str(shown.as_str().unwrap()).unwrap();
+    for entry in stats["funnel"].as_array().unwrap() {
+        let filter = entry["filter"].as_str().unwrap();
+        assert_eq!(shown[format!("filter: {filter}")], stats["dropped_by_reason"].get(filter).cloned().unwrap_or(serde_json::json!({})), "{filter}: {shown}");
+    }
+    let lines = series_lines(&copy.work.join("teacher/series.jsonl"));
+    let drawn = browser
+        .eval("JSON.stringify(Object.fromEntries([...document.querySelectorAll('#teacher-counts polyline, #teacher-cost polyline')].map(p => [p.dataset.key, +p.dataset.n])))");
+    let drawn: Value = serde_json::from_str(drawn.as_str().unwrap()).unwrap();
+    for key in ["prompts_done", "from_cache", "requested", "http_requests", "retries", "rate_limited", "cost_usd"] {
+        assert_eq!(drawn[key].as_u64(), Some(lines as u64), "{key}: {drawn}");
+    }
+    let toks = browser.eval("[...document.querySelectorAll('#samples .tok')].filter(t => t.style.background.startsWith('rgb')).length");
+    assert_eq!(toks.as_u64(), Some(total_tokens as u64), "every sample token is coloured by the teacher's probability");
+}

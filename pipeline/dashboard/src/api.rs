@@ -126,6 +126,7 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(crate::page::index))
         .route("/assets/app.js", get(crate::page::app_js))
         .route("/assets/views.js", get(crate::page::views_js))
+        .route("/assets/views.css", get(crate::page::views_css))
         .route("/assets/style.css", get(crate::page::style_css))
         .nest("/api/v1", api)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::rate_limit))

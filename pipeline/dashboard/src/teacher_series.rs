@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use distill_report::snapshot::{shard_of, thin};
 use serde_json::Value;
 
 /// The series' file name, as the teacher stage writes it.
@@ -37,13 +38,6 @@ pub struct Series {
     pub shard: Option<String>,
     pub lines: usize,
     pub points: Vec<Value>,
-}
-
-/// `series-<i>-of-<N>.jsonl` -> `<i>-of-<N>`.
-fn shard_of(name: &str) -> Option<String> {
-    let part = name.strip_prefix("series-")?.strip_suffix(".jsonl")?;
-    let (i, n) = part.split_once("-of-")?;
-    (i.parse::<u32>().is_ok() && n.parse::<u32>().is_ok()).then(|| part.to_string())
 }
 
 fn modified(p: &Path) -> Option<SystemTime> {
@@ -86,51 +80,5 @@ pub fn read(work_dir: &Path, stage: &str, max_points: usize) -> distill_core::Re
         (Some(p), newest) if newest.is_none_or(|n| modified(&p).is_some_and(|t| t >= n)) => Ok(vec![read_series(&p, None, max_points)?]),
         (_, Some(_)) => shards.into_iter().map(|(shard, (_, path))| read_series(&path, Some(shard), max_points)).collect(),
         _ => Ok(Vec::new()),
-    }
-}
-
-/// At most `max` evenly spaced items of `items`, the first and last included.
-pub fn thin<T>(items: Vec<T>, max: usize) -> Vec<T> {
-    let n = items.len();
-    if n <= max || max < 2 {
-        return if max == 0 {
-            Vec::new()
-        } else if max == 1 {
-            items.into_iter().last().into_iter().collect()
-        } else {
-            items
-        };
-    }
-    let keep: Vec<usize> = (0..max).map(|i| i * (n - 1) / (max - 1)).collect();
-    let mut next = 0;
-    items
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, item)| {
-            (next < keep.len() && keep[next] == i).then(|| {
-                next += 1;
-                item
-            })
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{shard_of, thin};
-
-    #[test]
-    fn shard_series_names_are_recognised() {
-        assert_eq!(shard_of("series-0-of-2.jsonl").as_deref(), Some("0-of-2"));
-        assert_eq!(shard_of("series.jsonl"), None);
-        assert_eq!(shard_of("series-a-of-2.jsonl"), None);
-    }
-
-    #[test]
-    fn thinning_keeps_the_ends_and_spaces_the_rest() {
-        assert_eq!(thin((0..10).collect(), 20), (0..10).collect::<Vec<_>>());
-        assert_eq!(thin((0..10).collect(), 4), vec![0, 3, 6, 9]);
-        assert_eq!(thin((0..10_001).collect::<Vec<_>>(), 2000).len(), 2000);
-        assert_eq!(thin((0..5).collect(), 1), vec![4]);
     }
 }

@@ -1,10 +1,10 @@
-//! The HTML page: plain markup and a little CSS, no scripts, relative links only.
+//! The HTML page: plain markup and a little CSS, relative links only; the views it shares with
+//! the dashboard are drawn by the inlined `views.js` from the inlined snapshot.
 
 use std::fmt::Write;
 
 use crate::charts::Chart;
 use crate::collect::RunSummary;
-use crate::funnel::Funnel;
 
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -24,15 +24,28 @@ fn number(v: &serde_json::Value) -> Option<String> {
 const STYLE: &str = "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}\
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}\
 th:first-child,td:first-child,td:nth-child(2){text-align:left}th{background:#f0f3f7}figure{margin:1.5em 0}\
-img{max-width:100%;border:1px solid #ddd}.muted{color:#777}h2{border-bottom:2px solid #1f77b4;padding-bottom:4px}\
-.funnel td.bar{width:260px;text-align:left;white-space:nowrap}.funnel .bar div{display:inline-block;height:14px}.kept{background:#1f77b4}.drop{background:#d62728}\
-.funnel td:last-child{text-align:left}.reason{display:inline-block;margin:1px 6px 1px 0;padding:0 4px;background:#fbe9e9;border-radius:3px}";
+img{max-width:100%;border:1px solid #ddd}h2{border-bottom:2px solid #1f77b4;padding-bottom:4px}";
 
-pub fn render(title: &str, s: &RunSummary, charts: &[Chart]) -> String {
+pub fn render(title: &str, s: &RunSummary, charts: &[Chart], views: &serde_json::Value) -> String {
     let mut h = String::new();
-    let _ = write!(h, "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>{STYLE}</style></head><body>\n<h1>{t}</h1>\n", t = escape(title));
-    funnel(&mut h, s);
+    let _ = write!(
+        h,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>{STYLE}\n{css}</style></head><body>\n<h1>{t}</h1>\n",
+        t = escape(title),
+        css = crate::VIEWS_CSS
+    );
+    // The dashboard's views, filled in by the scripts at the end from the snapshot.
+    let _ = writeln!(
+        h,
+        "<h2>Pipeline</h2><p class=\"muted\">The stages as of this report.</p><svg id=\"dag\" width=\"100%\" height=\"150\" role=\"img\" aria-label=\"the stage DAG\"></svg>"
+    );
+    let _ = writeln!(h, "<h2>Funnel</h2><div id=\"funnel\" class=\"muted\">No stage has run yet.</div>");
     teacher(&mut h, s);
+    let _ = writeln!(
+        h,
+        "<div class=\"legend\" id=\"teacher-legend\"></div><svg id=\"teacher-counts\" width=\"100%\" height=\"220\"></svg><svg id=\"teacher-cost\" width=\"100%\" height=\"160\"></svg><div id=\"teacher-note\" class=\"muted\"></div>"
+    );
+    let _ = writeln!(h, "<h2>Samples</h2><p class=\"muted\">Kept samples, each token coloured by the teacher's probability; hover a token for its top-k.</p><div id=\"samples\"></div><div id=\"tip\" class=\"tip\" hidden></div>");
     soft_labels(&mut h, s);
     evals(&mut h, s);
     let _ = writeln!(h, "<h2>Charts</h2>");
@@ -46,39 +59,10 @@ pub fn render(title: &str, s: &RunSummary, charts: &[Chart]) -> String {
     for (stage, _) in &s.stages {
         let _ = writeln!(h, "<li><a href=\"../{s}/stats.json\">{s}/stats.json</a> · <a href=\"../{s}/manifest.json\">manifest</a></li>", s = escape(stage));
     }
-    let _ = writeln!(h, "</ul>\n</body></html>");
+    let _ = writeln!(h, "</ul>");
+    let _ = writeln!(h, "<script>const SNAPSHOT = {};</script>", crate::snapshot::script_json(views));
+    let _ = writeln!(h, "<script>{}</script>\n<script>{}</script>\n</body></html>", crate::VIEWS_JS, crate::REPORT_JS);
     h
-}
-
-/// The funnel ([`crate::funnel`]): one row per step with a bar of what went on (relative to
-/// the first step's input) and the drops by reason. The dashboard draws the same rows.
-fn funnel(h: &mut String, s: &RunSummary) {
-    let _ = writeln!(h, "<h2>Funnel</h2>");
-    let f = Funnel::from_stats(|stage| s.stages.iter().find(|(n, _)| n == stage).map(|(_, v)| v));
-    if f.steps.is_empty() {
-        let _ = writeln!(h, "<p class=\"muted\">No stage has run yet.</p>");
-        return;
-    }
-    let top = f.steps.iter().map(|st| st.input).max().unwrap_or(1).max(1) as f64;
-    let _ = writeln!(h, "<table class=\"funnel\"><tr><th>step</th><th>in</th><th>out</th><th>dropped</th><th class=\"bar\"></th><th>dropped because</th></tr>");
-    for st in &f.steps {
-        let mut why: Vec<String> = st.reasons.iter().map(|r| format!("<span class=\"reason\">{} <b>{}</b></span>", escape(&r.reason), r.count)).collect();
-        if st.unexplained > 0 {
-            why.push(format!("<span class=\"reason\">(no reason recorded) <b>{}</b></span>", st.unexplained));
-        }
-        let _ = writeln!(
-            h,
-            "<tr><td>{label}</td><td>{i}</td><td>{o}</td><td>{d}</td><td class=\"bar\"><div class=\"kept\" style=\"width:{w:.1}%\"></div><div class=\"drop\" style=\"width:{dw:.1}%\"></div></td><td>{why}</td></tr>",
-            label = escape(&st.label),
-            i = st.input,
-            o = st.output,
-            d = st.dropped(),
-            w = 100.0 * st.output as f64 / top,
-            dw = 100.0 * st.dropped() as f64 / top,
-            why = why.join(" ")
-        );
-    }
-    let _ = writeln!(h, "</table>");
 }
 
 fn teacher(h: &mut String, s: &RunSummary) {

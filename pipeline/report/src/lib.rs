@@ -2,7 +2,10 @@
 //! than read. It gathers what every other stage published (their `stats.json`, the trainer's
 //! `metrics.jsonl`, the evaluator's `summary.json` files, the shards' token counts), draws PNG
 //! charts and writes one static HTML file with relative links only, so the folder can be
-//! copied anywhere or attached to a ticket.
+//! copied anywhere or attached to a ticket. The dashboard's views (the DAG, the funnel, the
+//! teacher over time, samples coloured by the teacher's probability) are a snapshot: the
+//! dashboard API's JSON as of this run ([`snapshot`]), inlined with the dashboard's own drawing
+//! code ([`VIEWS_JS`]), so the page needs no server and each view is drawn one way.
 //!
 //! The report never fails because an upstream stage is missing: a section without data says
 //! so. It does fail on files that exist but cannot be parsed (they name the file).
@@ -11,6 +14,7 @@ mod charts;
 mod collect;
 pub mod funnel;
 mod html;
+pub mod snapshot;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +40,12 @@ impl Default for ReportConfig {
 /// by the dashboard page and this report (see `assets/views.js`).
 pub const VIEWS_JS: &str = include_str!("../assets/views.js");
 
+/// The style of those views.
+pub const VIEWS_CSS: &str = include_str!("../assets/views.css");
+
+/// Draws the report's snapshot ([`snapshot`]) with [`VIEWS_JS`].
+const REPORT_JS: &str = include_str!("../assets/report.js");
+
 /// Output format version of this stage (bump when its files change shape).
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -43,7 +53,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub fn run(ctx: &distill_core::StageContext, cfg: &ReportConfig, stages: &[&str]) -> distill_core::Result<serde_json::Value> {
     let summary = collect::gather(ctx.work_dir, stages)?;
     let images = charts::draw(&summary, &ctx.out_dir, cfg.histogram_bins)?;
-    let page = html::render(&cfg.title, &summary, &images);
+    let funnel = funnel::Funnel::from_stats(|stage| summary.stages.iter().find(|(n, _)| n == stage).map(|(_, v)| v));
+    let views = snapshot::gather(ctx.work_dir, stages, &funnel)?;
+    let page = html::render(&cfg.title, &summary, &images, &views);
     distill_core::atomic::write_file(&ctx.out_dir.join("index.html"), page.as_bytes())?;
     distill_core::atomic::write_json(&ctx.out_dir.join("summary.json"), &summary)?;
     Ok(serde_json::json!({
