@@ -595,6 +595,46 @@ fn a_shard_row_with_student_1_has_the_trained_models_log_prob_of_each_token_as_t
             assert!((l[at] - lp[j].as_f64().unwrap()).abs() < 1e-6, "position {j}");
         }
     }
+
+    // The page: a shard row coloured by the student's probabilities, both on hover.
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = match cdp::Browser::launch(profile.path(), 1200, 2000) {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("browser part skipped: {why}");
+            return;
+        }
+    };
+    browser.open(&format!("http://{a}/"));
+    let wait = |b: &mut cdp::Browser, js: &str, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while b.eval(js) != true {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait(&mut browser, "document.readyState === 'complete' && !!document.getElementById('sample-kind')", "the page loaded");
+    browser.eval("const k = document.getElementById('sample-kind'); k.value = 'shard-rows'; k.dispatchEvent(new Event('change'))");
+    wait(&mut browser, "document.querySelectorAll('#sample-list li[data-id]').length > 1", "the shard rows are listed");
+    browser.eval("document.querySelectorAll('#sample-list li[data-id]')[1].click()");
+    wait(&mut browser, "!!document.getElementById('row-colour') && document.querySelectorAll('#tokens .tok').length > 0", "the row's tokens are drawn");
+    browser.eval("const c = document.getElementById('row-colour'); c.value = 'student'; c.dispatchEvent(new Event('change'))");
+    wait(
+        &mut browser,
+        "document.getElementById('sample-view').textContent.includes(\"student's probability\") && document.querySelectorAll('#tokens .tok').length > 0",
+        "coloured by the student",
+    );
+    let tip = browser.eval(
+        "(() => { const t = [...document.querySelectorAll('#tokens .tok')].find(t => t.style.background); const r = t.getBoundingClientRect(); \
+         t.dispatchEvent(new MouseEvent('mousemove', {clientX: r.left + 1, clientY: r.top + 1, bubbles: true})); \
+         return document.getElementById('tip').innerText; })()",
+    );
+    let tip = tip.as_str().unwrap_or_default().to_string();
+    assert!(tip.contains("teacher p=") && tip.contains("student p=") && tip.contains("student top-k"), "{tip:?}");
+    // The shown student p is the API's for that token.
+    let i: usize = browser.eval("+[...document.querySelectorAll('#tokens .tok')].find(t => t.style.background).dataset.i").as_u64().unwrap() as usize;
+    let p = lp[i].as_f64().unwrap().exp();
+    assert!(tip.contains(&format!("student p={p:.3}")), "{tip:?} vs {p}");
 }
 
 #[test]
