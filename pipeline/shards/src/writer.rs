@@ -83,6 +83,9 @@ const PER_POSITION_COLUMNS: [&str; 6] = [
     "tail_mass.list.element",
 ];
 
+/// Rows per record batch given to the Parquet writer (a row group is several).
+const WRITE_ROWS: usize = 64;
+
 /// One Parquet file being written, row group by row group, under a temporary name; its final
 /// name (which carries the number of files of its split) is given at [`ShardFile::finish`].
 pub struct ShardFile {
@@ -110,8 +113,13 @@ impl ShardFile {
     /// Writes `rows` as one row group.
     pub fn write_row_group(&mut self, rows: &[&Row], scores: &[String]) -> Result<()> {
         let perr = |e: &dyn std::fmt::Display| Error::Parquet { path: self.tmp.clone(), message: e.to_string() };
-        let batch = to_batch(rows, &self.schema, scores).map_err(|e| perr(&e))?;
-        self.writer.write(&batch).map_err(|e| perr(&e))?;
+        // Handed to the writer a few rows at a time: its repetition/definition levels and our
+        // Arrow copies then stay a few MB that the allocator reuses, where a whole row group's
+        // (tens of MB at top-20) went back to the OS and were faulted in again each time.
+        for chunk in rows.chunks(WRITE_ROWS) {
+            let batch = to_batch(chunk, &self.schema, scores).map_err(|e| perr(&e))?;
+            self.writer.write(&batch).map_err(|e| perr(&e))?;
+        }
         self.writer.flush().map_err(|e| perr(&e))?;
         self.info.row_groups += 1;
         self.info.rows += rows.len();
