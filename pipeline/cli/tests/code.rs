@@ -3,10 +3,11 @@
 //! first, its failure goes into the request, the answer's code replaces the line range, and
 //! the tests run again; `--write` keeps the fix only when they pass.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use distill_teacher_testserver::{spawn, ServerConfig};
+use distill_teacher_testserver::{spawn, ChatAnswer, ServerConfig, TestServer};
 
 const BUGGY: &str = "def add(a, b):\n    return a - b\n\n\ndef test_add():\n    assert add(2, 3) == 5\n";
 
@@ -20,46 +21,64 @@ fn scripted(prompt: &str) -> String {
     }
 }
 
-/// `distill code <task> calc.py --lines <lines>` in `dir` against the scripted server.
-fn distill_code(dir: &std::path::Path, base_url: &str, task: &str, lines: &str, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_distill"))
-        .current_dir(dir)
-        .args(["--quiet", "code", task, "calc.py", "--lines", lines, "--endpoint", base_url, "--model", "scripted"])
-        .args(extra)
-        .output()
-        .unwrap()
+/// A scripted server on loopback and a temporary folder holding `calc.py`.
+struct Session {
+    server: TestServer,
+    dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+impl Session {
+    /// The server answers every request with `answer`; `calc.py` holds `source`.
+    fn new(answer: ChatAnswer, source: &str) -> Self {
+        let server = spawn(ServerConfig { chat_answer: Some(answer), ..Default::default() }).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("calc.py");
+        std::fs::write(&file, source).unwrap();
+        Session { server, dir, file }
+    }
+
+    /// `distill code <task> calc.py --lines <lines> <extra>` in the folder: whether it
+    /// succeeded, its stdout and stderr.
+    fn run(&self, task: &str, lines: &str, extra: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_distill"))
+            .current_dir(self.dir.path())
+            .args(["--quiet", "code", task, "calc.py", "--lines", lines, "--endpoint", &self.server.base_url, "--model", "scripted"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// `calc.py` as it is now.
+    fn source(&self) -> String {
+        std::fs::read_to_string(&self.file).unwrap()
+    }
 }
 
 #[test]
 fn code_fix_runs_the_failing_test_gets_a_fix_and_the_tests_pass_after() {
-    let server = spawn(ServerConfig { chat_answer: Some(Arc::new(scripted)), ..Default::default() }).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("calc.py");
-    std::fs::write(&file, BUGGY).unwrap();
-    let out = distill_code(dir.path(), &server.base_url, "fix", "2:2", &["--write"]);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let session = Session::new(Arc::new(scripted), BUGGY);
+    let (ok, stdout, stderr) = session.run("fix", "2:2", &["--write"]);
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("subtracts instead of adding") && stdout.contains("return a + b"), "the answer is printed: {stdout}");
     assert!(stderr.contains("tests before: 0 passed, 1 failed"), "{stderr}");
     assert!(stderr.contains("tests after the Fix: 1 passed, 0 failed (PASS)"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), BUGGY.replace("a - b", "a + b"));
-    assert_eq!(server.counters().requests(), 1);
+    assert_eq!(session.source(), BUGGY.replace("a - b", "a + b"));
+    assert_eq!(session.server.counters().requests(), 1);
 }
 
 #[test]
 fn a_wrong_fix_is_reported_and_not_written() {
     // The test lives beside the module (test_calc.py imports calc); the scripted model answers
     // with a wrong edit, which the tests catch.
-    let server = spawn(ServerConfig { chat_answer: Some(Arc::new(|_: &str| "```python\n    return a * b\n```".to_string())), ..Default::default() }).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let module = "def add(a, b):\n    return a - b\n";
-    std::fs::write(dir.path().join("calc.py"), module).unwrap();
-    std::fs::write(dir.path().join("test_calc.py"), "from calc import add\n\ndef test_add():\n    assert add(2, 3) == 5\n").unwrap();
-    let out = distill_code(dir.path(), &server.base_url, "fix", "2:2", &["--write"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let session = Session::new(Arc::new(|_: &str| "```python\n    return a * b\n```".to_string()), module);
+    std::fs::write(session.dir.path().join("test_calc.py"), "from calc import add\n\ndef test_add():\n    assert add(2, 3) == 5\n").unwrap();
+    let (ok, _, stderr) = session.run("fix", "2:2", &["--write"]);
+    assert!(!ok, "{stderr}");
     assert!(stderr.contains("tests before: 0 passed, 1 failed") && stderr.contains("(FAIL)") && stderr.contains("not written"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(dir.path().join("calc.py")).unwrap(), module);
+    assert_eq!(session.source(), module);
 }
 
 /// `distill code complete` streams the same greedy text from `distill serve` (SSE) as from the
@@ -96,7 +115,7 @@ fn complete_streams_the_same_text_from_serve_and_in_process() {
 
 /// A scripted model that keeps every prompt it is sent (chat as `role: content` lines, a
 /// completion's raw prompt) and answers each with `answer`.
-fn recording(answer: &'static str) -> (distill_teacher_testserver::ChatAnswer, Arc<Mutex<Vec<String>>>) {
+fn recording(answer: &'static str) -> (ChatAnswer, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     (
@@ -108,10 +127,6 @@ fn recording(answer: &'static str) -> (distill_teacher_testserver::ChatAnswer, A
     )
 }
 
-fn text(out: &std::process::Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 const MATH: &str = "def add(a, b):\n    pass\n\n\ndef mul(a, b):\n    return a * b\n";
 
 /// `infill` sends one FIM completion (the lines before the range as the prefix, after it as
@@ -119,25 +134,20 @@ const MATH: &str = "def add(a, b):\n    pass\n\n\ndef mul(a, b):\n    return a *
 #[test]
 fn infill_sends_prefix_and_suffix_and_the_middle_replaces_the_range() {
     let (answer, seen) = recording("    return a + b");
-    let server = spawn(ServerConfig { chat_answer: Some(answer), ..Default::default() }).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("calc.py");
-    std::fs::write(&file, MATH).unwrap();
+    let session = Session::new(answer, MATH);
 
-    let out = distill_code(dir.path(), &server.base_url, "infill", "2:2", &[]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let (ok, stdout, stderr) = session.run("infill", "2:2", &[]);
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert_eq!(stdout, "    return a + b\n");
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), MATH, "without --write the file is untouched");
+    assert_eq!(session.source(), MATH, "without --write the file is untouched");
     let expected = "<|fim_prefix|>def add(a, b):\n<|fim_suffix|>\n\ndef mul(a, b):\n    return a * b\n<|fim_middle|>";
     assert_eq!(seen.lock().unwrap().as_slice(), [expected.to_string()], "one completion request with the FIM prompt");
 
-    let out = distill_code(dir.path(), &server.base_url, "infill", "2:2", &["--write"]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let (ok, stdout, stderr) = session.run("infill", "2:2", &["--write"]);
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stderr.contains("wrote calc.py"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), MATH.replace("    pass\n", "    return a + b\n"));
-    assert_eq!(server.counters().requests(), 2);
+    assert_eq!(session.source(), MATH.replace("    pass\n", "    return a + b\n"));
+    assert_eq!(session.server.counters().requests(), 2);
 }
 
 /// `explain` asks about the range with the whole file as context, prints the answer, runs no
@@ -146,16 +156,12 @@ fn infill_sends_prefix_and_suffix_and_the_middle_replaces_the_range() {
 fn explain_prints_the_answer_and_changes_no_file() {
     const EXPLANATION: &str = "`add` returns the difference of its arguments, not their sum.";
     let (answer, seen) = recording(EXPLANATION);
-    let server = spawn(ServerConfig { chat_answer: Some(answer), ..Default::default() }).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("calc.py");
-    std::fs::write(&file, BUGGY).unwrap();
-    let out = distill_code(dir.path(), &server.base_url, "explain", "1:2", &["--write"]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let session = Session::new(answer, BUGGY);
+    let (ok, stdout, stderr) = session.run("explain", "1:2", &["--write"]);
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert_eq!(stdout, format!("{EXPLANATION}\n"));
     assert!(!stderr.contains("tests") && !stderr.contains("wrote"), "explain runs no tests and writes nothing: {stderr}");
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), BUGGY);
+    assert_eq!(session.source(), BUGGY);
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 1);
     let prompt = &seen[0];
@@ -171,17 +177,13 @@ const VERBOSE: &str = "def add(a, b):\n    total = a\n    total = total + b\n   
 #[test]
 fn refactor_that_keeps_the_tests_passing_is_reported_pass_and_written() {
     let (answer, seen) = recording("Simpler:\n\n```python\n    return a + b\n```\n");
-    let server = spawn(ServerConfig { chat_answer: Some(answer), ..Default::default() }).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("calc.py");
-    std::fs::write(&file, VERBOSE).unwrap();
-    let out = distill_code(dir.path(), &server.base_url, "refactor", "2:4", &["--write"]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let session = Session::new(answer, VERBOSE);
+    let (ok, stdout, stderr) = session.run("refactor", "2:4", &["--write"]);
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("return a + b"), "{stdout}");
     assert!(stderr.contains("tests before: 1 passed, 0 failed"), "{stderr}");
     assert!(stderr.contains("tests after the Refactor: 1 passed, 0 failed (PASS)") && stderr.contains("wrote calc.py"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "def add(a, b):\n    return a + b\n\n\ndef test_add():\n    assert add(2, 3) == 5\n");
+    assert_eq!(session.source(), "def add(a, b):\n    return a + b\n\n\ndef test_add():\n    assert add(2, 3) == 5\n");
     let prompt = &seen.lock().unwrap()[0];
     assert!(prompt.contains("Refactor lines 2-4 of calc.py for clarity without changing behaviour") && prompt.contains("    total = total + b"), "{prompt}");
     assert!(!prompt.contains("Its tests fail"), "passing tests are not reported as failures: {prompt}");
@@ -191,17 +193,13 @@ fn refactor_that_keeps_the_tests_passing_is_reported_pass_and_written() {
 #[test]
 fn refactor_that_breaks_the_tests_is_reported_fail_and_not_written() {
     let (answer, _) = recording("```python\n    return a - b\n```");
-    let server = spawn(ServerConfig { chat_answer: Some(answer), ..Default::default() }).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("calc.py");
-    std::fs::write(&file, VERBOSE).unwrap();
-    let out = distill_code(dir.path(), &server.base_url, "refactor", "2:4", &["--write"]);
-    let (stdout, stderr) = text(&out);
-    assert!(!out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let session = Session::new(answer, VERBOSE);
+    let (ok, stdout, stderr) = session.run("refactor", "2:4", &["--write"]);
+    assert!(!ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stderr.contains("tests before: 1 passed, 0 failed"), "{stderr}");
     assert!(stderr.contains("tests after the Refactor: 0 passed, 1 failed (FAIL)") && stderr.contains("test_add: AssertionError"), "{stderr}");
     assert!(stderr.contains("not written") && !stderr.contains("wrote"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), VERBOSE);
+    assert_eq!(session.source(), VERBOSE);
 }
 
 /// `test` asks for pytest-style tests of the range and prints the answer; as its task table
@@ -210,17 +208,13 @@ fn refactor_that_breaks_the_tests_is_reported_fail_and_not_written() {
 fn test_prints_the_generated_tests_and_writes_nothing() {
     const TESTS: &str = "```python\ndef test_mul_small():\n    assert mul(2, 3) == 6\n```";
     let (answer, seen) = recording(TESTS);
-    let server = spawn(ServerConfig { chat_answer: Some(answer), ..Default::default() }).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("calc.py");
-    std::fs::write(&file, MATH).unwrap();
-    let out = distill_code(dir.path(), &server.base_url, "test", "5:6", &["--write"]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let session = Session::new(answer, MATH);
+    let (ok, stdout, stderr) = session.run("test", "5:6", &["--write"]);
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert_eq!(stdout, format!("{TESTS}\n"));
     assert!(!stderr.contains("tests") && !stderr.contains("wrote"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), MATH);
-    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(session.source(), MATH);
+    let files: Vec<_> = std::fs::read_dir(session.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(files, ["calc.py"], "no test file is written");
     let prompt = &seen.lock().unwrap()[0];
     assert!(
