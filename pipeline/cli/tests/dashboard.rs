@@ -613,9 +613,10 @@ fn a_shard_row_with_student_1_has_the_trained_models_log_prob_of_each_token_as_t
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    wait(&mut browser, "document.readyState === 'complete' && !!document.getElementById('sample-kind')", "the page loaded");
+    // (The kept samples listed at start first, then the shard rows.)
+    wait(&mut browser, "document.readyState === 'complete' && document.querySelectorAll('#sample-list li[data-id]').length > 0", "the page loaded");
     browser.eval("const k = document.getElementById('sample-kind'); k.value = 'shard-rows'; k.dispatchEvent(new Event('change'))");
-    wait(&mut browser, "document.querySelectorAll('#sample-list li[data-id]').length > 1", "the shard rows are listed");
+    wait(&mut browser, "[...document.querySelectorAll('#sample-list li[data-id]')].filter(li => li.textContent.endsWith(' tokens')).length > 1", "the shard rows are listed");
     browser.eval("document.querySelectorAll('#sample-list li[data-id]')[1].click()");
     wait(&mut browser, "!!document.getElementById('row-colour') && document.querySelectorAll('#tokens .tok').length > 0", "the row's tokens are drawn");
     browser.eval("const c = document.getElementById('row-colour'); c.value = 'student'; c.dispatchEvent(new Event('change'))");

@@ -189,8 +189,9 @@ function followMetrics(run) {
 let page = { offset: 0, limit: 40, total: 0 };
 
 // Shard rows page by index (no facets): the student's tokens with the teacher's top-k.
-async function loadRows() {
+async function loadRows(seq) {
   const v = await api(`/shard-rows?split=train&offset=${page.offset}&limit=${page.limit}`);
+  if (seq !== listSeq) return;
   page.total = v.total;
   $("sample-filter").innerHTML = '<option value="">train split</option>';
   $("page-info").textContent = `${v.total ? page.offset + 1 : 0}-${page.offset + v.rows.length} of ${v.total}`;
@@ -223,10 +224,14 @@ async function showRow(index) {
   bindTips($("tokens"), $("tip"), toks);
 }
 
+// Lists answer out of order when the kind changes quickly: only the latest one is drawn.
+let listSeq = 0;
+
 async function loadList() {
+  const seq = ++listSeq;
   const kind = $("sample-kind").value;
   if (kind === "shard-rows") {
-    try { await loadRows(); } catch (e) { $("sample-list").innerHTML = `<li class="muted">${esc(e.message)}</li>`; }
+    try { await loadRows(seq); } catch (e) { $("sample-list").innerHTML = `<li class="muted">${esc(e.message)}</li>`; }
     return;
   }
   const f = $("sample-filter").value;
@@ -234,6 +239,7 @@ async function loadList() {
   if (f) q += "&" + f;
   try {
     const v = await api(`/records/${kind}${q}`);
+    if (seq !== listSeq) return;
     page.total = v.matching;
     $("page-info").textContent = `${v.matching ? page.offset + 1 : 0}-${page.offset + v.records.length} of ${v.matching}`;
     const sel = $("sample-filter");
