@@ -411,13 +411,7 @@ fn a_client_over_its_rate_gets_429_and_binding_beyond_loopback_needs_a_key() {
 fn headless_chromium_sees_the_loss_chart_grow_during_training_and_the_funnel_of_filter_stats() {
     let f = fixture();
     let profile = tempfile::tempdir().unwrap();
-    let mut browser = match cdp::Browser::launch(profile.path(), 1200, 2000) {
-        Ok(b) => b,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
+    let Some(mut browser) = cdp::Browser::launch_or_skip(profile.path(), "the test") else { return };
     let _training = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
     let srv = start(f, &[], Some(KEY));
     let a = srv.addr.as_str();
@@ -427,10 +421,7 @@ fn headless_chromium_sees_the_loss_chart_grow_during_training_and_the_funnel_of_
     let id = serde_json::from_str::<Value>(&resp).unwrap()["id"].as_u64().unwrap();
     browser.open(&format!("http://{a}/"));
     // A mark on the page's window: still there at the end means the page was never reloaded.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while browser.eval("document.readyState") != "complete" && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    browser.wait_for("document.readyState === 'complete'", "the page loaded");
     browser.eval("window.__mark = 42");
 
     let points = |b: &mut cdp::Browser| b.eval("+(document.getElementById('loss').dataset.points || 0)").as_u64().unwrap_or(0);
@@ -598,30 +589,16 @@ fn a_shard_row_with_student_1_has_the_trained_models_log_prob_of_each_token_as_t
 
     // The page: a shard row coloured by the student's probabilities, both on hover.
     let profile = tempfile::tempdir().unwrap();
-    let mut browser = match cdp::Browser::launch(profile.path(), 1200, 2000) {
-        Ok(b) => b,
-        Err(why) => {
-            eprintln!("browser part skipped: {why}");
-            return;
-        }
-    };
+    let Some(mut browser) = cdp::Browser::launch_or_skip(profile.path(), "the browser part") else { return };
     browser.open(&format!("http://{a}/"));
-    let wait = |b: &mut cdp::Browser, js: &str, what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while b.eval(js) != true {
-            assert!(Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
     // (The kept samples listed at start first, then the shard rows.)
-    wait(&mut browser, "document.readyState === 'complete' && document.querySelectorAll('#sample-list li[data-id]').length > 0", "the page loaded");
+    browser.wait_for("document.readyState === 'complete' && document.querySelectorAll('#sample-list li[data-id]').length > 0", "the page loaded");
     browser.eval("const k = document.getElementById('sample-kind'); k.value = 'shard-rows'; k.dispatchEvent(new Event('change'))");
-    wait(&mut browser, "[...document.querySelectorAll('#sample-list li[data-id]')].filter(li => li.textContent.endsWith(' tokens')).length > 1", "the shard rows are listed");
+    browser.wait_for("[...document.querySelectorAll('#sample-list li[data-id]')].filter(li => li.textContent.endsWith(' tokens')).length > 1", "the shard rows are listed");
     browser.eval("document.querySelectorAll('#sample-list li[data-id]')[1].click()");
-    wait(&mut browser, "!!document.getElementById('row-colour') && document.querySelectorAll('#tokens .tok').length > 0", "the row's tokens are drawn");
+    browser.wait_for("!!document.getElementById('row-colour') && document.querySelectorAll('#tokens .tok').length > 0", "the row's tokens are drawn");
     browser.eval("const c = document.getElementById('row-colour'); c.value = 'student'; c.dispatchEvent(new Event('change'))");
-    wait(
-        &mut browser,
+    browser.wait_for(
         "document.getElementById('sample-view').textContent.includes(\"student's probability\") && document.querySelectorAll('#tokens .tok').length > 0",
         "coloured by the student",
     );
@@ -735,19 +712,10 @@ fn the_static_report_is_a_snapshot_of_the_dashboards_views_with_the_runs_numbers
     // Drawn in a browser from the file alone: the DAG, the funnel with filter/stats.json's
     // reasons, a line per teacher counter with every line of series.jsonl, the samples' tokens.
     let profile = tempfile::tempdir().unwrap();
-    let mut browser = match cdp::Browser::launch(profile.path(), 1200, 2000) {
-        Ok(b) => b,
-        Err(why) => {
-            eprintln!("browser part skipped: {why}");
-            return;
-        }
-    };
+    let Some(mut browser) = cdp::Browser::launch_or_skip(profile.path(), "the browser part") else { return };
     drop(srv);
     browser.open(&format!("file://{}", copy.work.join("report/index.html").display()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while browser.eval("location.protocol === 'file:' && document.readyState === 'complete'") != true && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    browser.wait_for("location.protocol === 'file:' && document.readyState === 'complete'", "the report loaded");
     let nodes = browser.eval("JSON.stringify(Object.fromEntries([...document.querySelectorAll('#dag .node')].map(g => [g.dataset.stage, g.dataset.state])))");
     let nodes: Value = serde_json::from_str(nodes.as_str().unwrap()).unwrap();
     assert_eq!(nodes["filter"], "up_to_date", "{nodes}");

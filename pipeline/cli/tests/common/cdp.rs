@@ -28,6 +28,12 @@ impl Drop for Browser {
 impl Browser {
     /// Starts `chromium` headless with a fresh profile in `profile`; `Err` with the reason when
     /// it cannot be started (not installed).
+    /// [`launch`](Self::launch), or `None` after saying on stderr that `part` is skipped (a
+    /// machine without chromium; scripts/system-deps.sh installs it).
+    pub fn launch_or_skip(profile: &Path, part: &str) -> Option<Browser> {
+        Browser::launch(profile, 1200, 2000).map_err(|why| eprintln!("{part} skipped: {why}")).ok()
+    }
+
     pub fn launch(profile: &Path, width: u32, height: u32) -> Result<Browser, String> {
         let (cmd_read, to) = std::io::pipe().map_err(|e| e.to_string())?;
         let (from, answer_write) = std::io::pipe().map_err(|e| e.to_string())?;
@@ -103,6 +109,15 @@ impl Browser {
     pub fn eval(&mut self, expression: &str) -> Value {
         let r = self.call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true}));
         r["result"]["value"].clone()
+    }
+
+    /// Waits up to 30 s for the JavaScript expression `js` to be `true`; panics naming `what`.
+    pub fn wait_for(&mut self, js: &str, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.eval(js) != true {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// A PNG of the page as it is drawn now.
