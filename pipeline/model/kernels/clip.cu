@@ -1,6 +1,7 @@
-// Global gradient norm over many f32 tensors without leaving the device (see src/cuda_kernels.rs).
+// Global gradient norm over many f32 (or many bf16) tensors without leaving the device (see
+// src/cuda_kernels/optim.rs).
 //
-// grad_sq_partials: table = [ptr_0 .. ptr_{n-1} | len_0 .. len_{n-1} | (tensor, start) per chunk]
+// grad_sq_partials_{f32,bf16}: table = [ptr_0 .. ptr_{n-1} | len_0 .. len_{n-1} | (tensor, start) per chunk]
 //                   (u64); block b sums g^2 over chunk b (up to CHUNK elements of one tensor)
 //                   into partials[b]: one launch for every parameter's gradient.
 // clip_coef:        one block adds the partials in a fixed order (f64) and writes
@@ -8,21 +9,30 @@
 //                   ||g|| > max_norm, else 1; the AdamW kernel scales g by out[1].
 #include "common.cuh"
 
-extern "C" __global__ void grad_sq_partials(const unsigned long long *table, int n, long long chunk, double *partials) {
+template <typename T>
+__device__ void grad_sq_partials(const unsigned long long *table, int n, long long chunk, double *partials) {
   long long b = blockIdx.x;
   const unsigned long long *lens = table + n;
   const unsigned long long *chunks = table + 2 * n;
   unsigned long long tensor = chunks[2 * b];
   long long start = (long long)chunks[2 * b + 1];
   long long end = min(start + chunk, (long long)lens[tensor]);
-  const float *g = (const float *)table[tensor];
+  const T *g = (const T *)table[tensor];
   float acc = 0.0f;
   for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {
-    float x = g[i];
+    float x = to_f(g[i]);
     acc += x * x;
   }
   acc = block_reduce(acc, false);
   if (threadIdx.x == 0) partials[b] = (double)acc;
+}
+
+extern "C" __global__ void grad_sq_partials_f32(const unsigned long long *table, int n, long long chunk, double *partials) {
+  grad_sq_partials<float>(table, n, chunk, partials);
+}
+
+extern "C" __global__ void grad_sq_partials_bf16(const unsigned long long *table, int n, long long chunk, double *partials) {
+  grad_sq_partials<__nv_bfloat16>(table, n, chunk, partials);
 }
 
 extern "C" __global__ void clip_coef(const double *partials, long long count, float max_norm, float *out) {

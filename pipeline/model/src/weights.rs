@@ -106,7 +106,14 @@ impl TrainableLm {
     /// [`Var`] cast to `dtype`, a differentiable op, so gradients land on the f32 masters. Build
     /// it after each optimizer step (the cast reads the current values).
     pub fn compute_view(&self, dtype: DType) -> Result<CausalLm> {
-        let backend = CastVars { vars: self.vars().into_iter().collect() };
+        self.view_over(self.vars(), dtype)
+    }
+
+    /// The same model over other tensors of the same names and shapes (the optimizer's bf16
+    /// compute copies), each cast to `dtype` unless it is already: backward's gradients land
+    /// on `vars`, in their dtype.
+    pub fn view_over(&self, vars: Vec<(String, Var)>, dtype: DType) -> Result<CausalLm> {
+        let backend = CastVars { vars: vars.into_iter().collect() };
         let vb = VarBuilder::from_backend(Box::new(backend), dtype, self.model.device().clone());
         let mut view = CausalLm::new(self.model.config(), vb)?;
         view.set_attention_backward(self.model.attention_backward());
@@ -265,7 +272,7 @@ pub fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// Hands out the trainable vars cast to the builder's dtype (see [`TrainableLm::compute_view`]).
+/// Hands out the trainable vars cast to the builder's dtype (see [`TrainableLm::view_over`]).
 struct CastVars {
     vars: HashMap<String, Var>,
 }

@@ -13,10 +13,16 @@
 //! `norm` or `.ln_`, or naming an embedding table: `embed_tokens`, `wte`, `wpe`).
 //! Clipping: with `n = sqrt(sum over all grads of g^2)`, grads are scaled by `c / (n + 1e-6)`
 //! when `n > c`.
+//!
+//! Mixed precision: [`AdamW::compute_copies`] gives each f32 master a copy in the compute
+//! dtype (bf16) that every update rewrites as `bf16(p)`, in the same CUDA kernel. The forward
+//! and backward passes run on the copies, so a step casts no weights, and the gradients arrive
+//! in bf16 (the matmuls write them in bf16 anyway) and are read as such by the norm and the
+//! update, which compute in f32.
 
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 use crate::error::{Error, Result};
 
@@ -38,6 +44,9 @@ pub struct AdamW {
     params: Vec<(String, Var)>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
+    /// Each parameter's compute copy (same order as `params`), once [`Self::compute_copies`]
+    /// has made them.
+    compute: Option<Vec<Var>>,
     /// Updates done so far.
     pub t: u64,
     pub hp: AdamWParams,
@@ -48,11 +57,27 @@ impl AdamW {
     pub fn new(params: Vec<(String, Var)>, hp: AdamWParams) -> Result<Self> {
         let m = params.iter().map(|(_, p)| p.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
         let v = params.iter().map(|(_, p)| p.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(AdamW { params, m, v, t: 0, hp })
+        Ok(AdamW { params, m, v, compute: None, t: 0, hp })
     }
 
     pub fn params(&self) -> &[(String, Var)] {
         &self.params
+    }
+
+    /// The parameters in `dtype` for the forward and backward passes (module docs): on the
+    /// first call (and after [`Self::load_state`]) each f32 master cast once, then the same
+    /// copies, which every update rewrites. Take the gradients on these, not on the masters.
+    pub fn compute_copies(&mut self, dtype: DType) -> Result<Vec<(String, Var)>> {
+        let stale = match &self.compute {
+            Some(copies) => copies.first().is_some_and(|c| c.dtype() != dtype),
+            None => true,
+        };
+        if stale {
+            let copies = self.params.iter().map(|(_, p)| Var::from_tensor(&p.as_tensor().to_dtype(dtype)?.contiguous()?)).collect::<candle_core::Result<Vec<_>>>()?;
+            self.compute = Some(copies);
+        }
+        let copies = self.compute.as_ref().expect("made above");
+        Ok(self.params.iter().zip(copies).map(|((name, _), c)| (name.clone(), c.clone())).collect())
     }
 
     /// One update with `grads` (by parameter name; a missing gradient counts as zero).
@@ -93,12 +118,13 @@ impl AdamW {
                     bc1: bc1 as f32,
                     bc2: bc2 as f32,
                 };
-                distill_model::cuda_kernels::adamw_step(p.as_tensor(), g, &self.m[i], &self.v[i], clip, step)?;
+                let copy = self.compute.as_ref().map(|c| c[i].as_tensor());
+                distill_model::cuda_kernels::adamw_step(p.as_tensor(), g, &self.m[i], &self.v[i], clip, copy, step)?;
                 continue;
             }
             // Gradients from `backward` still carry their op graph; moments built from them
             // would keep every earlier step's graph alive (memory grew ~600 MB a step).
-            let g = g.detach();
+            let g = g.detach().to_dtype(DType::F32)?;
             let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?.detach();
             let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?.detach();
             let mut theta = p.as_tensor().clone();
@@ -106,7 +132,11 @@ impl AdamW {
                 theta = (theta * (1.0 - lr * wd))?;
             }
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + eps)?)?;
-            p.set(&(theta - (update * lr)?)?)?;
+            let updated = (theta - (update * lr)?)?;
+            if let Some(copies) = &self.compute {
+                copies[i].set(&updated.to_dtype(copies[i].dtype())?)?;
+            }
+            p.set(&updated)?;
             self.m[i] = m;
             self.v[i] = v;
         }
@@ -123,8 +153,11 @@ impl AdamW {
         out
     }
 
-    /// Restores moments saved by [`state`](Self::state) and the update count.
+    /// Restores moments saved by [`state`](Self::state) and the update count. The compute
+    /// copies are dropped: the masters were just loaded too, and the next
+    /// [`compute_copies`](Self::compute_copies) casts them afresh.
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>, t: u64) -> Result<()> {
+        self.compute = None;
         for (i, (name, p)) in self.params.iter().enumerate() {
             for (key, slot) in [(format!("m.{name}"), &mut self.m[i]), (format!("v.{name}"), &mut self.v[i])] {
                 let s = state.get(&key).ok_or_else(|| Error::OptimizerStateMissing { key: key.clone() })?;
@@ -132,7 +165,7 @@ impl AdamW {
                     return Err(Error::OptimizerStateShape { key, found: s.dims().to_vec(), expected: p.dims().to_vec() });
                 }
                 // A private contiguous copy: the CUDA optimizer updates the moments in place.
-                *slot = s.to_dtype(candle_core::DType::F32)?.copy()?;
+                *slot = s.to_dtype(DType::F32)?.copy()?;
             }
         }
         self.t = t;
@@ -169,10 +202,12 @@ pub fn clip_global_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> R
     }
     #[cfg(feature = "cuda")]
     if grads[&names[0]].device().is_cuda() {
-        // Contiguous f32 once here, so that the AdamW kernel reads them without another copy.
+        // Contiguous once here, so that the AdamW kernel reads them without another copy; in
+        // bf16 when all are (the compute copies' gradients), else in f32.
+        let dtype = if grads.values().all(|g| g.dtype() == DType::BF16) { DType::BF16 } else { DType::F32 };
         let mut flat = Vec::with_capacity(names.len());
         for name in &names {
-            let g = grads[name].detach().to_dtype(candle_core::DType::F32)?.contiguous()?;
+            let g = grads[name].detach().to_dtype(dtype)?.contiguous()?;
             grads.insert(name.clone(), g.clone());
             flat.push(g);
         }
@@ -182,9 +217,9 @@ pub fn clip_global_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> R
     // synchronisation per step instead of one per tensor.
     // Rows first: a whole-tensor sum is one GPU block over up to 136M elements (an embedding).
     let sum_sq = |g: &Tensor| -> candle_core::Result<Tensor> {
-        let sq = g.sqr()?;
+        let sq = g.to_dtype(DType::F32)?.sqr()?;
         let rows = if sq.rank() >= 2 { sq.sum(candle_core::D::Minus1)? } else { sq };
-        rows.sum_all()?.to_dtype(candle_core::DType::F64)
+        rows.sum_all()?.to_dtype(DType::F64)
     };
     let sums = names.iter().map(|n| sum_sq(&grads[n])).collect::<candle_core::Result<Vec<_>>>()?;
     let sq = Tensor::stack(&sums, 0)?.sum_all()?.to_scalar::<f64>()?;
@@ -192,7 +227,9 @@ pub fn clip_global_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> R
     if max_norm > 0.0 && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
         for g in grads.values_mut() {
-            *g = (&*g * scale)?;
+            // In f32: a bf16 product would round the scaled gradient (the CUDA kernel scales
+            // in f32 too).
+            *g = (g.to_dtype(DType::F32)? * scale)?;
         }
     }
     Ok(GradNorm::Host(norm))
@@ -253,6 +290,35 @@ mod tests {
             opt.step(&HashMap::from([("w.weight".to_string(), g)]), 0.01).unwrap();
         }
         assert!(!opt.m[0].track_op() && !opt.v[0].track_op(), "moments must be detached from the graph");
+    }
+
+    /// The bf16 copies are the graph's leaves: their gradients come back in bf16, each update
+    /// rewrites the same copies as the updated masters cast to bf16, and a checkpoint load
+    /// (which replaces the masters) makes the next call cast afresh.
+    #[test]
+    fn compute_copies_take_the_gradients_and_follow_every_update() {
+        let p = Var::new(&[1.0f32, -2.0, 0.3], &Device::Cpu).unwrap();
+        let hp = AdamWParams { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
+        let mut opt = AdamW::new(vec![("w.weight".into(), p.clone())], hp).unwrap();
+        let first = opt.compute_copies(DType::BF16).unwrap()[0].1.clone();
+        for _ in 0..3 {
+            let copies = opt.compute_copies(DType::BF16).unwrap();
+            let w = &copies[0].1;
+            assert_eq!(w.id(), first.id(), "the same copies every step, not a cast per step");
+            let loss = w.as_tensor().to_dtype(DType::F32).unwrap().sqr().unwrap().sum_all().unwrap();
+            let g = loss.backward().unwrap().get(w.as_tensor()).unwrap().clone();
+            assert_eq!(g.dtype(), DType::BF16);
+            opt.step(&HashMap::from([("w.weight".to_string(), g)]), 0.01).unwrap();
+            let bf16_values = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(bf16_values(w.as_tensor()), bf16_values(p.as_tensor()));
+        }
+        assert_ne!(p.as_tensor().to_vec1::<f32>().unwrap(), vec![1.0f32, -2.0, 0.3], "the masters moved");
+        let state: HashMap<String, Tensor> = opt.state().into_iter().collect();
+        p.set(&Tensor::new(&[5.0f32, 6.0, 7.0], &Device::Cpu).unwrap()).unwrap();
+        opt.load_state(&state, 3).unwrap();
+        let fresh = opt.compute_copies(DType::BF16).unwrap()[0].1.clone();
+        assert_ne!(fresh.id(), first.id());
+        assert_eq!(fresh.as_tensor().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap(), vec![5.0f32, 6.0, 7.0]);
     }
 
     #[test]

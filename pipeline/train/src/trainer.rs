@@ -361,9 +361,10 @@ pub(crate) struct StepOutcome {
     pub tokens: u64,
 }
 
-/// One optimizer step: `grad_accum` micro-batches forward and backward (in bf16 through
-/// [`TrainableLm::compute_view`] when configured; the loss is always f32), gradients summed
-/// on the f32 master weights, clipped to the global norm, AdamW at `lr`.
+/// One optimizer step: `grad_accum` micro-batches forward and backward (in bf16 over the
+/// optimizer's compute copies when configured, see [`AdamW::compute_copies`]; the loss is
+/// always f32), gradients summed (in f32 over several micro-batches), clipped to the global
+/// norm, AdamW at `lr` on the f32 masters.
 pub(crate) fn optimizer_step(lm: &TrainableLm, opt: &mut AdamW, feeder: &mut Feeder, s: &Settings, step: u64, lr: f64) -> Result<StepOutcome> {
     optimizer_step_timed(lm, opt, feeder, s, step, lr, None)
 }
@@ -403,7 +404,14 @@ pub(crate) fn optimizer_step_timed(
 ) -> Result<StepOutcome> {
     let device = lm.model.device().clone();
     let mut clock = PhaseClock { device: device.clone(), since: Instant::now(), phases };
-    let bf16_view = if s.bf16 { Some(lm.compute_view(DType::BF16)?) } else { None };
+    // In bf16, the graph's leaves are the optimizer's compute copies (cast once, then rewritten
+    // by each update), so their gradients come back in bf16 with no cast kernels either way.
+    let (bf16_view, leaves) = if s.bf16 {
+        let copies = opt.compute_copies(DType::BF16)?;
+        (Some(lm.view_over(copies.clone(), DType::BF16)?), copies)
+    } else {
+        (None, opt.params().to_vec())
+    };
     clock.mark("cast weights")?;
     let model = bf16_view.as_ref().unwrap_or(&lm.model);
     let batches = (0..s.grad_accum)
@@ -413,7 +421,7 @@ pub(crate) fn optimizer_step_timed(
         })
         .collect::<Result<Vec<_>>>()?;
     clock.mark("batch")?;
-    let (mut grads, mut out) = accumulate(model, opt.params(), &batches, s, step, &mut clock)?;
+    let (mut grads, mut out) = accumulate(model, &leaves, &batches, s, step, &mut clock)?;
     let norm = clip_global_norm(&mut grads, s.grad_clip)?;
     clock.mark("clip")?;
     opt.step_clipped(&grads, lr, &norm)?;
@@ -454,6 +462,8 @@ fn accumulate(model: &CausalLm, params: &[(String, Var)], batches: &[Batch], s: 
             (parts, grads)
         };
         for (name, g) in micro_grads {
+            // Summed over micro-batches in f32 (bf16 copies' gradients come in bf16).
+            let g = if batches.len() > 1 { g.to_dtype(DType::F32)? } else { g };
             // Detached: a weight's gradient still refers to its micro-batch's backward graph,
             // which would keep every micro-batch's activations alive until the step.
             let g = match grads.remove(name) {

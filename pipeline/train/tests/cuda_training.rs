@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use distill_model::weights::normal_tensor;
 use distill_train::optim::{clip_global_norm, AdamW, AdamWParams};
 use distill_train::TrainConfig;
@@ -17,8 +17,10 @@ fn gpu() -> Device {
     Device::new_cuda(0).expect("a CUDA device (these tests run on the GPU machine)")
 }
 
-/// Parameters named so that both decay groups are present, and three steps of seeded grads.
-fn adamw_run(dev: &Device, max_norm: f64) -> (Vec<Vec<f32>>, Vec<f64>) {
+/// Parameters named so that both decay groups are present, and three steps of seeded grads in
+/// `grad_dtype`; with bf16 grads the optimizer keeps bf16 compute copies, checked to equal the
+/// masters cast to bf16 after every update.
+fn adamw_run(dev: &Device, max_norm: f64, grad_dtype: DType) -> (Vec<Vec<f32>>, Vec<f64>) {
     let names = ["model.layers.0.mlp.up_proj.weight", "model.layers.0.input_layernorm.weight", "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.bias"];
     let shapes: [&[usize]; 4] = [&[64, 48], &[48], &[100, 48], &[48]];
     let params: Vec<(String, Var)> = names
@@ -31,14 +33,20 @@ fn adamw_run(dev: &Device, max_norm: f64) -> (Vec<Vec<f32>>, Vec<f64>) {
     let mut opt = AdamW::new(params.clone(), hp).unwrap();
     let mut norms = Vec::new();
     for step in 0..3u64 {
+        let copies = (grad_dtype == DType::BF16).then(|| opt.compute_copies(DType::BF16).unwrap());
         let mut grads: HashMap<String, Tensor> = params
             .iter()
             .enumerate()
-            .map(|(i, (n, p))| (n.clone(), normal_tensor(p.shape(), 2.0, 1000 + 10 * step + i as u64, &Device::Cpu).unwrap().to_device(dev).unwrap()))
+            .map(|(i, (n, p))| (n.clone(), normal_tensor(p.shape(), 2.0, 1000 + 10 * step + i as u64, &Device::Cpu).unwrap().to_dtype(grad_dtype).unwrap().to_device(dev).unwrap()))
             .collect();
         let norm = clip_global_norm(&mut grads, max_norm).unwrap();
         opt.step_clipped(&grads, 1e-2, &norm).unwrap();
         norms.push(norm.value().unwrap());
+        for ((name, p), (_, copy)) in params.iter().zip(copies.iter().flatten()) {
+            let want = p.as_tensor().to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let got = copy.as_tensor().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(got, want, "{name}: the bf16 compute copy is not the updated master cast to bf16 (step {step}, {:?})", dev.location());
+        }
     }
     let values = params.iter().map(|(_, p)| p.as_tensor().flatten_all().unwrap().to_device(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap()).collect();
     (values, norms)
@@ -46,21 +54,25 @@ fn adamw_run(dev: &Device, max_norm: f64) -> (Vec<Vec<f32>>, Vec<f64>) {
 
 #[test]
 fn fused_adamw_with_device_side_clipping_matches_the_cpu_optimizer() {
-    // Grads of norm ~ 230: clipping to 1.0 scales them; 0 turns clipping off.
-    for max_norm in [1.0, 0.0] {
-        let (cpu, cpu_norms) = adamw_run(&Device::Cpu, max_norm);
-        let (cuda, cuda_norms) = adamw_run(&gpu(), max_norm);
-        for (a, b) in cpu_norms.iter().zip(&cuda_norms) {
-            assert!(*a > 100.0 && (a - b).abs() < 1e-4 * a, "max_norm {max_norm}: grad norm {b} on CUDA vs {a} on the CPU");
-        }
-        for (i, (a, b)) in cpu.iter().zip(&cuda).enumerate() {
-            let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(diff < 1e-6, "max_norm {max_norm}: parameter {i} differs by {diff} after 3 updates");
+    // Grads of norm ~ 230: clipping to 1.0 scales them; 0 turns clipping off. bf16 grads (the
+    // compute copies' backward) are read as bf16 by the norm and the update, which rewrites the
+    // copies in the same kernel.
+    for grad_dtype in [DType::F32, DType::BF16] {
+        for max_norm in [1.0, 0.0] {
+            let (cpu, cpu_norms) = adamw_run(&Device::Cpu, max_norm, grad_dtype);
+            let (cuda, cuda_norms) = adamw_run(&gpu(), max_norm, grad_dtype);
+            for (a, b) in cpu_norms.iter().zip(&cuda_norms) {
+                assert!(*a > 100.0 && (a - b).abs() < 1e-4 * a, "{grad_dtype:?} grads, max_norm {max_norm}: grad norm {b} on CUDA vs {a} on the CPU");
+            }
+            for (i, (a, b)) in cpu.iter().zip(&cuda).enumerate() {
+                let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                eprintln!("adamw, {grad_dtype:?} grads, max_norm {max_norm}: parameter {i} within {diff:e} of the CPU after 3 updates");
+                assert!(diff < 1e-6, "{grad_dtype:?} grads, max_norm {max_norm}: parameter {i} differs by {diff} after 3 updates");
+            }
         }
     }
 }
 
-/// Losses of `warmup + steps` optimizer steps of the bench (synthetic top-20 KD + CE data).
 fn bench_losses(device: &str, dtype: &str, grad_accum: usize) -> Vec<f64> {
     model_losses("qwen2-nano", device, dtype, grad_accum, true)
 }

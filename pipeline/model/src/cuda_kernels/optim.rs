@@ -1,7 +1,9 @@
 //! The optimizer's kernels: the global gradient norm over every parameter in one launch
 //! (`kernels/clip.cu`), and one in-place AdamW update per parameter (`kernels/adamw.cu`) that
 //! scales the gradient by the clipping coefficient read on the device, so a step needs no
-//! host synchronisation and no scaled copy of the gradients.
+//! host synchronisation and no scaled copy of the gradients. Gradients are f32 or bf16 (the
+//! backward pass of bf16 compute copies leaves them in bf16: no cast kernels), and the update
+//! can rewrite the parameter's bf16 compute copy in the same pass.
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaView, DevicePtr, LaunchConfig, PushKernelArg};
@@ -29,18 +31,24 @@ pub struct AdamWStep {
     pub bc2: f32,
 }
 
-/// Updates f32 `p`, `m` and `v` in place from the gradient `g` scaled by `clip[1]` (all the
-/// same shape, on one CUDA device; `m` and `v` contiguous from offset 0, as the optimizer
-/// allocates them; `clip` from [`grad_norm_and_clip`]).
-pub fn adamw_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, clip: &Tensor, step: AdamWStep) -> candle_core::Result<()> {
-    let g = g.to_dtype(DType::F32)?.contiguous()?;
-    p.inplace_op2(&g, &AdamWOp { m: m.clone(), v: v.clone(), clip: clip.clone(), step })
+/// Updates f32 `p`, `m` and `v` in place from the gradient `g` (f32 or bf16) scaled by
+/// `clip[1]`, and writes `bf16(p)` into `copy` when given (all the same shape, on one CUDA
+/// device; `m`, `v` and `copy` contiguous from offset 0, as the optimizer allocates them;
+/// `clip` from [`grad_norm_and_clip`]).
+pub fn adamw_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, clip: &Tensor, copy: Option<&Tensor>, step: AdamWStep) -> candle_core::Result<()> {
+    let g = match g.dtype() {
+        DType::F32 | DType::BF16 => g.contiguous()?,
+        _ => g.to_dtype(DType::F32)?.contiguous()?,
+    };
+    p.inplace_op2(&g, &AdamWOp { m: m.clone(), v: v.clone(), clip: clip.clone(), copy: copy.cloned(), step })
 }
 
 struct AdamWOp {
     m: Tensor,
     v: Tensor,
     clip: Tensor,
+    /// The parameter's bf16 compute copy, rewritten from the updated value.
+    copy: Option<Tensor>,
     step: AdamWStep,
 }
 
@@ -80,23 +88,55 @@ impl candle_core::InplaceOp2 for AdamWOp {
         if clip.len() != 2 {
             candle_core::bail!("adamw: expected (norm, coefficient), got {} values", clip.len());
         }
+        let copy_storage = self.copy.as_ref().map(|c| c.storage_and_layout());
+        let copy = match &copy_storage {
+            Some((cs, cl)) => {
+                let Storage::Cuda(cs) = &**cs else { candle_core::bail!("adamw: compute copy must be on the CUDA device") };
+                let CudaStorageSlice::BF16(c) = &cs.slice else { candle_core::bail!("adamw: compute copy must be bf16") };
+                if !(cl.is_contiguous() && cl.start_offset() == 0 && cl.shape().elem_count() == n) {
+                    candle_core::bail!("adamw: compute copy must be contiguous from offset 0, the parameter's size");
+                }
+                Some(c.slice(0..n))
+            }
+            None => None,
+        };
         let (g1, g2, _) = rows_cols(lg)?;
-        let CudaStorageSlice::F32(g) = &g.slice else { candle_core::bail!("adamw: gradient must be f32") };
-        let g = g.slice(g1..g2);
         let CudaStorageSlice::F32(p) = &mut p.slice else { candle_core::bail!("adamw: parameter must be f32") };
         if !(lp.is_contiguous() && lp.start_offset() == 0) {
             candle_core::bail!("adamw: parameter must be contiguous from offset 0");
         }
-        let func = dev.get_or_load_custom_func("adamw_f32", ADAMW_MODULE, ADAMW_PTX)?;
+        let kernel = match &g.slice {
+            CudaStorageSlice::F32(_) => "adamw_f32",
+            CudaStorageSlice::BF16(_) => "adamw_bf16",
+            _ => candle_core::bail!("adamw: gradient must be f32 or bf16"),
+        };
+        let func = dev.get_or_load_custom_func(kernel, ADAMW_MODULE, ADAMW_PTX)?;
         let s = self.step;
         let n64 = n as i64;
+        let null = 0u64;
         let mut b = func.builder();
         b.arg(p);
-        b.arg(&g);
-        // The kernel writes m and v through these views: one stream, so no other reader races.
+        let (g32, g16);
+        match &g.slice {
+            CudaStorageSlice::F32(x) => {
+                g32 = x.slice(g1..g2);
+                b.arg(&g32);
+            }
+            CudaStorageSlice::BF16(x) => {
+                g16 = x.slice(g1..g2);
+                b.arg(&g16);
+            }
+            _ => unreachable!("checked above"),
+        }
+        // The kernel writes m, v and the copy through these views: one stream, so no other
+        // reader races.
         b.arg(&m);
         b.arg(&v);
         b.arg(&clip);
+        match &copy {
+            Some(c) => b.arg(c),
+            None => b.arg(&null),
+        };
         b.arg(&n64);
         let scalars = [s.lr, s.beta1, s.beta2, s.eps, s.decay, s.bc1, s.bc2];
         for x in &scalars {
@@ -114,7 +154,7 @@ impl candle_core::InplaceOp2 for AdamWOp {
 const CHUNK: usize = 1 << 16;
 
 /// `(||g||, c)` as a (2,) f32 tensor on the device, without a host synchronisation: the global
-/// L2 norm of all `grads` (f32, contiguous) and the coefficient `c = max_norm / (||g|| + 1e-6)`
+/// L2 norm of all `grads` (contiguous; all f32 or all bf16) and the coefficient `c = max_norm / (||g|| + 1e-6)`
 /// when `max_norm > 0` and `||g|| > max_norm`, else 1, which [`adamw_step`] applies.
 /// Block partials are added in a fixed order (in f64), so the result is deterministic.
 pub fn grad_norm_and_clip(grads: &[Tensor], max_norm: f64) -> candle_core::Result<Tensor> {
@@ -125,13 +165,22 @@ pub fn grad_norm_and_clip(grads: &[Tensor], max_norm: f64) -> candle_core::Resul
     let mut ptrs = Vec::with_capacity(grads.len());
     let mut lens = Vec::with_capacity(grads.len());
     let mut chunks = Vec::new();
+    let dtype = first.dtype();
+    let kernel = match dtype {
+        DType::F32 => "grad_sq_partials_f32",
+        DType::BF16 => "grad_sq_partials_bf16",
+        d => candle_core::bail!("grad_norm_and_clip: gradients must be f32 or bf16, not {d:?}"),
+    };
     let storages: Vec<_> = grads.iter().map(|g| g.storage_and_layout()).collect();
     for (i, (storage, layout)) in storages.iter().enumerate() {
         let Storage::Cuda(s) = &**storage else { candle_core::bail!("grad_norm_and_clip: gradients must be on a CUDA device") };
-        let CudaStorageSlice::F32(x) = &s.slice else { candle_core::bail!("grad_norm_and_clip: gradients must be f32") };
+        let ptr = match &s.slice {
+            CudaStorageSlice::F32(x) if dtype == DType::F32 => x.device_ptr(&stream).0,
+            CudaStorageSlice::BF16(x) if dtype == DType::BF16 => x.device_ptr(&stream).0,
+            _ => candle_core::bail!("grad_norm_and_clip: gradients must all be {dtype:?}"),
+        };
         let (o1, o2) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("grad_norm_and_clip: gradients must be contiguous".into()))?;
-        let (ptr, _) = x.device_ptr(&stream);
-        ptrs.push(ptr + (o1 * std::mem::size_of::<f32>()) as u64);
+        ptrs.push(ptr + (o1 * dtype.size_in_bytes()) as u64);
         lens.push((o2 - o1) as u64);
         for start in (0..o2 - o1).step_by(CHUNK) {
             chunks.extend([i as u64, start as u64]);
@@ -145,7 +194,7 @@ pub fn grad_norm_and_clip(grads: &[Tensor], max_norm: f64) -> candle_core::Resul
     let partials = unsafe { dev.alloc::<f64>(blocks)? };
     let out = unsafe { dev.alloc::<f32>(2)? };
     let chunk = CHUNK as i64;
-    let func = dev.get_or_load_custom_func("grad_sq_partials", CLIP_MODULE, CLIP_PTX)?;
+    let func = dev.get_or_load_custom_func(kernel, CLIP_MODULE, CLIP_PTX)?;
     let mut b = func.builder();
     b.arg(&table);
     b.arg(&n);
