@@ -228,6 +228,27 @@ def main():
         tps = f"{r['tokens_per_s']:,.0f}" if r.get("tokens_per_s") else "-"
         tpc = f"{r['tokens_per_cpu_s']:,.0f}" if r.get("tokens_per_cpu_s") else "-"
         print(f"| {r['binary']} | {r['size']:,} | {r['teacher_tokens']:,} | {r['stage']} | {r['wall_s']:.1f} s | {r['cpu_s']:.1f} s | {r['peak_rss'] / 2**30:.2f} GiB | {disk} | {bpt} | {tps} | {tpc} |")
+    print_marginal(rows)
+
+
+def print_marginal(rows):
+    """Tokens per CPU-second between two sizes of one binary: (tokens_b - tokens_a) / (cpu_b -
+    cpu_a). Each stage is its own process, whose fixed costs (start-up, checking the DAG's
+    fingerprints, two Python start-ups for the corpus paths) do not grow with the data; the
+    difference leaves them out and keeps what moving each further token costs."""
+    lines = []
+    for stage in ("filter", "shards"):
+        for label in dict.fromkeys(r["binary"] for r in rows):
+            runs = sorted((r for r in rows if r["binary"] == label and r["stage"] == stage), key=lambda r: r["teacher_tokens"])
+            for a, b in zip(runs, runs[1:]):
+                if b["cpu_s"] > a["cpu_s"]:
+                    rate = (b["teacher_tokens"] - a["teacher_tokens"]) / (b["cpu_s"] - a["cpu_s"])
+                    lines.append(f"| {label} | {stage} | {a['size']:,} -> {b['size']:,} | {b['cpu_s'] - a['cpu_s']:.1f} s | {rate:,.0f} |")
+    if lines:
+        print()
+        print("| binary | stage | prompts | extra CPU | extra teacher tokens per extra CPU-s |")
+        print("|---|---|---|---|---|")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":
