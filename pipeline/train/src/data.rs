@@ -193,10 +193,12 @@ pub fn read_batch(batch: &RecordBatch) -> std::result::Result<Vec<RowRead>, Stri
     Ok(out)
 }
 
-/// What the check before training keeps of a row: its length and split.
+/// What the check before training keeps of a row: its length, split, and the first position
+/// the loss trains on (`input_ids[p]` given `input_ids[..p]`, `p >= 1`; `len` when none).
 pub struct Checked {
     pub len: usize,
     pub split: Split,
+    pub first_trained: usize,
 }
 
 /// The rows of a record batch checked as [`read_batch`] and the vocabulary would check them,
@@ -210,6 +212,7 @@ pub fn check_batch(batch: &RecordBatch, vocab: usize) -> std::result::Result<Vec
     let inner_lps = topk_lps.values().as_list_opt::<i32>().ok_or_else(|| mismatch(col::TEACHER_TOPK_LOGPROBS))?;
     let listed = inner_ids.values().as_primitive_opt::<UInt32Type>().ok_or_else(|| mismatch(col::TEACHER_TOPK_IDS))?.values();
     let (id_offsets, lp_offsets) = (inner_ids.value_offsets(), inner_lps.value_offsets());
+    let mask = loss_mask.values().as_primitive_opt::<UInt8Type>().ok_or_else(|| mismatch(col::LOSS_MASK))?.values();
     let span = |l: &ListArray, r: usize| (l.value_offsets()[r] as usize, l.value_offsets()[r + 1] as usize);
     let mut out = Vec::with_capacity(batch.num_rows());
     for r in 0..batch.num_rows() {
@@ -232,10 +235,14 @@ pub fn check_batch(batch: &RecordBatch, vocab: usize) -> std::result::Result<Vec
             let out_of_vocab = tokens[a..b].iter().chain(listed).find(|&&t| t as usize >= vocab).map(|bad| format!("token id {bad} >= vocabulary size {vocab}"));
             out_of_vocab.or_else(|| columns.chunks(r).and_then(|c| check_chunks(&c, n, listed_k)).err())
         };
+        let first_trained = || {
+            let m = &mask[span(loss_mask, r).0..][..n];
+            (1..n).find(|&p| m[p] != 0).unwrap_or(n)
+        };
         out.push(match (why, split.value(r)) {
             (Some(why), _) => Err(format!("{id}: {why}")),
-            (None, "train") => Ok(Checked { len: n, split: Split::Train }),
-            (None, "validation") => Ok(Checked { len: n, split: Split::Validation }),
+            (None, "train") => Ok(Checked { len: n, split: Split::Train, first_trained: first_trained() }),
+            (None, "validation") => Ok(Checked { len: n, split: Split::Validation, first_trained: first_trained() }),
             (None, other) => Err(format!("{id}: unknown split '{other}'")),
         });
     }

@@ -112,8 +112,18 @@ pub fn run(ctx: &StageContext, cfg: &TrainConfig, opts: &RunOptions) -> distill_
     let device = trainer::device(&settings.device)?;
     let lm = build_model(cfg, Some(&tok), &device)?;
     let mc = lm.model.config();
-    let data = source::ShardData::open(&data::shard_files(&shards)?, settings.seq_len.min(mc.max_positions()), mc.vocab_size())?;
-    let prepared = Prepared { train: &data.train, validation: &data.validation, skipped: &data.skipped, truncated: data.truncated };
+    let max_len = settings.seq_len.min(mc.max_positions());
+    let data = source::ShardData::open(&data::shard_files(&shards)?, max_len, mc.vocab_size())?;
+    let train_rows = source::Source::len(&data.train);
+    if data.untrained > 0 {
+        let all = if data.untrained == train_rows { "every one" } else { "some" };
+        tracing::warn!(
+            "{} of {} training rows ({all}) have no trained position within the first {max_len} tokens (their prompt fills the context, or their loss mask is empty): they cost steps and teach nothing; raise [train] seq_len, or lower [shards] max_seq_len so that the shards stage leaves them out",
+            data.untrained,
+            train_rows
+        );
+    }
+    let prepared = Prepared { train: &data.train, validation: &data.validation, skipped: &data.skipped, truncated: data.truncated, untrained: data.untrained };
     Ok(train_and_export(&lm, prepared, cfg, &settings, &tokenizer, tok.pad, &ctx.out_dir, &ctx.scratch_dir, ctx.quiet, opts)?)
 }
 
@@ -123,6 +133,8 @@ struct Prepared<'a> {
     validation: &'a dyn source::Source,
     skipped: &'a [String],
     truncated: usize,
+    /// Training rows with no trained position within the context.
+    untrained: usize,
 }
 
 /// Trains on raw token-id documents with cross-entropy (no teacher): documents are packed
@@ -137,7 +149,7 @@ pub fn train_documents(docs: &[Vec<u32>], cfg: &TrainConfig, tokenizer: &Path, o
     let seq = settings.seq_len.min(lm.model.config().max_positions());
     let mut data = data::pack_documents(docs, seq, tok.eos, 20);
     data::drop_out_of_vocab(&mut data, lm.model.config().vocab_size());
-    let prepared = Prepared { train: &data.train, validation: &data.validation, skipped: &data.skipped, truncated: 0 };
+    let prepared = Prepared { train: &data.train, validation: &data.validation, skipped: &data.skipped, truncated: 0, untrained: 0 };
     Ok(train_and_export(&lm, prepared, cfg, &settings, tokenizer, tok.pad, out_dir, scratch_dir, quiet, opts)?)
 }
 
@@ -183,6 +195,7 @@ fn train_and_export(
         "validation_examples": data.validation.len(),
         "skipped_rows": data.skipped.len(),
         "truncated_rows": data.truncated,
+        "untrained_rows": data.untrained,
         "capture_temperature": settings.loss.capture_temperature,
     }))
 }

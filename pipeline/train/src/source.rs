@@ -91,6 +91,9 @@ pub struct ShardData {
     pub skipped: Vec<String>,
     /// Rows longer than the model's context, cut to it when loaded.
     pub truncated: usize,
+    /// Training rows with no position the loss trains on within the context (the prompt fills
+    /// it, or the loss mask is empty): they cost steps and teach nothing.
+    pub untrained: usize,
 }
 
 fn open_metadata(path: &Path) -> Result<ArrowReaderMetadata> {
@@ -136,6 +139,7 @@ impl ShardData {
                             }
                         };
                         d.truncated += usize::from(checked.len > max_len);
+                        d.untrained += usize::from(checked.split == data::Split::Train && checked.first_trained >= checked.len.min(max_len));
                         let target = match checked.split {
                             data::Split::Train => &mut d.train,
                             data::Split::Validation => &mut d.validation,

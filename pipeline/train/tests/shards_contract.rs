@@ -194,6 +194,20 @@ fn the_trainer_reads_back_every_column_the_shards_stage_writes() {
     let data = ShardData::open(&files, 1 << 16, tok.vocab_size()).unwrap();
     assert!(data.skipped.is_empty(), "{:?}", data.skipped);
     assert_eq!(data.truncated, 0);
+    assert_eq!(data.untrained, 0, "every row has a completion to train on");
+
+    // With a context that ends before some rows' first trained position, those rows teach
+    // nothing: counted (the train stage warns and reports `untrained_rows`).
+    let first_trained = |w: &Expected| {
+        let m = &w.example.loss_mask;
+        (1..m.len()).find(|&p| m[p] != 0).unwrap_or(m.len())
+    };
+    let train_rows: Vec<&Expected> = expected.values().copied().filter(|w| w.split == "train").collect();
+    let cut = train_rows.iter().map(|w| first_trained(w)).max().unwrap();
+    let want = train_rows.iter().filter(|w| first_trained(w) >= w.example.loss_mask.len().min(cut)).count();
+    let short = ShardData::open(&files, cut, tok.vocab_size()).unwrap();
+    assert!(want > 0, "the rows whose prompt is longest are cut before their completion");
+    assert_eq!(short.untrained, want, "context {cut}: {} of {} training rows", want, train_rows.len());
     let mut seen = 0;
     for (split, source) in [("train", &data.train), ("validation", &data.validation)] {
         assert!(!source.is_empty(), "the {split} split has rows");
