@@ -359,17 +359,21 @@ pub(crate) fn chunk_labels(overlay: &chunks::Overlay, student_lens: &[usize], ba
 fn chunk_events(teacher: &FlatTokens, p: usize, string_ids: &[Option<u32>], chunk: &[u8], first: u32, logprob: f32, max_topk: Option<usize>, pairs: &mut Vec<(u32, f32)>) {
     pairs.clear();
     pairs.push((first, logprob));
-    for &(string, lp) in teacher.top_entries(p) {
-        let alt = teacher.string(string);
-        if !lp.is_finite() || alt.is_empty() || chunk.starts_with(alt) || alt.starts_with(chunk) {
-            continue;
-        }
-        if let Some(id) = string_ids[string as usize] {
-            if !pairs.iter().any(|(i, _)| *i == id) {
-                pairs.push((id, lp.min(0.0)));
+    SEEN.with_borrow_mut(|seen| {
+        seen.clear();
+        seen.insert(first);
+        for &(string, lp) in teacher.top_entries(p) {
+            let alt = teacher.string(string);
+            if !lp.is_finite() || alt.is_empty() || chunk.starts_with(alt) || alt.starts_with(chunk) {
+                continue;
+            }
+            if let Some(id) = string_ids[string as usize] {
+                if seen.insert(id) {
+                    pairs.push((id, lp.min(0.0)));
+                }
             }
         }
-    }
+    });
     pairs[1..].sort_by(|a, b| b.1.total_cmp(&a.1));
     if let Some(k) = max_topk {
         pairs.truncate(k.max(1));
@@ -381,23 +385,84 @@ fn chunk_events(teacher: &FlatTokens, p: usize, string_ids: &[Option<u32>], chun
 /// first, at most `max_topk`.
 fn soft_labels(top: &[(u32, f32)], string_ids: &[Option<u32>], sampled: u32, token_logprob: f32, max_topk: Option<usize>, pairs: &mut Vec<(u32, f32)>) {
     pairs.clear();
-    for &(string, lp) in top {
-        // -inf carries no mass and NaN no information: both belong to the tail.
-        if !lp.is_finite() {
-            continue;
-        }
-        if let Some(id) = string_ids[string as usize] {
-            if !pairs.iter().any(|(i, _)| *i == id) {
-                pairs.push((id, lp.min(0.0)));
+    SEEN.with_borrow_mut(|seen| {
+        seen.clear();
+        for &(string, lp) in top {
+            // -inf carries no mass and NaN no information: both belong to the tail.
+            if !lp.is_finite() {
+                continue;
+            }
+            if let Some(id) = string_ids[string as usize] {
+                if seen.insert(id) {
+                    pairs.push((id, lp.min(0.0)));
+                }
             }
         }
-    }
-    if !pairs.iter().any(|(i, _)| *i == sampled) {
-        pairs.push((sampled, token_logprob));
-    }
+        if seen.insert(sampled) {
+            pairs.push((sampled, token_logprob));
+        }
+    });
     // Most probable first; ties keep the teacher's order (stable sort).
     pairs.sort_by(|a, b| b.1.total_cmp(&a.1));
     if let Some(k) = max_topk {
         pairs.truncate(k);
+    }
+}
+
+thread_local! {
+    /// The student ids one position's soft labels or chunk events already hold (the shards
+    /// stage builds rows on rayon's threads).
+    static SEEN: std::cell::RefCell<IdSet> = std::cell::RefCell::new(IdSet::default());
+}
+
+/// A set of student ids emptied in O(1): `stamp[id] == now` marks a member, and `clear` moves
+/// `now` on. Checking a position's ~20 alternatives against each other by scanning the pairs
+/// was ~k^2 / 2 comparisons a position.
+#[derive(Default)]
+struct IdSet {
+    stamp: Vec<u32>,
+    now: u32,
+}
+
+impl IdSet {
+    fn clear(&mut self) {
+        self.now = self.now.wrapping_add(1);
+        if self.now == 0 {
+            self.stamp.fill(0);
+            self.now = 1;
+        }
+    }
+
+    /// Whether `id` was not yet in the set (and now is).
+    fn insert(&mut self, id: u32) -> bool {
+        let i = id as usize;
+        if i >= self.stamp.len() {
+            self.stamp.resize(i + 1, 0);
+        }
+        let new = self.stamp[i] != self.now;
+        self.stamp[i] = self.now;
+        new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two teacher strings that are the same student token, and the sampled token listed
+    /// again: each student id once, at its first (most probable) entry; the set of ids seen
+    /// empties between positions.
+    #[test]
+    fn soft_labels_hold_each_student_id_once() {
+        // Teacher strings 0..5 as student ids: 7, 7, 9, none, 3.
+        let string_ids = [Some(7), Some(7), Some(9), None, Some(3)];
+        let top = [(0, -0.5f32), (1, -1.0), (2, -2.0), (3, -2.5), (4, -3.0)];
+        let mut pairs = Vec::new();
+        for _ in 0..2 {
+            soft_labels(&top, &string_ids, 9, -2.0, None, &mut pairs);
+            assert_eq!(pairs, vec![(7, -0.5), (9, -2.0), (3, -3.0)]);
+        }
+        soft_labels(&top[2..], &string_ids, 7, -0.7, Some(2), &mut pairs);
+        assert_eq!(pairs, vec![(7, -0.7), (9, -2.0)]);
     }
 }
