@@ -13,6 +13,6 @@ for gz in bin/cuda-tests/*.gz; do
   echo "== $(basename "$exe")"
   "$exe" --test-threads=1 --nocapture > "$tmp/log" 2>&1 || status=1
   # The measured differences, each test's verdict, and any failure message.
-  grep -E "rel diff|^adamw|grad_accum|head size|cuda (f32|bf16)|^test |test result|panicked|differs|assert" "$tmp/log" || true
+  grep -E "rel diff|^adamw|grad_accum|resumed|head size|cuda (f32|bf16)|^test |test result|panicked|differs|assert" "$tmp/log" || true
 done
 exit $status

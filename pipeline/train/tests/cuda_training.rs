@@ -6,12 +6,16 @@
 //! executable, `benches/gpu/test.sh` runs it); CI has no GPU.
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use std::collections::HashMap;
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
+use distill_core::StageContext;
 use distill_model::weights::normal_tensor;
 use distill_train::optim::{clip_global_norm, AdamW, AdamWParams};
-use distill_train::TrainConfig;
+use distill_train::{run, RunOptions, TrainConfig};
 
 fn gpu() -> Device {
     Device::new_cuda(0).expect("a CUDA device (these tests run on the GPU machine)")
@@ -130,4 +134,54 @@ fn flash_attention_steps_give_the_cpu_losses() {
         assert!((composed[i] - cpu[i]).abs() < 1e-3 * cpu[i], "step {i}: composed bf16 loss {} vs CPU {}", composed[i], cpu[i]);
     }
     assert!(cpu.windows(2).any(|w| w[0] != w[1]), "the losses move: training happens");
+}
+
+/// The logged train losses of a run of the train stage.
+fn train_losses(out_dir: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["kind"] == "train").map(|v| v["loss"].as_f64().unwrap()).collect()
+}
+
+/// A bf16 run stopped after a checkpoint and resumed: the optimizer's bf16 compute copies are
+/// cast afresh from the loaded f32 masters, so the resumed steps log the uninterrupted run's
+/// losses (within the GPU's run-to-run noise: the embedding backward adds with atomics).
+#[test]
+fn a_resumed_bf16_run_logs_the_uninterrupted_runs_losses() {
+    let work = common::work_dir(24);
+    for grad_accum in [1, 2] {
+        let mut cfg = TrainConfig {
+            model: "qwen2-nano".into(),
+            steps: 6,
+            batch_size: 4,
+            grad_accum,
+            seq_len: 64,
+            checkpoint_every: 3,
+            eval_every: 0,
+            log_every: 1,
+            device: "cuda".into(),
+            dtype: "bf16".into(),
+            ..Default::default()
+        };
+        cfg.optimizer.lr = 3e-3;
+        let ctx = |out: &str| StageContext {
+            stage: "train",
+            work_dir: work.path(),
+            out_dir: work.path().join(out),
+            scratch_dir: work.path().join(".scratch").join(out),
+            shard: None,
+            quiet: true,
+        };
+        let opts = |resume: bool, stop_after: Option<u64>| RunOptions { resume, stop_after, config_file: "test.toml".into() };
+        let (whole, parts) = (ctx(&format!("whole-{grad_accum}")), ctx(&format!("parts-{grad_accum}")));
+        run(&whole, &cfg, &opts(false, None)).unwrap();
+        assert_eq!(run(&parts, &cfg, &opts(false, Some(3))).unwrap()["completed"], false);
+        assert_eq!(run(&parts, &cfg, &opts(true, None)).unwrap()["resumed_from"], 3);
+        let (a, b) = (train_losses(&whole.out_dir), train_losses(&parts.out_dir));
+        eprintln!("grad_accum {grad_accum} resume: uninterrupted {a:?}\n  resumed {b:?}");
+        assert_eq!(a.len(), 6);
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * x.abs(), "grad_accum {grad_accum}, step {i}: resumed loss {y} vs uninterrupted {x}");
+        }
+    }
 }
