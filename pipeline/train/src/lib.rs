@@ -116,9 +116,8 @@ pub fn run(ctx: &StageContext, cfg: &TrainConfig, opts: &RunOptions) -> distill_
     let data = source::ShardData::open(&data::shard_files(&shards)?, max_len, mc.vocab_size())?;
     let train_rows = source::Source::len(&data.train);
     if data.untrained > 0 {
-        let all = if data.untrained == train_rows { "every one" } else { "some" };
         tracing::warn!(
-            "{} of {} training rows ({all}) have no trained position within the first {max_len} tokens (their prompt fills the context, or their loss mask is empty): they cost steps and teach nothing; raise [train] seq_len, or lower [shards] max_seq_len so that the shards stage leaves them out",
+            "{} of {} training rows have no trained position within the first {max_len} tokens (their prompt fills the context, or their loss mask is empty): they cost steps and teach nothing; raise [train] seq_len, or lower [shards] max_seq_len so that the shards stage leaves them out",
             data.untrained,
             train_rows
         );
