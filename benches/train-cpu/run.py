@@ -7,7 +7,7 @@ torch_kd_cpu.py (transformers, eager, the thread count of --threads). Peak RSS i
 (ru_maxrss from wait4 of each process), tokens/s is at the median timed step. Rounds alternate
 which side goes first, since the 2-core machine is shared and its speed drifts.
 
-    .venv/bin/python benches/train-cpu/run.py [--rounds 1] [--steps 1] [--modes distill,torch,distill-ac,torch-ac]
+    .venv/bin/python benches/train-cpu/run.py [--rounds 1] [--steps 3] [--modes distill,torch,distill-ac,torch-ac]
 """
 
 import argparse
@@ -62,7 +62,7 @@ def main():
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--grad-accum", type=int, default=4)
     ap.add_argument("--topk", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=1, help="timed optimizer steps per run")
+    ap.add_argument("--steps", type=int, default=3, help="timed optimizer steps per run (the first after warmup is often slower)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--rounds", type=int, default=1)

@@ -1,4 +1,5 @@
-//! The per-element loops of a CPU training step that are ours rather than candle's.
+//! The per-element loops of a CPU training step that are ours rather than candle's: dropout
+//! masks, and GELU's forward and derivative.
 //!
 //! `make distill` and the tests run the dev build, where candle and gemm are compiled at
 //! `opt-level = 3` (the workspace `Cargo.toml`) but our own crates are not. A loop that runs
@@ -12,3 +13,5 @@
 //! arithmetic), so moving a loop here changes speed, not numbers.
 
 pub mod dropout;
+pub mod gelu;
+pub mod layer_norm;

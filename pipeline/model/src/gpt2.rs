@@ -111,15 +111,14 @@ impl Gpt2 {
             Some(cache) => cache.append(i, &k, &v)?,
             None => (k, v),
         };
-        let y = if dropout.is_some() && self.attn_pdrop > 0.0 {
-            nn::attention(&q, &k, &v, mask, |p| dropped(dropout, p, self.attn_pdrop))?
-        } else {
-            crate::recompute::attention(&q, &k, &v, mask, self.attention_backward)?
+        let y = match dropout.as_deref_mut() {
+            Some(d) if self.attn_pdrop > 0.0 => crate::recompute::attention_with_dropout(&q, &k, &v, mask, self.attention_backward, d, self.attn_pdrop)?,
+            _ => crate::recompute::attention(&q, &k, &v, mask, self.attention_backward)?,
         };
         let y = y.transpose(1, 2)?.reshape((b, t, c))?;
         let x = (x + dropped(dropout, blk.attn_c_proj.forward(&y)?, self.resid_pdrop)?)?;
         let h = blk.c_fc.forward(&blk.ln_2.forward(&x)?)?;
-        let h = if self.exact_gelu { h.gelu_erf()? } else { h.gelu()? };
+        let h = if self.exact_gelu { h.gelu_erf()? } else { crate::fused::gelu(&h)? };
         Ok((&x + dropped(dropout, blk.mlp_c_proj.forward(&h)?, self.resid_pdrop)?)?)
     }
 

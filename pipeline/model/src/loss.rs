@@ -222,6 +222,9 @@ pub struct KdTargets {
     pub ce_mask: Tensor,
     /// The later rows of multi-token chunks (module docs); `None` when there are none.
     pub chunks: Option<ChunkRows>,
+    /// Rows counted by `kd_mask` and `ce_mask`, known where the targets are built, so that a
+    /// loss reads nothing back from the device ([`TokenCounts::of_masks`] counts them there).
+    pub counts: TokenCounts,
 }
 
 /// Row `interior[m]`'s student log-prob of its sampled token is added to entry 0 of row
@@ -252,15 +255,46 @@ pub struct TokenCounts {
     pub ce: f64,
 }
 
-/// The combined loss (for backward) and its parts as plain numbers (unweighted, for logs).
+impl TokenCounts {
+    /// The 1s of two `(N,)` masks, read back from their device.
+    pub fn of_masks(kd_mask: &Tensor, ce_mask: &Tensor) -> Result<Self> {
+        Ok(TokenCounts { kd: kd_mask.sum_all()?.to_scalar::<f32>()? as f64, ce: ce_mask.sum_all()?.to_scalar::<f32>()? as f64 })
+    }
+}
+
+/// The combined loss (for backward) and its unweighted terms (for logs), all still on the
+/// logits' device: a training step reads them once, after its last kernel is queued, instead
+/// of waiting for the device in the middle of the step.
 pub struct LossParts {
     pub total: Tensor,
+    /// `(4,)` f32: forward KL, reverse KL, JSD and CE, 0 where not computed ([`LossTerms`]).
+    pub terms: Tensor,
+    pub kd_tokens: f64,
+    pub ce_tokens: f64,
+}
+
+impl LossParts {
+    /// The terms as numbers (waits for the device).
+    pub fn terms(&self) -> Result<LossTerms> {
+        LossTerms::read(&self.terms)
+    }
+}
+
+/// The unweighted loss terms of [`LossParts::terms`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LossTerms {
     pub forward_kl: f64,
     pub reverse_kl: f64,
     pub jsd: f64,
     pub ce: f64,
-    pub kd_tokens: f64,
-    pub ce_tokens: f64,
+}
+
+impl LossTerms {
+    /// Reads a `(4,)` terms tensor (one of [`LossParts::terms`], or a sum of several).
+    pub fn read(terms: &Tensor) -> Result<Self> {
+        let v = terms.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        Ok(LossTerms { forward_kl: v[0] as f64, reverse_kl: v[1] as f64, jsd: v[2] as f64, ce: v[3] as f64 })
+    }
 }
 
 /// The weighted combination of the module docs on `(N, V)` logits. Terms whose weight is 0
@@ -276,12 +310,13 @@ pub fn distill_loss(logits: &Tensor, targets: &KdTargets, w: &LossWeights, repor
 /// gradient as one batch holding all of them. The parts are this batch's share of that mean.
 pub fn distill_loss_over(logits: &Tensor, targets: &KdTargets, w: &LossWeights, report_all: bool, over: Option<TokenCounts>) -> Result<LossParts> {
     let t2 = w.temperature * w.temperature;
-    let kd_tokens = targets.kd_mask.sum_all()?.to_scalar::<f32>()? as f64;
-    let ce_tokens = targets.ce_mask.sum_all()?.to_scalar::<f32>()? as f64;
-    let den = over.unwrap_or(TokenCounts { kd: kd_tokens, ce: ce_tokens });
+    let TokenCounts { kd: kd_tokens, ce: ce_tokens } = targets.counts;
+    let den = over.unwrap_or(targets.counts);
     let kd_mean = |rows: &Tensor| masked_sum_over(rows, &targets.kd_mask, den.kd);
-    let mut total = Tensor::zeros((), DType::F32, logits.device())?;
-    let mut parts = LossParts { total: total.clone(), forward_kl: 0.0, reverse_kl: 0.0, jsd: 0.0, ce: 0.0, kd_tokens, ce_tokens };
+    let zero = Tensor::zeros((), DType::F32, logits.device())?;
+    let mut total = zero.clone();
+    // forward KL, reverse KL, JSD, CE (LossTerms' order)
+    let mut terms = [zero.clone(), zero.clone(), zero.clone(), zero];
     let need_kd = kd_tokens > 0.0 && (w.kd != 0.0 || w.reverse_kl != 0.0 || w.jsd != 0.0 || report_all);
     let need_ce = ce_tokens > 0.0 && (w.ce != 0.0 || report_all);
     // One pass over the (N, V) logits serves both the top-k and the sampled token: at T = 1 for
@@ -312,19 +347,19 @@ pub fn distill_loss_over(logits: &Tensor, targets: &KdTargets, w: &LossWeights, 
         };
         if w.kd != 0.0 || report_all {
             let l = kd_mean(&forward_kl(&logp, &logq)?)?;
-            parts.forward_kl = l.to_scalar::<f32>()? as f64;
+            terms[0] = l.detach();
             if w.kd != 0.0 {
                 total = (total + (l * (w.kd * t2))?)?;
             }
         }
         if w.reverse_kl != 0.0 {
             let l = kd_mean(&reverse_kl(&logp, &logq)?)?;
-            parts.reverse_kl = l.to_scalar::<f32>()? as f64;
+            terms[1] = l.detach();
             total = (total + (l * (w.reverse_kl * t2))?)?;
         }
         if w.jsd != 0.0 {
             let l = kd_mean(&jsd(&logp, &logq, w.jsd_beta)?)?;
-            parts.jsd = l.to_scalar::<f32>()? as f64;
+            terms[2] = l.detach();
             total = (total + (l * (w.jsd * t2))?)?;
         }
     }
@@ -334,11 +369,10 @@ pub fn distill_loss_over(logits: &Tensor, targets: &KdTargets, w: &LossWeights, 
             None => cross_entropy(logits, &targets.sampled)?,
         };
         let l = masked_sum_over(&rows, &targets.ce_mask, den.ce)?;
-        parts.ce = l.to_scalar::<f32>()? as f64;
+        terms[3] = l.detach();
         if w.ce != 0.0 {
             total = (total + (l * w.ce)?)?;
         }
     }
-    parts.total = total;
-    Ok(parts)
+    Ok(LossParts { total, terms: Tensor::stack(&terms, 0)?, kd_tokens, ce_tokens })
 }

@@ -64,6 +64,9 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(y) = crate::fused::layer_norm_cpu(x, &self.weight, &self.bias, self.eps)? {
+            return Ok(y);
+        }
         let xf = x.to_dtype(DType::F32)?;
         let mean = xf.mean_keepdim(D::Minus1)?;
         let xc = xf.broadcast_sub(&mean)?;
@@ -180,17 +183,24 @@ impl Dropout {
 
     /// Zeroes each element with probability `p` and scales the rest by `1 / (1 - p)`.
     pub fn apply(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
+        match self.mask_like(x, p)? {
+            Some(mask) => Ok(x.mul(&mask)?),
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// The mask [`apply`](Self::apply) multiplies `x` by (0 or `1 / (1 - p)` per element, in
+    /// `x`'s element order), drawing as it does; None when `p <= 0`, which draws nothing.
+    pub fn mask_like(&mut self, x: &Tensor, p: f64) -> Result<Option<Tensor>> {
         if p <= 0.0 {
-            return Ok(x.clone());
+            return Ok(None);
         }
         let keep = 1.0 - p;
         let scale = (1.0 / keep) as f32;
-        let n = x.elem_count();
         // Drawn in distill-cpu-kernels, which the dev build optimises: the same stream as one
         // draw per element here, minus the unoptimised per-draw cost.
-        let mask = distill_cpu_kernels::dropout::mask(&mut self.rng, n, keep, scale);
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        Ok(x.mul(&mask)?)
+        let mask = distill_cpu_kernels::dropout::mask(&mut self.rng, x.elem_count(), keep, scale);
+        Ok(Some(Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?))
     }
 }
 
@@ -243,8 +253,8 @@ pub fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
 
 /// Scaled dot-product attention as a plain composed graph: q (B, H, T, D), k/v (B, H, Tk, D),
 /// mask broadcastable to (B, H, T, Tk); returns (B, H, T, D). `probs_hook` sees the attention
-/// probabilities (GPT-2's attention dropout). Without dropout use the equal and much leaner
-/// [`crate::recompute::attention`].
+/// probabilities (GPT-2's attention dropout). The reference the tests hold the much leaner
+/// [`crate::recompute::attention`] and [`crate::recompute::attention_with_dropout`] to.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, mut probs_hook: impl FnMut(Tensor) -> Result<Tensor>) -> Result<Tensor> {
     let d = q.dim(D::Minus1)?;
     let scores = (q.matmul(&k.t()?.contiguous()?)? / (d as f64).sqrt())?; // (B, H, T, Tk)

@@ -118,6 +118,22 @@ fn attention_probs(q: &Tensor, k: &Tensor, mask: &Tensor, scale: f64) -> candle_
 /// against the group's keys (heads of a group are consecutive, as HF's `repeat_kv` has them).
 /// Both kinds of `backward` give the same values and gradients, bit for bit.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, backward: AttentionBackward) -> Result<Tensor> {
+    attend(q, k, v, mask, backward, None)
+}
+
+/// [`attention`] with dropout `p` on the probabilities (GPT-2's attention dropout):
+/// `O = (P * M) V`, the mask M drawn from `dropout` as [`nn::Dropout::apply`] on P (B, H, T, Tk)
+/// draws it, so the values are those of the composed graph with that hook. The graph keeps M
+/// (one (B, H, T, Tk) tensor per layer) besides q, k, v and the output, where the composed
+/// graph keeps eight; the backward pass is `dV = (P * M)^T dO`, `dP = (dO v^T) * M`, then the
+/// softmax's as without dropout.
+///
+/// [`nn::Dropout::apply`]: crate::nn::Dropout::apply
+pub fn attention_with_dropout(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, backward: AttentionBackward, dropout: &mut crate::nn::Dropout, p: f64) -> Result<Tensor> {
+    attend(q, k, v, mask, backward, Some((dropout, p)))
+}
+
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, backward: AttentionBackward, dropout: Option<(&mut crate::nn::Dropout, f64)>) -> Result<Tensor> {
     let (b, h, t, d) = q.dims4()?;
     let g = k.dim(1)?;
     if g == 0 || h % g != 0 || v.dim(1)? != g {
@@ -127,11 +143,19 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, backward: At
     let scale = 1.0 / (d as f64).sqrt();
     let (qd, kd, vd) = (q.detach(), k.detach(), v.detach());
     let p = attention_probs(&qd, &kd, mask, scale)?;
-    let out = p.matmul(&vd)?;
+    // (B, G, R T, Tk) is (B, H, T, Tk) in memory, so the mask is drawn in the composed order.
+    let kept = match dropout {
+        Some((d, rate)) => d.mask_like(&p, rate)?,
+        None => None,
+    };
+    let out = match &kept {
+        Some(m) => (&p * m)?.matmul(&vd)?,
+        None => p.matmul(&vd)?,
+    };
     // Without a graph to backpropagate through, the op is dropped at once: keep nothing.
     let graph = q.track_op() || k.track_op() || v.track_op();
     let probs = (graph && backward == AttentionBackward::KeepProbs).then_some(p);
-    let op = AttentionOp { mask: mask.detach(), scale, out: Precomputed::new(out)?, probs };
+    let op = AttentionOp { mask: mask.detach(), scale, out: Precomputed::new(out)?, probs, dropout: kept.filter(|_| graph) };
     Ok(q.apply_op3(k, v, op)?.reshape((b, h, t, d))?)
 }
 
@@ -141,6 +165,8 @@ struct AttentionOp {
     out: Precomputed,
     /// P from the forward pass, or None to recompute it.
     probs: Option<Tensor>,
+    /// The dropout mask M applied to P (0 or 1 / keep), if any.
+    dropout: Option<Tensor>,
 }
 
 impl candle_core::CustomOp3 for AttentionOp {
@@ -162,8 +188,15 @@ impl candle_core::CustomOp3 for AttentionOp {
             Some(p) => p.clone(),
             None => attention_probs(&q, &k, &self.mask, self.scale)?,
         }; // (B, G, R T, Tk)
-        let dv = p.t()?.matmul(&d_out)?;
+        let dv = match &self.dropout {
+            Some(m) => (&p * m)?.t()?.matmul(&d_out)?,
+            None => p.t()?.matmul(&d_out)?,
+        };
         let dp = d_out.matmul(&v.t()?)?;
+        let dp = match &self.dropout {
+            Some(m) => (dp * m)?,
+            None => dp,
+        };
         let ds = masked_softmax_backward(&p, &dp, self.scale)?; // d loss / d (q k^T)
         drop((p, dp));
         let dq = ds.matmul(&k)?;
@@ -356,6 +389,32 @@ mod tests {
                 assert!(max_diff(a, &a.zeros_like().unwrap()) > 0.05, "{name}: gradient is not trivially zero");
                 assert!(max_diff(a, b) < tol * 4.0, "{dtype:?}: d{name} differs by {}", max_diff(a, b));
             }
+        }
+    }
+
+    #[test]
+    fn attention_dropout_matches_the_composed_graph_with_the_same_masks() {
+        let (q, k, v) = (var((2, 3, 9, 8), 1.5, DType::F32, 121), var((2, 3, 9, 8), 1.5, DType::F32, 122), var((2, 3, 9, 8), 1.0, DType::F32, 123));
+        let mask = nn::causal_mask(9, &Device::Cpu).unwrap();
+        let w = seeded((2, 3, 9, 8), 1.0, 124);
+        let (mut d1, d2) = (nn::Dropout::new(5), nn::Dropout::new(5));
+        let composed = nn::attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, |p| d1.apply(&p, 0.3)).unwrap();
+        let next_draws = |d: &mut nn::Dropout| d.mask_like(&w, 0.5).unwrap().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let after_composed = next_draws(&mut d1);
+        let without = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, AttentionBackward::Recompute).unwrap();
+        assert!(max_diff(&composed, &without) > 0.05, "the dropout changes the output");
+        for backward in [AttentionBackward::Recompute, AttentionBackward::KeepProbs] {
+            let mut d = d2.clone();
+            let lean = attention_with_dropout(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, backward, &mut d, 0.3).unwrap();
+            assert!(max_diff(&composed, &lean) < 2e-5, "outputs differ by {}", max_diff(&composed, &lean));
+            let g1 = (&composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (&lean * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                let (a, b) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+                assert!(max_diff(a, &a.zeros_like().unwrap()) > 0.05, "{name}: gradient is not trivially zero");
+                assert!(max_diff(a, b) < 1e-4, "d{name} differs by {}", max_diff(a, b));
+            }
+            assert_eq!(next_draws(&mut d), after_composed, "the RNG is left where the composed graph's hook left it");
         }
     }
 

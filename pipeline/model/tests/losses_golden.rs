@@ -3,7 +3,7 @@
 //! plus the properties the losses must have whatever the inputs.
 
 use candle_core::{DType, Device, Tensor, Var};
-use distill_model::loss::{self, KdTargets, LossWeights};
+use distill_model::loss::{self, KdTargets, LossWeights, TokenCounts};
 use serde_json::Value;
 
 const TOL: f64 = 1e-5;
@@ -39,15 +39,25 @@ fn assert_close(got: &[f32], want: &[f64], what: &str) {
 }
 
 fn targets(f: &Value) -> KdTargets {
+    let (kd_mask, ce_mask) = (vec_f32(&f["kd_mask"]), vec_f32(&f["ce_mask"]));
     KdTargets {
         topk_ids: mat_u32(&f["topk_ids"]),
         topk_logprobs: mat_f32(&f["topk_logprobs"]),
         topk_mask: None,
         sampled: Tensor::new(f["sampled"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<_>>(), &Device::Cpu).unwrap(),
-        kd_mask: vec_f32(&f["kd_mask"]),
-        ce_mask: vec_f32(&f["ce_mask"]),
+        counts: TokenCounts::of_masks(&kd_mask, &ce_mask).unwrap(),
+        kd_mask,
+        ce_mask,
         chunks: None,
     }
+}
+
+/// The fixture's targets with the chunk case's KD mask (rows that continue a chunk carry none).
+fn chunk_targets(f: &Value) -> KdTargets {
+    let mut tg = targets(f);
+    tg.kd_mask = vec_f32(&f["chunk_kd_mask"]);
+    tg.counts = TokenCounts::of_masks(&tg.kd_mask, &tg.ce_mask).unwrap();
+    tg
 }
 
 fn u32s(v: &Value) -> Tensor {
@@ -109,7 +119,8 @@ fn every_loss_matches_the_numpy_reference() {
         let weights = weights(case);
         let parts = loss::distill_loss(&logits, &tg, &weights, true).unwrap();
         let means = &case["means"];
-        for (name, got) in [("forward_kl", parts.forward_kl), ("reverse_kl", parts.reverse_kl), ("jsd", parts.jsd), ("ce", parts.ce)] {
+        let t = parts.terms().unwrap();
+        for (name, got) in [("forward_kl", t.forward_kl), ("reverse_kl", t.reverse_kl), ("jsd", t.jsd), ("ce", t.ce)] {
             assert!((got - means[name].as_f64().unwrap()).abs() <= TOL, "{} mean: {got} vs {}", what(name), means[name]);
         }
         let total = parts.total.to_scalar::<f32>().unwrap() as f64;
@@ -123,13 +134,13 @@ fn every_loss_matches_the_numpy_reference() {
 fn chunk_events_match_the_numpy_reference() {
     let f = fixture();
     let logits = mat_f32(&f["logits"]);
-    let mut tg = targets(&f);
-    tg.kd_mask = vec_f32(&f["chunk_kd_mask"]);
+    let mut tg = chunk_targets(&f);
     tg.chunks = Some(loss::ChunkRows { interior: u32s(&f["chunk_interior"]), start: u32s(&f["chunk_start"]) });
     for case in f["chunk_cases"].as_array().unwrap() {
         let parts = loss::distill_loss(&logits, &tg, &weights(case), true).unwrap();
         let means = &case["means"];
-        for (name, got) in [("forward_kl", parts.forward_kl), ("reverse_kl", parts.reverse_kl), ("jsd", parts.jsd), ("ce", parts.ce)] {
+        let t = parts.terms().unwrap();
+        for (name, got) in [("forward_kl", t.forward_kl), ("reverse_kl", t.reverse_kl), ("jsd", t.jsd), ("ce", t.ce)] {
             assert!((got - means[name].as_f64().unwrap()).abs() <= TOL, "{name} at T={}: {got} vs {}", case["temperature"], means[name]);
         }
         let total = parts.total.to_scalar::<f32>().unwrap() as f64;
@@ -143,8 +154,7 @@ fn chunk_events_match_the_numpy_reference() {
 fn a_chunks_later_rows_get_their_gradient_from_its_first_row() {
     let f = fixture();
     let var = Var::from_tensor(&mat_f32(&f["logits"])).unwrap();
-    let mut tg = targets(&f);
-    tg.kd_mask = vec_f32(&f["chunk_kd_mask"]);
+    let mut tg = chunk_targets(&f);
     let w = LossWeights { kd: 1.0, ce: 0.0, ..Default::default() };
     let grad_norms = |tg: &KdTargets| {
         let parts = loss::distill_loss(var.as_tensor(), tg, &w, false).unwrap();
@@ -268,6 +278,7 @@ fn padding_contributes_nothing_to_the_loss_or_its_gradient() {
             kd_mask: kd_mask.clone(),
             ce_mask: ce_mask.clone(),
             chunks: None,
+            counts: TokenCounts::of_masks(&kd_mask, &ce_mask).unwrap(),
         };
         let parts = loss::distill_loss(var.as_tensor(), &tg, &w, true).unwrap();
         let grads = parts.total.backward().unwrap();
@@ -330,10 +341,12 @@ fn absent_top_k_entries_change_nothing() {
             kd_mask: one.clone(),
             ce_mask: one.clone(),
             chunks: None,
+            counts: TokenCounts { kd: 1.0, ce: 1.0 },
         };
         let parts = loss::distill_loss(var.as_tensor(), &tg, &w, true).unwrap();
         let g = parts.total.backward().unwrap().get(var.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
-        (parts.forward_kl, parts.reverse_kl, parts.jsd, g)
+        let t = parts.terms().unwrap();
+        (t.forward_kl, t.reverse_kl, t.jsd, g)
     };
     let a = run(&ids3, &lp3, None);
     let b = run(&ids5, &lp5, Some(mask5));

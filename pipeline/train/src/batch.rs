@@ -58,8 +58,6 @@ pub struct Batch {
     pub targets: KdTargets,
     /// Real (unpadded) tokens in the batch, for tokens/s.
     pub tokens: usize,
-    /// Rows counted by the KD and CE masks (known on the host: no device read).
-    pub counts: TokenCounts,
 }
 
 impl Batch {
@@ -115,8 +113,9 @@ impl Batch {
                 0 => None,
                 m => Some(ChunkRows { interior: Tensor::from_vec(chunk_interior, m, device)?, start: Tensor::from_vec(chunk_start, m, device)? }),
             },
+            counts,
         };
-        Ok(Batch { ids: Tensor::from_vec(ids, (b, t), device)?, targets, tokens, counts })
+        Ok(Batch { ids: Tensor::from_vec(ids, (b, t), device)?, targets, tokens })
     }
 }
 
@@ -164,6 +163,6 @@ mod tests {
         assert_eq!(t.topk_ids.to_vec2::<u32>().unwrap()[2], vec![13, 0]);
         assert_eq!(t.topk_mask.as_ref().unwrap().to_vec2::<f32>().unwrap()[2], vec![1., 0.]);
         assert_eq!(b.tokens, 6);
-        assert_eq!(b.counts, TokenCounts { kd: 2.0, ce: 3.0 });
+        assert_eq!(b.targets.counts, TokenCounts { kd: 2.0, ce: 3.0 });
     }
 }

@@ -19,7 +19,6 @@ use crate::config::Settings;
 use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::optim::AdamW;
-use crate::schedule::lr_at;
 use crate::trainer::{optimizer_step, optimizer_step_timed, Feeder, PhaseTimes};
 use distill_model::TrainableLm;
 
@@ -90,7 +89,8 @@ pub fn bench(lm: &TrainableLm, s: &Settings, k: usize, warmup: usize, steps: usi
     let (mut step_secs, mut losses, mut tokens_per_step) = (Vec::new(), Vec::new(), 0);
     for step in 0..(warmup + steps) as u64 {
         let t0 = Instant::now();
-        let out = optimizer_step(lm, &mut opt, &mut feeder, s, step, lr_at(step, &s.schedule))?;
+        // Every timed step builds the next one's batches while the device works, as in training.
+        let out = optimizer_step(lm, &mut opt, &mut feeder, s, step, true)?;
         device.synchronize()?;
         let secs = t0.elapsed().as_secs_f64();
         tracing::info!(step, loss = out.total, secs, "bench step");
@@ -102,7 +102,7 @@ pub fn bench(lm: &TrainableLm, s: &Settings, k: usize, warmup: usize, steps: usi
     }
     let mut phase_secs = PhaseTimes::new();
     let step = (warmup + steps) as u64;
-    optimizer_step_timed(lm, &mut opt, &mut feeder, s, step, lr_at(step, &s.schedule), Some(&mut phase_secs))?;
+    optimizer_step_timed(lm, &mut opt, &mut feeder, s, step, true, Some(&mut phase_secs))?;
     let mut sorted = step_secs.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];

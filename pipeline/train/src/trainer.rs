@@ -169,8 +169,9 @@ pub fn evaluate(model: &CausalLm, examples: &dyn Source, batch_size: usize, max_
             let batch = Batch::new(&chunk, model.device())?;
             let logits = flat_logits(&model.forward_next_native(&batch.ids, None)?.to_dtype(DType::F32)?)?;
             let parts = loss::distill_loss(&logits, &batch.targets, &w, true)?;
-            kd += parts.forward_kl * parts.kd_tokens;
-            ce += parts.ce * parts.ce_tokens;
+            let terms = parts.terms()?;
+            kd += terms.forward_kl * parts.kd_tokens;
+            ce += terms.ce * parts.ce_tokens;
             kd_n += parts.kd_tokens;
             ce_n += parts.ce_tokens;
         }
@@ -196,11 +197,13 @@ pub struct Feeder<'a> {
     batches: Vec<Vec<usize>>,
     /// Epoch batch index of `batches[0]`.
     first: usize,
+    /// A step's micro-batches built ahead ([`Feeder::prefetch`]), and the position before them.
+    ahead: Option<(DataPosition, Vec<Batch>)>,
 }
 
 impl<'a> Feeder<'a> {
     pub fn new(src: &'a dyn Source, batch_size: usize, seed: u64, pos: DataPosition) -> Result<Self> {
-        let mut f = Feeder { src, batch_size, seed, pos, loaded: Vec::new(), batches: Vec::new(), first: 0 };
+        let mut f = Feeder { src, batch_size, seed, pos, loaded: Vec::new(), batches: Vec::new(), first: 0, ahead: None };
         f.seek()?;
         Ok(f)
     }
@@ -238,9 +241,27 @@ impl<'a> Feeder<'a> {
         Ok(b)
     }
 
-    /// Where the next batch comes from (what a checkpoint records).
+    /// Where the next batch not yet trained on comes from (what a checkpoint records): before
+    /// the batches built ahead, if any.
     pub fn position(&self) -> DataPosition {
-        self.pos
+        self.ahead.as_ref().map_or(self.pos, |(before, _)| *before)
+    }
+
+    /// The next step's `n` micro-batches on `device`: the ones built ahead, else built now.
+    pub fn step_batches(&mut self, n: usize, device: &Device) -> Result<Vec<Batch>> {
+        match self.ahead.take() {
+            Some((_, batches)) => Ok(batches),
+            None => (0..n).map(|_| Batch::new(&self.next_batch()?.iter().collect::<Vec<_>>(), device)).collect(),
+        }
+    }
+
+    /// Builds the next step's `n` micro-batches now: host work (examples copied, arrays built,
+    /// uploads queued) that the caller overlaps with the device's work on the current step.
+    pub fn prefetch(&mut self, n: usize, device: &Device) -> Result<()> {
+        let before = self.position();
+        let batches = self.step_batches(n, device)?;
+        self.ahead = Some((before, batches));
+        Ok(())
     }
 }
 
@@ -296,7 +317,8 @@ pub fn train(lm: &TrainableLm, train: &dyn Source, validation: &dyn Source, run:
     let mut step = start;
     while step < s.steps {
         let lr = lr_at(step, &s.schedule);
-        let out = optimizer_step(lm, &mut opt, &mut feeder, s, step, lr)?;
+        let last = step + 1 == s.steps || run.stop_after.is_some_and(|n| step + 1 - start >= n);
+        let out = optimizer_step(lm, &mut opt, &mut feeder, s, step, !last)?;
         let StepOutcome { total, forward_kl: fkl, reverse_kl: rkl, jsd, ce, grad_norm, .. } = out;
         tokens += out.tokens;
         step += 1;
@@ -364,9 +386,13 @@ pub(crate) struct StepOutcome {
 /// One optimizer step: `grad_accum` micro-batches forward and backward (in bf16 over the
 /// optimizer's compute copies when configured, see [`AdamW::compute_copies`]; the loss is
 /// always f32), gradients summed (in f32 over several micro-batches), clipped to the global
-/// norm, AdamW at `lr` on the f32 masters.
-pub(crate) fn optimizer_step(lm: &TrainableLm, opt: &mut AdamW, feeder: &mut Feeder, s: &Settings, step: u64, lr: f64) -> Result<StepOutcome> {
-    optimizer_step_timed(lm, opt, feeder, s, step, lr, None)
+/// norm, AdamW at the schedule's rate for `step` on the f32 masters.
+///
+/// The step waits for the device once, at its end: the losses stay on the device until the
+/// update is queued, and with `prefetch_next` the next step's batches are built on the host
+/// while the device still runs this one (on a GPU that host work otherwise left it idle).
+pub(crate) fn optimizer_step(lm: &TrainableLm, opt: &mut AdamW, feeder: &mut Feeder, s: &Settings, step: u64, prefetch_next: bool) -> Result<StepOutcome> {
+    optimizer_step_timed(lm, opt, feeder, s, step, prefetch_next, None)
 }
 
 /// Seconds per phase of a step, summed over steps (`distill train --bench`, where each phase
@@ -399,7 +425,7 @@ pub(crate) fn optimizer_step_timed(
     feeder: &mut Feeder,
     s: &Settings,
     step: u64,
-    lr: f64,
+    prefetch_next: bool,
     phases: Option<&mut PhaseTimes>,
 ) -> Result<StepOutcome> {
     let device = lm.model.device().clone();
@@ -414,32 +440,47 @@ pub(crate) fn optimizer_step_timed(
     };
     clock.mark("cast weights")?;
     let model = bf16_view.as_ref().unwrap_or(&lm.model);
-    let batches = (0..s.grad_accum)
-        .map(|_| {
-            let examples = feeder.next_batch()?;
-            Batch::new(&examples.iter().collect::<Vec<_>>(), &device)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let batches = feeder.step_batches(s.grad_accum, &device)?;
     clock.mark("batch")?;
-    let (mut grads, mut out) = accumulate(model, &leaves, &batches, s, step, &mut clock)?;
+    let (mut grads, losses) = accumulate(model, &leaves, &batches, s, step, &mut clock)?;
     let norm = clip_global_norm(&mut grads, s.grad_clip)?;
     clock.mark("clip")?;
-    opt.step_clipped(&grads, lr, &norm)?;
+    opt.step_clipped(&grads, lr_at(step, &s.schedule), &norm)?;
     drop(grads);
-    out.grad_norm = norm.value()?;
     clock.mark("adamw")?;
-    Ok(out)
+    if prefetch_next {
+        feeder.prefetch(s.grad_accum, &device)?;
+        clock.mark("batch")?;
+    }
+    losses.read(norm.value()?)
+}
+
+/// A step's losses summed over its micro-batches, still on the device, and its real tokens.
+struct StepLosses {
+    /// The combined loss, a scalar.
+    total: Tensor,
+    /// `(4,)`: [`loss::LossTerms`].
+    terms: Tensor,
+    tokens: u64,
+}
+
+impl StepLosses {
+    /// The numbers (waits for the device).
+    fn read(self, grad_norm: f64) -> Result<StepOutcome> {
+        let t = loss::LossTerms::read(&self.terms)?;
+        let total = self.total.to_scalar::<f32>()? as f64;
+        Ok(StepOutcome { total, forward_kl: t.forward_kl, reverse_kl: t.reverse_kl, jsd: t.jsd, ce: t.ce, grad_norm, tokens: self.tokens })
+    }
 }
 
 /// Forward and backward over a step's micro-batches, the gradients of `params` summed. The
 /// loss is token-weighted over the whole step (every micro-batch's masked means divide by
 /// the step's token counts), so the sum is the gradient one batch of all of them would give.
-fn accumulate(model: &CausalLm, params: &[(String, Var)], batches: &[Batch], s: &Settings, step: u64, clock: &mut PhaseClock) -> Result<(HashMap<String, Tensor>, StepOutcome)> {
-    let over = TokenCounts { kd: batches.iter().map(|b| b.counts.kd).sum(), ce: batches.iter().map(|b| b.counts.ce).sum() };
+fn accumulate(model: &CausalLm, params: &[(String, Var)], batches: &[Batch], s: &Settings, step: u64, clock: &mut PhaseClock) -> Result<(HashMap<String, Tensor>, StepLosses)> {
+    let over = TokenCounts { kd: batches.iter().map(|b| b.targets.counts.kd).sum(), ce: batches.iter().map(|b| b.targets.counts.ce).sum() };
     let mut grads: HashMap<String, Tensor> = HashMap::new();
-    let mut out = StepOutcome { total: 0.0, forward_kl: 0.0, reverse_kl: 0.0, jsd: 0.0, ce: 0.0, grad_norm: 0.0, tokens: 0 };
+    let mut sum: Option<StepLosses> = None;
     for (micro, batch) in batches.iter().enumerate() {
-        out.tokens += batch.tokens as u64;
         let mut dropout = Dropout::new(s.seed ^ fnv1a(&format!("dropout/{step}/{micro}")));
         let loss_of = |logits: &Tensor| loss::distill_loss_over(&flat_logits(logits)?, &batch.targets, &s.loss, false, Some(over));
         let (parts, micro_grads) = if s.activation_checkpointing {
@@ -472,14 +513,15 @@ fn accumulate(model: &CausalLm, params: &[(String, Var)], batches: &[Batch], s: 
             };
             grads.insert(name.clone(), g);
         }
-        out.total += parts.total.to_scalar::<f32>()? as f64;
-        out.forward_kl += parts.forward_kl;
-        out.reverse_kl += parts.reverse_kl;
-        out.jsd += parts.jsd;
-        out.ce += parts.ce;
+        let (total, terms, tokens) = (parts.total.detach(), parts.terms, batch.tokens as u64);
+        sum = Some(match sum {
+            None => StepLosses { total, terms, tokens },
+            Some(acc) => StepLosses { total: (acc.total + total)?, terms: (acc.terms + terms)?, tokens: acc.tokens + tokens },
+        });
     }
     clock.mark("accumulate")?;
-    Ok((grads, out))
+    let losses = sum.ok_or(Error::NoTrainingExamples)?;
+    Ok((grads, losses))
 }
 
 /// Whether `step` is a multiple of a positive `n` (0 = never).
@@ -515,7 +557,8 @@ mod tests {
 
     fn gradients(lm: &TrainableLm, s: &Settings, batches: &[Batch]) -> (HashMap<String, Tensor>, StepOutcome) {
         let mut clock = PhaseClock { device: Device::Cpu, since: Instant::now(), phases: None };
-        accumulate(&lm.model, &lm.vars(), batches, s, 0, &mut clock).unwrap()
+        let (grads, losses) = accumulate(&lm.model, &lm.vars(), batches, s, 0, &mut clock).unwrap();
+        (grads, losses.read(0.0).unwrap())
     }
 
     /// Regression: micro-batch losses were each averaged over their own tokens and the means

@@ -310,6 +310,20 @@ fn shards_larger_than_a_window_stream_and_resume_at_any_batch() {
             assert_eq!(&ids(resumed.next_batch().unwrap()), want, "resumed at batch {k}");
         }
     }
+    // Batches built ahead (while the device runs a step) are not yet trained on: a checkpoint
+    // taken then still names the first of them, and they are the ones the next step gets.
+    let cpu = candle_core::Device::Cpu;
+    let at = DataPosition { epoch: 0, batch: per_epoch - 1 };
+    let mut ahead = Feeder::new(&data.train, bs, 7, at).unwrap();
+    ahead.prefetch(3, &cpu).unwrap();
+    assert_eq!(ahead.position(), at);
+    let got = ahead.step_batches(3, &cpu).unwrap();
+    assert_eq!(ahead.position(), DataPosition { epoch: 1, batch: 2 });
+    let mut plain = Feeder::new(&data.train, bs, 7, at).unwrap();
+    for b in got {
+        let want = distill_train::batch::Batch::new(&plain.next_batch().unwrap().iter().collect::<Vec<_>>(), &cpu).unwrap();
+        assert_eq!(b.ids.to_vec2::<u32>().unwrap(), want.ids.to_vec2::<u32>().unwrap());
+    }
     // Length bucketing survives windowing.
     let len = |id: &str| rows.iter().find(|r| r.id == id).unwrap().input_ids.len();
     let spread = dealt.iter().map(|b| b.iter().map(|i| len(i)).max().unwrap() - b.iter().map(|i| len(i)).min().unwrap()).max().unwrap();
