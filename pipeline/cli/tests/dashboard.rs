@@ -42,6 +42,8 @@ fn distill(root: &Path, args: &[&str]) {
     assert!(out.status.success(), "distill {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
 }
 
+/// The training run lasts several seconds (600 steps of the nano model), so that the page's
+/// two-second status polls see the stage running; metrics are logged every 10 steps (60 lines).
 fn write_config(root: &Path, base_url: &str) {
     std::fs::write(
         root.join("dash.toml"),
@@ -49,7 +51,7 @@ fn write_config(root: &Path, base_url: &str) {
             "name = \"dash\"\n[tokenizer]\nvocab_size = 512\nmax_corpus_bytes = 400000\n\
              [teacher]\nbase_url = \"{base_url}\"\nmodel = \"test-teacher\"\nn = 2\ntop_logprobs = 5\n\
              [filter.consistency]\nenabled = false\n\
-             [train]\nmodel = \"nano\"\nsteps = 60\nbatch_size = 2\nseq_len = 96\nlog_every = 1\neval_every = 20\ncheckpoint_every = 0\n\
+             [train]\nmodel = \"nano\"\nsteps = 600\nbatch_size = 2\nseq_len = 96\nlog_every = 10\neval_every = 200\ncheckpoint_every = 0\n\
              [train_baseline]\nenabled = false\n"
         ),
     )

@@ -179,7 +179,8 @@ function drawLoss() {
 
 function followMetrics(run) {
   stream(`/train/${run}/metrics/stream`, (type, data) => {
-    if (type === "reset") metrics[run] = [];
+    // A new run started: show its stage running now rather than at the next poll.
+    if (type === "reset") { metrics[run] = []; refreshStatus(); }
     if (type === "metric") { try { metrics[run].push(JSON.parse(data)); } catch (e) { return; } }
     if (!lossQueued) { lossQueued = true; setTimeout(drawLoss, 200); }
   });
