@@ -1,5 +1,6 @@
 """Side-by-side table of the GPU training benchmark: tokens/s, MFU, peak GPU memory and the
-ratio to PyTorch eager, from the JSON reports of run.sh.
+ratio to PyTorch eager (to torch.compile when eager did not run), from the JSON reports of
+run.sh, with the FLOP convention printed under the table.
 
 MFU = tokens/s * FLOPs/token / peak, with FLOPs/token = 6 * N_matmul + 12 * L * H * D * T
 (PaLM's accounting: N_matmul counts every matmul weight including the LM head, which is the
@@ -35,16 +36,23 @@ def peak_flops(device):
 def main():
     cfg = json.load(open(sys.argv[1]))
     runs = [json.load(open(p)) for p in sys.argv[2:]]
-    eager = next((r for r in runs if "eager" in r["implementation"]), runs[0])
+    # The ratio column is against PyTorch eager when it ran, else torch.compile, else the first run.
+    ref = next((r for r in runs if "eager" in r["implementation"]), None) or next((r for r in runs if "compile" in r["implementation"]), runs[0])
+    ref_name = "PyTorch eager" if "eager" in ref["implementation"] else "torch.compile" if "compile" in ref["implementation"] else ref["implementation"]
     device = next((r["device"] for r in runs if "H100" in r["device"] or "H200" in r["device"]), runs[0]["device"])
+    per_token = flops_per_token(cfg, runs[0]["seq_len"])
     print(f"device: {device}; model {cfg.get('model_type')} {runs[0]['params']:,} params; batch {runs[0]['batch_size']} x seq {runs[0]['seq_len']}, top-{runs[0]['topk']} KD + CE")
     print()
-    print("| implementation | tokens/s | vs PyTorch eager | MFU | median step (s) | peak GPU memory (MiB, nvidia-smi) | first / last loss |")
+    print(f"| implementation | tokens/s | vs {ref_name} | MFU | median step (s) | peak GPU memory (MiB, nvidia-smi) | first / last loss |")
     print("|---|---|---|---|---|---|---|")
     for r in runs:
         mfu = r["tokens_per_sec"] * flops_per_token(cfg, r["seq_len"]) / peak_flops(device)
-        print(f"| {r['implementation']} | {r['tokens_per_sec']:,.0f} | {r['tokens_per_sec'] / eager['tokens_per_sec']:.2f}x | {100 * mfu:.1f}% "
+        print(f"| {r['implementation']} | {r['tokens_per_sec']:,.0f} | {r['tokens_per_sec'] / ref['tokens_per_sec']:.2f}x | {100 * mfu:.1f}% "
               f"| {statistics.median(r['step_secs']):.3f} | {r.get('peak_gpu_mib', 'n/a')} | {r['losses'][0]:.3f} / {r['losses'][-1]:.3f} |")
+    print()
+    print(f"MFU = tokens/s x {per_token / 1e9:.3f} GFLOP/token / {peak_flops(device) / 1e12:.1f} TFLOP/s (bf16 dense peak); FLOP/token = "
+          "6 x matmul weights (LM head included) + 12 x layers x heads x head_dim x seq (PaLM's accounting, full T x T scores). "
+          "Each implementation initialises its own random weights, so the losses agree only roughly.")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The `kernels/<name>.cu` files, each compiled to `<name>.ptx`.
-const KERNELS: [&str; 8] = ["attention", "flash", "vocab", "adamw", "clip", "norm", "mlp", "embed"];
+const KERNELS: [&str; 9] = ["attention", "flash", "vocab", "adamw", "clip", "norm", "mlp", "embed", "add"];
 
 fn main() {
     println!("cargo:rerun-if-changed=kernels");

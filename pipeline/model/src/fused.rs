@@ -5,6 +5,7 @@
 //! - RMSNorm: `y = T(x / sqrt(mean(x^2) + eps)) * w` over the last dim, statistics in f32
 //!   (HF's LlamaRMSNorm); x (..., C), w (C,).
 //! - SwiGLU: `silu(g) * u`, g and u of one shape.
+//! - Row-broadcast add: `a + b` for a bias b (C,) over a (..., C) or a residual b of a's shape.
 //! - Embedding: rows `ids` of a (V, C) table; the backward scatter-adds in f32 on CUDA.
 //! - GELU (tanh approximation): on the CPU in f32, one pass forward and one backward
 //!   ([`distill_cpu_kernels::gelu`]) where candle's backward takes about fifteen; candle's
@@ -33,6 +34,18 @@ pub fn swiglu(g: &Tensor, u: &Tensor) -> candle_core::Result<Tensor> {
         return crate::cuda_kernels::swiglu(g, u);
     }
     g.silu()? * u
+}
+
+/// `a + b` for b (C,) broadcast over the rows of a (..., C) (a bias), or b of a's shape (a
+/// residual); differentiable in both.
+pub fn add_rows(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if a.device().is_cuda() {
+        if let Some(y) = crate::cuda_kernels::add::add_rows(a, b)? {
+            return Ok(y);
+        }
+    }
+    a.broadcast_add(b)
 }
 
 /// Rows `ids` (u32, any shape) of the table `w` (V, C) -> (..., C), differentiable in `w`.

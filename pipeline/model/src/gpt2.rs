@@ -116,10 +116,10 @@ impl Gpt2 {
             _ => crate::recompute::attention(&q, &k, &v, mask, self.attention_backward)?,
         };
         let y = y.transpose(1, 2)?.reshape((b, t, c))?;
-        let x = (x + dropped(dropout, blk.attn_c_proj.forward(&y)?, self.resid_pdrop)?)?;
+        let x = crate::fused::add_rows(x, &dropped(dropout, blk.attn_c_proj.forward(&y)?, self.resid_pdrop)?)?;
         let h = blk.c_fc.forward(&blk.ln_2.forward(&x)?)?;
         let h = if self.exact_gelu { h.gelu_erf()? } else { crate::fused::gelu(&h)? };
-        Ok((&x + dropped(dropout, blk.mlp_c_proj.forward(&h)?, self.resid_pdrop)?)?)
+        Ok(crate::fused::add_rows(&x, &dropped(dropout, blk.mlp_c_proj.forward(&h)?, self.resid_pdrop)?)?)
     }
 
     pub fn num_blocks(&self) -> usize {

@@ -234,9 +234,9 @@ impl Llama {
             cache.map(|c| (c, i)),
             AttentionPath { backward: self.attention_backward, flash: self.flash_attention },
         )?;
-        let x = (x + h)?;
+        let x = crate::fused::add_rows(x, &h)?;
         let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
-        Ok((x + h)?)
+        Ok(crate::fused::add_rows(&x, &h)?)
     }
 
     pub fn num_blocks(&self) -> usize {

@@ -115,7 +115,7 @@ impl Module for Linear {
             Weight::Quant(q) => quant::qmatmul(q, x)?,
         };
         match &self.bias {
-            Some(b) => y.broadcast_add(b),
+            Some(b) => crate::fused::add_rows(&y, b),
             None => Ok(y),
         }
     }
@@ -150,8 +150,8 @@ impl Conv1D {
 impl Module for Conv1D {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match &self.weight {
-            Weight::Dense(w) => matmul_last(x, w)?.broadcast_add(&self.bias),
-            Weight::Quant(q) => quant::qmatmul(q, x)?.broadcast_add(&self.bias),
+            Weight::Dense(w) => crate::fused::add_rows(&matmul_last(x, w)?, &self.bias),
+            Weight::Quant(q) => crate::fused::add_rows(&quant::qmatmul(q, x)?, &self.bias),
         }
     }
 }

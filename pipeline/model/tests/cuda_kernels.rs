@@ -1,7 +1,8 @@
 //! The project's CUDA kernels against the CPU path, values and gradients. Each public op that
-//! picks a kernel on a CUDA tensor (RMSNorm, SwiGLU, embedding, grouped-query attention with
-//! its recomputing backward, tiled (flash) attention, the vocabulary log-softmax + gather, RoPE) runs here twice on the
-//! same seeded inputs: on the CPU (composed candle ops, the reference) and on the GPU.
+//! picks a kernel on a CUDA tensor (RMSNorm, SwiGLU, bias and residual adds, embedding,
+//! grouped-query attention with its recomputing backward, tiled (flash) attention, the
+//! vocabulary log-softmax + gather, RoPE) runs here twice on the same seeded inputs: on the CPU
+//! (composed candle ops, the reference) and on the GPU.
 //!
 //! Built only with the `cuda` feature and run on a GPU machine (`make cuda` builds the test
 //! executable, `benches/gpu/test.sh` runs it); CI has no GPU. Tolerances: f32 1e-5 of the
@@ -79,6 +80,24 @@ fn rms_norm_kernel_matches_the_cpu_path() {
 fn swiglu_kernel_matches_the_cpu_path() {
     for dtype in [DType::F32, DType::BF16] {
         check("swiglu", dtype, &[(&[4, 33, 607], 2.0), (&[4, 33, 607], 1.0)], |t| fused::swiglu(&t[0], &t[1]).unwrap());
+    }
+}
+
+#[test]
+fn bias_and_residual_add_kernels_match_the_cpu_path() {
+    let picks_kernel = |a: &[usize], b: &[usize], dtype: DType| {
+        let (a, b) = (input(a, 1.0, 1, dtype, &gpu()), input(b, 1.0, 2, dtype, &gpu()));
+        distill_model::cuda_kernels::add::add_rows(&a, &b).unwrap().is_some()
+    };
+    for dtype in [DType::F32, DType::BF16] {
+        // A bias over rows at Qwen2.5-0.5B's q and k/v widths, and a residual of a's shape.
+        for (a, b) in [(&[4, 33, 896][..], &[896][..]), (&[2, 300, 128], &[128]), (&[4, 33, 896], &[4, 33, 896])] {
+            assert!(picks_kernel(a, b, dtype), "{a:?} + {b:?} {dtype:?} runs the kernel");
+            check(&format!("add_rows {a:?} + {b:?}"), dtype, &[(a, 1.0), (b, 1.0)], |t| fused::add_rows(&t[0], &t[1]).unwrap());
+        }
+        // A width the 16-byte vector does not divide: candle's broadcast add on both devices.
+        assert!(!picks_kernel(&[3, 5, 607], &[607], dtype));
+        check("add_rows width 607", dtype, &[(&[3, 5, 607], 1.0), (&[607], 1.0)], |t| fused::add_rows(&t[0], &t[1]).unwrap());
     }
 }
 

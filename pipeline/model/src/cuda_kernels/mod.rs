@@ -5,6 +5,7 @@
 //! `tests/cuda_kernels.rs`, AdamW and whole training steps in the train crate's
 //! `tests/cuda_training.rs` (both built by `make cuda`, run on a GPU by `benches/gpu/test.sh`).
 //!
+//! - [`add`]: a bias or residual add, 16 bytes per thread, and its backward's column sums.
 //! - [`attention`]: `softmax(s * scale + mask)` and its backward for the attention scores.
 //! - [`flash`]: tiled causal attention on the tensor cores, forward and backward, with no
 //!   (T, T) tensor and no head split/merge copy.
@@ -18,6 +19,7 @@
 
 #![allow(unsafe_code)] // kernel launches and uninitialised device allocations are FFI
 
+pub mod add;
 pub mod attention;
 pub mod embed;
 pub mod flash;
