@@ -1,5 +1,5 @@
 //! The per-element loops of a CPU training step that are ours rather than candle's: dropout
-//! masks, and GELU's forward and derivative.
+//! masks, GELU, LayerNorm, attention's masked softmax and bias adds, forward and backward.
 //!
 //! `make distill` and the tests run the dev build, where candle and gemm are compiled at
 //! `opt-level = 3` (the workspace `Cargo.toml`) but our own crates are not. A loop that runs
@@ -12,6 +12,8 @@
 //! Each function gives exactly what the loop it replaced gave (same RNG stream, same
 //! arithmetic), so moving a loop here changes speed, not numbers.
 
+pub mod bias;
 pub mod dropout;
 pub mod gelu;
 pub mod layer_norm;
+pub mod softmax;

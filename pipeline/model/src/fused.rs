@@ -1,11 +1,14 @@
-//! RMSNorm and SwiGLU, each one CUDA kernel forward and one backward ([`crate::cuda_kernels`])
-//! on a CUDA device, and the composed candle graph elsewhere: the CPU path is the reference the
-//! kernels are checked against (`tests/cuda_kernels.rs`), and stays bit-for-bit what it was.
+//! Ops with a kernel of our own on some devices: on CUDA ([`crate::cuda_kernels`]) one kernel
+//! forward and one backward, checked against the CPU path (`tests/cuda_kernels.rs`); on the
+//! CPU in f32, one pass each way for GELU, LayerNorm and bias adds
+//! ([`distill_cpu_kernels`]); the composed candle graph elsewhere.
 //!
 //! - RMSNorm: `y = T(x / sqrt(mean(x^2) + eps)) * w` over the last dim, statistics in f32
 //!   (HF's LlamaRMSNorm); x (..., C), w (C,).
 //! - SwiGLU: `silu(g) * u`, g and u of one shape.
-//! - Row-broadcast add: `a + b` for a bias b (C,) over a (..., C) or a residual b of a's shape.
+//! - Row-broadcast add: `a + b` for a bias b (C,) over a (..., C) or a residual b of a's shape;
+//!   on the CPU in f32, a bias add whose backward sums the gradient's columns on every thread
+//!   ([`distill_cpu_kernels::bias`]) where candle's reduction runs on one.
 //! - Embedding: rows `ids` of a (V, C) table; the backward scatter-adds in f32 on CUDA.
 //! - GELU (tanh approximation): on the CPU in f32, one pass forward and one backward
 //!   ([`distill_cpu_kernels::gelu`]) where candle's backward takes about fifteen; candle's
@@ -45,7 +48,47 @@ pub fn add_rows(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
             return Ok(y);
         }
     }
+    if let Some(y) = bias_add_cpu(a, b)? {
+        return Ok(y);
+    }
     a.broadcast_add(b)
+}
+
+/// `a + b` for a contiguous f32 CPU a (..., C) and bias b (C,), with a backward that sums the
+/// bias gradient's columns on every thread ([`distill_cpu_kernels::bias`]); None otherwise.
+fn bias_add_cpu(a: &Tensor, b: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    let bias = b.rank() == 1 && a.dims().last() == Some(&b.dim(0)?);
+    if !(bias && a.device().is_cpu() && a.dtype() == DType::F32 && b.dtype() == DType::F32) {
+        return Ok(None);
+    }
+    Ok(Some(a.contiguous()?.apply_op2(&b.contiguous()?, BiasAdd)?))
+}
+
+struct BiasAdd;
+
+impl candle_core::CustomOp2 for BiasAdd {
+    fn name(&self) -> &'static str {
+        "bias-add-cpu"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, b) = (f32_elements(s1, l1)?, f32_elements(s2, l2)?);
+        let mut y = vec![0f32; x.len()];
+        distill_cpu_kernels::bias::add_rows(x, b, &mut y);
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(&self, _: &Tensor, b: &Tensor, _: &Tensor, dy: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.detach().contiguous()?;
+        let sums = {
+            let (storage, layout) = dy.storage_and_layout();
+            match &*storage {
+                candle_core::Storage::Cpu(s) => distill_cpu_kernels::bias::column_sums(f32_elements(s, layout)?, b.dim(0)?),
+                _ => candle_core::bail!("bias-add-cpu: the gradient is not on the CPU"),
+            }
+        };
+        Ok((Some(dy), Some(Tensor::from_vec(sums, b.shape(), b.device())?)))
+    }
 }
 
 /// Rows `ids` (u32, any shape) of the table `w` (V, C) -> (..., C), differentiable in `w`.
@@ -104,7 +147,7 @@ impl candle_core::CustomOp3 for LayerNormOp {
 }
 
 /// A contiguous f32 CPU tensor's elements.
-fn f32_elements<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn f32_elements<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
     match l.contiguous_offsets() {
         Some((start, end)) => Ok(&s.as_slice::<f32>()?[start..end]),
         None => candle_core::bail!("expected a contiguous tensor"),

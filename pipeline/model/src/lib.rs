@@ -28,6 +28,7 @@ pub mod model;
 pub mod nn;
 pub mod quant;
 pub mod recompute;
+mod softmax_cpu;
 pub mod weights;
 
 pub use cache::KvCache;

@@ -73,13 +73,16 @@ pub fn softmax_backward(y: &Tensor, dy: &Tensor, dtype: DType) -> candle_core::R
     (yf * dyf.broadcast_sub(&dot)?)?.to_dtype(dtype)
 }
 
-/// `softmax(s * scale + mask)` over the last dim, no graph: the fused kernel on CUDA, composed
-/// candle ops (the reference) elsewhere. s (B, G, R T, N) with R query heads per key/value
+/// `softmax(s * scale + mask)` over the last dim, no graph: the fused kernel on CUDA, one pass
+/// per row in f32 on the CPU ([`crate::softmax_cpu`]), composed candle ops (the reference) elsewhere. s (B, G, R T, N) with R query heads per key/value
 /// head (R = 1 without grouping), mask (1 or B, 1, T, N).
 pub fn masked_softmax(s: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
     #[cfg(feature = "cuda")]
     if s.device().is_cuda() {
         return crate::cuda_kernels::masked_softmax(&s.detach(), &mask.detach(), scale);
+    }
+    if let Some(p) = crate::softmax_cpu::masked_softmax(s, mask, scale)? {
+        return Ok(p);
     }
     let (b, g, rt, n) = s.dims4()?;
     let t = mask.dim(2)?;
@@ -94,6 +97,9 @@ pub fn masked_softmax_backward(p: &Tensor, dp: &Tensor, scale: f64) -> candle_co
     #[cfg(feature = "cuda")]
     if p.device().is_cuda() {
         return crate::cuda_kernels::softmax_backward(p, dp, scale);
+    }
+    if let Some(ds) = crate::softmax_cpu::masked_softmax_backward(p, dp, scale)? {
+        return Ok(ds);
     }
     softmax_backward(p, dp, p.dtype())? * scale
 }
