@@ -2,7 +2,8 @@
 //! picks a kernel on a CUDA tensor (RMSNorm, SwiGLU, bias and residual adds, embedding,
 //! grouped-query attention with its recomputing backward, tiled (flash) attention, the
 //! vocabulary log-softmax + gather, RoPE) runs here twice on the same seeded inputs: on the CPU
-//! (composed candle ops, the reference) and on the GPU.
+//! (the reference: composed candle ops, or the one-pass f32 CPU kernels tested against them)
+//! and on the GPU.
 //!
 //! Built only with the `cuda` feature and run on a GPU machine (`make cuda` builds the test
 //! executable, `benches/gpu/test.sh` runs it); CI has no GPU. Tolerances: f32 1e-5 of the
