@@ -58,7 +58,7 @@ pub fn add_rows(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
 /// bias gradient's columns on every thread ([`distill_cpu_kernels::bias`]); None otherwise.
 fn bias_add_cpu(a: &Tensor, b: &Tensor) -> candle_core::Result<Option<Tensor>> {
     let bias = b.rank() == 1 && a.dims().last() == Some(&b.dim(0)?);
-    if !(bias && a.device().is_cpu() && a.dtype() == DType::F32 && b.dtype() == DType::F32) {
+    if !(bias && cpu_f32(&[a, b])) {
         return Ok(None);
     }
     Ok(Some(a.contiguous()?.apply_op2(&b.contiguous()?, BiasAdd)?))
@@ -102,7 +102,7 @@ pub fn embedding(w: &Tensor, ids: &Tensor) -> candle_core::Result<Tensor> {
 
 /// GELU with the tanh approximation, differentiable in x (module docs).
 pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if cpu_f32(&[x]) {
         return x.contiguous()?.apply_op1(GeluOp);
     }
     x.gelu()
@@ -111,7 +111,7 @@ pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
 /// LayerNorm over the last dim (module docs), differentiable in x, w and b, for a contiguous
 /// f32 CPU x (..., C) and w, b (C,); None for any other input (the caller composes it).
 pub fn layer_norm_cpu(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> candle_core::Result<Option<Tensor>> {
-    if !(x.device().is_cpu() && [x, w, b].iter().all(|t| t.dtype() == DType::F32)) {
+    if !cpu_f32(&[x, w, b]) {
         return Ok(None);
     }
     Ok(Some(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNormOp { eps })?))
@@ -147,6 +147,11 @@ impl candle_core::CustomOp3 for LayerNormOp {
 }
 
 /// A contiguous f32 CPU tensor's elements.
+/// Whether every tensor is f32 on the CPU: what the CPU kernels take.
+pub(crate) fn cpu_f32(ts: &[&Tensor]) -> bool {
+    ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
 pub(crate) fn f32_elements<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
     match l.contiguous_offsets() {
         Some((start, end)) => Ok(&s.as_slice::<f32>()?[start..end]),

@@ -292,8 +292,12 @@ pub struct LossTerms {
 impl LossTerms {
     /// Reads a `(4,)` terms tensor (one of [`LossParts::terms`], or a sum of several).
     pub fn read(terms: &Tensor) -> Result<Self> {
-        let v = terms.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        Ok(LossTerms { forward_kl: v[0] as f64, reverse_kl: v[1] as f64, jsd: v[2] as f64, ce: v[3] as f64 })
+        Ok(Self::from_values(&terms.to_dtype(DType::F32)?.to_vec1::<f32>()?))
+    }
+
+    /// The four values of a terms tensor, read back already.
+    pub fn from_values(v: &[f32]) -> Self {
+        LossTerms { forward_kl: v[0] as f64, reverse_kl: v[1] as f64, jsd: v[2] as f64, ce: v[3] as f64 }
     }
 }
 

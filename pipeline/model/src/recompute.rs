@@ -74,8 +74,9 @@ pub fn softmax_backward(y: &Tensor, dy: &Tensor, dtype: DType) -> candle_core::R
 }
 
 /// `softmax(s * scale + mask)` over the last dim, no graph: the fused kernel on CUDA, one pass
-/// per row in f32 on the CPU ([`crate::softmax_cpu`]), composed candle ops (the reference) elsewhere. s (B, G, R T, N) with R query heads per key/value
-/// head (R = 1 without grouping), mask (1 or B, 1, T, N).
+/// per row in f32 on the CPU ([`crate::softmax_cpu`]), composed candle ops (the reference)
+/// elsewhere. s (B, G, R T, N) with R query heads per key/value head (R = 1 without grouping),
+/// mask (1 or B, 1, T, N).
 pub fn masked_softmax(s: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
     #[cfg(feature = "cuda")]
     if s.device().is_cuda() {

@@ -9,20 +9,15 @@
 //! Row r of s (R query heads of a group stacked as R T rows) takes mask row `r mod T` of its
 //! batch entry (of entry 0 when the mask has one).
 
-use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, Layout, Shape, Tensor};
 
 use distill_cpu_kernels::softmax::MaskRows;
 
-use crate::fused::f32_elements;
-
-/// Whether the CPU kernels take these tensors: f32 on the CPU.
-fn applies(ts: &[&Tensor]) -> bool {
-    ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
-}
+use crate::fused::{cpu_f32, f32_elements};
 
 /// `softmax(s * scale + mask)` (module docs); None for tensors the kernel does not take.
 pub fn masked_softmax(s: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Result<Option<Tensor>> {
-    if !applies(&[s, mask]) {
+    if !cpu_f32(&[s, mask]) {
         return Ok(None);
     }
     let (b, g, rt, n) = s.dims4()?;
@@ -36,7 +31,7 @@ pub fn masked_softmax(s: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Res
 
 /// `scale * p * (dp - rowsum(p * dp))` (module docs); None for tensors the kernel does not take.
 pub fn masked_softmax_backward(p: &Tensor, dp: &Tensor, scale: f64) -> candle_core::Result<Option<Tensor>> {
-    if !applies(&[p, dp]) {
+    if !cpu_f32(&[p, dp]) {
         return Ok(None);
     }
     Ok(Some(p.detach().contiguous()?.apply_op2_no_bwd(&dp.detach().contiguous()?, &SoftmaxBackward { scale: scale as f32 })?))

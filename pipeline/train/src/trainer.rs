@@ -467,8 +467,9 @@ struct StepLosses {
 impl StepLosses {
     /// The numbers (waits for the device).
     fn read(self, grad_norm: f64) -> Result<StepOutcome> {
-        let t = loss::LossTerms::read(&self.terms)?;
-        let total = self.total.to_scalar::<f32>()? as f64;
+        // One read from the device: the total and the terms side by side.
+        let v = Tensor::cat(&[self.total.reshape(1)?, self.terms.to_dtype(DType::F32)?], 0)?.to_vec1::<f32>()?;
+        let (total, t) = (v[0] as f64, loss::LossTerms::from_values(&v[1..]));
         Ok(StepOutcome { total, forward_kl: t.forward_kl, reverse_kl: t.reverse_kl, jsd: t.jsd, ce: t.ce, grad_norm, tokens: self.tokens })
     }
 }
