@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Kernel-time profile of two `train --bench` steps (Nsight Compute, one metric per kernel):
 # GPU time per kernel name, summed and sorted, beside the step's wall time, so host overhead
-# (wall minus GPU time) and the costliest kernels show. LAYERS (default 2) keeps it quick.
+# (wall minus GPU time) and the costliest kernels show. LAYERS (default 2) keeps it quick;
+# HEAD_CHUNK_ROWS (2048) as in run.sh.
 #   DISTILL=/path/to/cuda/distill bash benches/gpu/profile.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tmp=$(mktemp -d)
 python3 -c "import json; c=json.load(open('configs/models/qwen2.5-0.5b.json')); c['num_hidden_layers']=${LAYERS:-2}; json.dump(c, open('$tmp/m.json','w'))"
-printf '[train]\nmodel = "%s"\nvocab_from_tokenizer = false\nbatch_size = 2\nseq_len = 2048\ndevice = "cuda"\ndtype = "bf16"\n[train.loss]\nkd = 1.0\nce = 1.0\ncapture_temperature = 1.0\n' "$tmp/m.json" > "$tmp/c.toml"
+printf '[train]\nmodel = "%s"\nvocab_from_tokenizer = false\nbatch_size = 2\nseq_len = 2048\ndevice = "cuda"\ndtype = "bf16"\nhead_chunk_rows = %s\n[train.loss]\nkd = 1.0\nce = 1.0\ncapture_temperature = 1.0\n' "$tmp/m.json" "${HEAD_CHUNK_ROWS:-2048}" > "$tmp/c.toml"
 "$DISTILL" -q --config "$tmp/c.toml" --work-dir "$tmp/w" train --bench 2 --bench-warmup 1 > "$tmp/plain.json"
 ncu --csv --metrics gpu__time_duration.sum "$DISTILL" -q --config "$tmp/c.toml" --work-dir "$tmp/w" train --bench 1 --bench-warmup 0 > "$tmp/ncu.csv" 2> "$tmp/ncu.err" || { tail -5 "$tmp/ncu.err"; exit 1; }
 python3 - "$tmp/ncu.csv" "$tmp/plain.json" <<'PY'

@@ -10,7 +10,8 @@
 # candle recomputes attention's probabilities in the backward pass; false keeps them),
 # FLASH_ATTENTION (true: candle's tiled attention kernels; false: the composed attention path),
 # PRESET (qwen2.5-0.5b; also qwen2.5-1.5b, qwen2.5-3b: configs/models/), ACTIVATION_CHECKPOINTING
-# (false; true: candle and PyTorch both recompute each block in the backward pass).
+# (false; true: candle and PyTorch both recompute each block in the backward pass),
+# HEAD_CHUNK_ROWS (2048: candle's LM head and loss a chunk of rows at a time; 0: all at once).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-${OUT:-/tmp/bench-gpu}}
@@ -21,6 +22,7 @@ RECOMPUTE_ATTENTION=${RECOMPUTE_ATTENTION:-true}
 FLASH_ATTENTION=${FLASH_ATTENTION:-true}
 PRESET=${PRESET:-qwen2.5-0.5b}
 ACTIVATION_CHECKPOINTING=${ACTIVATION_CHECKPOINTING:-false}
+HEAD_CHUNK_ROWS=${HEAD_CHUNK_ROWS:-2048}
 MODEL=configs/models/$PRESET.json
 if [ -z "${DISTILL:-}" ]; then
   DISTILL=/tmp/distill-cuda
@@ -38,6 +40,7 @@ dtype = "bf16"
 recompute_attention = $RECOMPUTE_ATTENTION
 flash_attention = $FLASH_ATTENTION
 activation_checkpointing = $ACTIVATION_CHECKPOINTING
+head_chunk_rows = $HEAD_CHUNK_ROWS
 
 [train.loss]
 kd = 1.0

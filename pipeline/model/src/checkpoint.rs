@@ -23,6 +23,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Tensor, TensorId, Var};
 
 use crate::error::{Error, Result};
+use crate::head_loss::HeadRows;
 use crate::model::CausalLm;
 use crate::nn::Dropout;
 
@@ -34,8 +35,8 @@ pub struct Checkpointed<R> {
     pub grads: HashMap<TensorId, Tensor>,
 }
 
-/// The training forward of `ids` (B, T) (as [`CausalLm::forward_next_native`]: logits
-/// (B, T - 1, V) in the compute dtype), `loss` on its logits, and the backward, with
+/// The training forward of `ids` (B, T) (as [`CausalLm::forward_next_head`]: the head's rows
+/// for positions 0..T-1 in the compute dtype), `loss` on them, and the backward, with
 /// activations checkpointed per block (module docs). `loss` returns the scalar to
 /// differentiate and anything else the caller wants back.
 pub fn forward_backward<R>(
@@ -43,7 +44,7 @@ pub fn forward_backward<R>(
     ids: &Tensor,
     mut dropout: Option<&mut Dropout>,
     vars: &[Var],
-    loss: impl FnOnce(&Tensor) -> Result<(Tensor, R)>,
+    loss: impl FnOnce(&HeadRows) -> Result<(Tensor, R)>,
 ) -> Result<Checkpointed<R>> {
     let seg = model.segments(ids.dim(1)?)?;
     let embed_dropout = dropout.as_deref().cloned();

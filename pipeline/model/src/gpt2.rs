@@ -18,6 +18,7 @@ use candle_nn::VarBuilder;
 use crate::cache::KvCache;
 use crate::config::Gpt2Config;
 use crate::error::Result;
+use crate::head_loss::HeadRows;
 use crate::nn::{self, Conv1D, Dropout, LayerNorm};
 use crate::quant::{QuantStats, Quantization, Table};
 use crate::recompute::AttentionBackward;
@@ -130,6 +131,12 @@ impl Gpt2 {
     pub fn head(&self, x: &Tensor) -> Result<Tensor> {
         let x = self.ln_f.forward(x)?;
         Ok(self.wte.project(&x)?) // (B, T, V)
+    }
+
+    /// The final LayerNorm of `x` (B, T, C) as rows with the tied head's matrix, for a loss that
+    /// projects them chunk by chunk ([`crate::head_loss`]).
+    pub fn head_rows(&self, x: &Tensor) -> Result<HeadRows> {
+        HeadRows::new(&self.ln_f.forward(x)?, self.wte.dense())
     }
 
     /// Quantizes every matrix but the position table (see [`crate::quant`]); `wte` is the

@@ -6,7 +6,8 @@
 //!   as trainable vars with seeded init and HF `model.safetensors` load/save.
 //! - [`generate`](generate::generate): batched KV-cache generation with log-probs, over
 //!   [`decode::Decoder`], the batch-decoding loop the server's engine shares.
-//! - [`loss`]: forward/reverse KL, JSD and CE on sparse top-k teacher log-probs.
+//! - [`loss`]: forward/reverse KL, JSD and CE on sparse top-k teacher log-probs;
+//!   [`head_loss`]: the LM head and that loss chunk by chunk over rows, for training.
 //! - [`quant`]: int8 / int4 (GGUF Q8_0, Q4_K) weights for inference, [`CausalLm::quantize`].
 //! - [`gguf`]: export of a model folder to a GGUF file for llama.cpp-based tools.
 
@@ -22,6 +23,7 @@ pub mod generate;
 pub mod gguf;
 pub mod gguf_vocab;
 pub mod gpt2;
+pub mod head_loss;
 pub mod llama;
 pub mod loss;
 pub mod model;

@@ -18,6 +18,7 @@ use candle_nn::VarBuilder;
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
 use crate::error::Result;
+use crate::head_loss::HeadRows;
 use crate::nn::{self, RmsNorm};
 use crate::quant::{QuantStats, Quantization, Table};
 use crate::recompute::AttentionBackward;
@@ -251,6 +252,16 @@ impl Llama {
             None => self.embed_tokens.project(&x)?,
         };
         Ok(logits) // (B, T, V)
+    }
+
+    /// The final norm of `x` (B, T, C) as rows with the LM head's matrix, for a loss that
+    /// projects them chunk by chunk ([`crate::head_loss`]).
+    pub fn head_rows(&self, x: &Tensor) -> Result<HeadRows> {
+        let weight = match &self.lm_head {
+            Some(head) => head.dense(),
+            None => self.embed_tokens.dense(),
+        };
+        HeadRows::new(&self.norm.forward(x)?, weight)
     }
 
     /// Quantizes every matrix (see [`crate::quant`]); a tied `embed_tokens` is the embedding

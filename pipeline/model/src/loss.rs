@@ -232,6 +232,66 @@ pub struct KdTargets {
 pub struct ChunkRows {
     pub interior: Tensor,
     pub start: Tensor,
+    /// The same `(interior, start)` pairs on the host, to split the rows without a device read.
+    pairs: Vec<(u32, u32)>,
+}
+
+impl ChunkRows {
+    /// The pairs on `device`; `None` when there are none.
+    pub fn new(interior: Vec<u32>, start: Vec<u32>, device: &candle_core::Device) -> Result<Option<Self>> {
+        if interior.len() != start.len() {
+            return Err(Error::Invalid(format!("chunk rows: {} interior rows for {} starts", interior.len(), start.len())));
+        }
+        if interior.is_empty() {
+            return Ok(None);
+        }
+        let pairs = interior.iter().copied().zip(start.iter().copied()).collect();
+        let m = interior.len();
+        Ok(Some(ChunkRows { interior: Tensor::from_vec(interior, m, device)?, start: Tensor::from_vec(start, m, device)?, pairs }))
+    }
+
+    /// The first row at or after `row` that splits no chunk: no chunk starts before it and has
+    /// a later row at or after it.
+    pub fn boundary_at_or_after(&self, row: usize) -> usize {
+        let mut b = row;
+        // Each pass moves b past the chunks it falls inside; chunks are disjoint, so this ends.
+        while let Some(end) = self.pairs.iter().filter(|&&(i, s)| (s as usize) < b && i as usize >= b).map(|&(i, _)| i as usize + 1).max() {
+            b = end;
+        }
+        b
+    }
+
+    /// The chunks that start in rows `[from, from + len)`, renumbered from `from`.
+    fn within(&self, from: usize, len: usize, device: &candle_core::Device) -> Result<Option<Self>> {
+        let inside = |r: u32| (from..from + len).contains(&(r as usize));
+        let (interior, start): (Vec<u32>, Vec<u32>) = self.pairs.iter().filter(|&&(_, s)| inside(s)).map(|&(i, s)| (i - from as u32, s - from as u32)).unzip();
+        if interior.iter().any(|&i| i as usize >= len) {
+            return Err(Error::Invalid(format!("rows {from}..{} split a multi-token chunk", from + len)));
+        }
+        Self::new(interior, start, device)
+    }
+}
+
+impl KdTargets {
+    /// Rows `[from, from + len)` of these targets, with the same token counts (so a loss over
+    /// them divides by the whole batch's, and decides which terms to compute as it would). The
+    /// range must split no multi-token chunk ([`ChunkRows::boundary_at_or_after`]).
+    pub fn rows(&self, from: usize, len: usize) -> Result<KdTargets> {
+        let device = self.kd_mask.device();
+        Ok(KdTargets {
+            topk_ids: self.topk_ids.narrow(0, from, len)?,
+            topk_logprobs: self.topk_logprobs.narrow(0, from, len)?,
+            topk_mask: self.topk_mask.as_ref().map(|m| m.narrow(0, from, len)).transpose()?,
+            sampled: self.sampled.narrow(0, from, len)?,
+            kd_mask: self.kd_mask.narrow(0, from, len)?,
+            ce_mask: self.ce_mask.narrow(0, from, len)?,
+            chunks: match &self.chunks {
+                Some(c) => c.within(from, len, device)?,
+                None => None,
+            },
+            counts: self.counts,
+        })
+    }
 }
 
 /// Adds the chunks' later rows to entry 0 of their first rows: `lq` `(N, K)` student log-probs at

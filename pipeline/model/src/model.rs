@@ -10,6 +10,7 @@ use crate::cache::KvCache;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gpt2::Gpt2;
+use crate::head_loss::HeadRows;
 use crate::llama::Llama;
 use crate::nn::{self, Dropout};
 use crate::quant::{QuantStats, Quantization};
@@ -112,6 +113,15 @@ impl CausalLm {
     /// last position is dropped before the LM head, so no (B, T, V) tensor is made, sliced and
     /// copied (forward and backward) to get there.
     pub fn forward_next_native(&self, ids: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let logits = self.forward_next_head(ids, dropout)?.logits()?; // (B (T - 1), V)
+        Ok(logits.reshape((b, t - 1, ()))?)
+    }
+
+    /// [`forward_next_native`](Self::forward_next_native) up to the LM head: the final hidden
+    /// rows (B (T - 1), C) and the head's matrix, for the trainer's chunked head and loss
+    /// ([`crate::head_loss`]).
+    pub fn forward_next_head(&self, ids: &Tensor, dropout: Option<&mut Dropout>) -> Result<HeadRows> {
         let (_, t) = ids.dims2()?;
         self.check_len(t)?;
         if t < 2 {
@@ -120,8 +130,8 @@ impl CausalLm {
         let pos = nn::default_positions(t, &self.device)?;
         let mask = nn::causal_mask(t, &self.device)?;
         match &self.inner {
-            Inner::Llama(m) => m.head(&m.hidden(ids, &pos, &mask, None)?.narrow(1, 0, t - 1)?),
-            Inner::Gpt2(m) => m.head(&m.hidden(ids, &pos, &mask, None, dropout)?.narrow(1, 0, t - 1)?),
+            Inner::Llama(m) => m.head_rows(&m.hidden(ids, &pos, &mask, None)?.narrow(1, 0, t - 1)?),
+            Inner::Gpt2(m) => m.head_rows(&m.hidden(ids, &pos, &mask, None, dropout)?.narrow(1, 0, t - 1)?),
         }
     }
 
@@ -214,16 +224,17 @@ impl Segments<'_> {
         }
     }
 
-    /// The last block's output (B, T, C) -> logits (B, T - 1, V) for the next-token losses.
-    pub fn head_next(&self, x: &Tensor) -> Result<Tensor> {
+    /// The last block's output (B, T, C) -> the head's rows for positions 0..T-1, those that
+    /// predict tokens 1..T, as [`CausalLm::forward_next_head`] gives them.
+    pub fn head_next(&self, x: &Tensor) -> Result<HeadRows> {
         let t = x.dim(1)?;
         if t < 2 {
             return Err(Error::Invalid("need at least 2 positions to pair logits with next tokens".into()));
         }
         let x = x.narrow(1, 0, t - 1)?;
         match &self.model.inner {
-            Inner::Llama(m) => m.head(&x),
-            Inner::Gpt2(m) => m.head(&x),
+            Inner::Llama(m) => m.head_rows(&x),
+            Inner::Gpt2(m) => m.head_rows(&x),
         }
     }
 }

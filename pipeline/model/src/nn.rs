@@ -97,6 +97,14 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// The (out, in) matrix for training; `None` once quantized (inference only).
+    pub fn dense(&self) -> Option<&Tensor> {
+        match &self.weight {
+            Weight::Dense(w) => Some(w),
+            Weight::Quant(_) => None,
+        }
+    }
+
     /// Replaces the weight by its quantized rows (inference only).
     pub fn quantize(&mut self, q: Quantization, stats: &mut QuantStats) -> Result<()> {
         if let Weight::Dense(w) = &self.weight {

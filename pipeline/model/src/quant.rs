@@ -158,6 +158,14 @@ impl Table {
         }
     }
 
+    /// The (V, C) matrix for training; `None` once quantized (inference only).
+    pub fn dense(&self) -> Option<&Tensor> {
+        match self {
+            Table::Dense(w) => Some(w),
+            Table::Quant(_) => None,
+        }
+    }
+
     /// The tied head: `x (..., C) @ W^T` -> (..., V).
     pub fn project(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {

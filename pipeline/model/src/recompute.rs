@@ -28,17 +28,17 @@ use candle_core::{CpuStorage, CudaStorage, DType, Layout, Shape, Storage, Tensor
 use crate::error::Result;
 
 /// A result computed outside the graph, handed out by a custom op's forward.
-struct Precomputed(Tensor);
+pub(crate) struct Precomputed(Tensor);
 
 impl Precomputed {
-    fn new(t: Tensor) -> candle_core::Result<Self> {
+    pub(crate) fn new(t: Tensor) -> candle_core::Result<Self> {
         // `try_clone` copies the whole buffer: it must be exactly this tensor's elements.
         let (_, layout) = t.storage_and_layout();
         let exact = layout.is_contiguous() && layout.start_offset() == 0;
         Ok(Precomputed(if exact { t.clone() } else { t.copy()? }))
     }
 
-    fn cpu(&self) -> candle_core::Result<(CpuStorage, Shape)> {
+    pub(crate) fn cpu(&self) -> candle_core::Result<(CpuStorage, Shape)> {
         let (storage, layout) = self.0.storage_and_layout();
         match &*storage {
             Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
@@ -46,7 +46,7 @@ impl Precomputed {
         }
     }
 
-    fn cuda(&self) -> candle_core::Result<(CudaStorage, Shape)> {
+    pub(crate) fn cuda(&self) -> candle_core::Result<(CudaStorage, Shape)> {
         let (storage, layout) = self.0.storage_and_layout();
         match &*storage {
             Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),

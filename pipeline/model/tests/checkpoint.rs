@@ -25,7 +25,7 @@ fn compare(config: serde_json::Value) {
     let plain = loss(&lm.model.forward_next_native(&ids, Some(&mut Dropout::new(11))).unwrap(), &ids).unwrap();
     let store = plain.backward().unwrap();
     let just_vars: Vec<_> = vars.iter().map(|(_, v)| v.clone()).collect();
-    let ck = forward_backward(&lm.model, &ids, Some(&mut Dropout::new(11)), &just_vars, |logits| Ok((loss(logits, &ids)?, ()))).unwrap();
+    let ck = forward_backward(&lm.model, &ids, Some(&mut Dropout::new(11)), &just_vars, |rows| Ok((loss(&rows.logits()?.reshape((2, 7, ()))?, &ids)?, ()))).unwrap();
 
     let (a, b) = (plain.to_scalar::<f32>().unwrap(), ck.loss.to_scalar::<f32>().unwrap());
     assert!((a - b).abs() < 1e-6, "loss {a} vs {b}");

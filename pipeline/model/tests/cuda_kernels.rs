@@ -1,9 +1,9 @@
 //! The project's CUDA kernels against the CPU path, values and gradients. Each public op that
 //! picks a kernel on a CUDA tensor (RMSNorm, SwiGLU, bias and residual adds, embedding,
 //! grouped-query attention with its recomputing backward, tiled (flash) attention, the
-//! vocabulary log-softmax + gather, RoPE) runs here twice on the same seeded inputs: on the CPU
-//! (the reference: composed candle ops, or the one-pass f32 CPU kernels tested against them)
-//! and on the GPU.
+//! vocabulary log-softmax + gather, the chunked LM head and loss with its in-place cuBLAS
+//! accumulation, RoPE) runs here twice on the same seeded inputs: on the CPU (the reference:
+//! composed candle ops, or the one-pass f32 CPU kernels tested against them) and on the GPU.
 //!
 //! Built only with the `cuda` feature and run on a GPU machine (`make cuda` builds the test
 //! executable, `benches/gpu/test.sh` runs it); CI has no GPU. Tolerances: f32 1e-5 of the
@@ -12,7 +12,11 @@
 //! accumulate in f32 as the CPU path does).
 #![cfg(feature = "cuda")]
 
+mod support;
+
 use candle_core::{DType, Device, Tensor, Var};
+use distill_model::head_loss::{distill_loss_chunked, HeadRows};
+use distill_model::loss::LossWeights;
 use distill_model::weights::normal_tensor;
 use distill_model::{fused, nn, recompute, AttentionBackward};
 
@@ -202,6 +206,26 @@ fn vocabulary_log_softmax_gather_kernel_matches_the_cpu_path() {
             let ids = Tensor::from_vec(ids.clone(), (n, j), z[0].device()).unwrap();
             recompute::log_softmax_gather(&z[0], &ids).unwrap()
         });
+    }
+}
+
+#[test]
+fn chunked_lm_head_and_loss_match_the_cpu_path() {
+    // 70 rows in chunks of 16 (the last one short, the first three accumulated in place into
+    // the head's gradient by cuBLAS), and all at once; top-20 KD + CE at T = 1 (the fused
+    // log-softmax path) and reverse KL + JSD at T = 2.
+    let (n, c, v, k) = (70, 64, 5003, 20);
+    let cases = [LossWeights { kd: 1.0, ce: 0.5, ..Default::default() }, LossWeights { kd: 0.5, reverse_kl: 0.5, jsd: 0.5, ce: 0.2, temperature: 2.0, ..Default::default() }];
+    for dtype in [DType::F32, DType::BF16] {
+        for (i, w) in cases.iter().enumerate() {
+            for chunk_rows in [16, 0] {
+                check(&format!("head_loss case {i} chunk_rows {chunk_rows}"), dtype, &[(&[n, c], 1.0), (&[v, c], 0.3)], |x| {
+                    let targets = support::seeded_targets(n, v, k, true, x[0].device());
+                    let rows = HeadRows { hidden: x[0].clone(), weight: x[1].clone() };
+                    distill_loss_chunked(&rows, &targets, w, false, None, chunk_rows).unwrap().total
+                });
+            }
+        }
     }
 }
 

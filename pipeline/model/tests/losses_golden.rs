@@ -60,8 +60,12 @@ fn chunk_targets(f: &Value) -> KdTargets {
     tg
 }
 
-fn u32s(v: &Value) -> Tensor {
-    Tensor::new(v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<_>>(), &Device::Cpu).unwrap()
+fn u32_vec(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn chunk_rows(f: &Value) -> Option<loss::ChunkRows> {
+    loss::ChunkRows::new(u32_vec(&f["chunk_interior"]), u32_vec(&f["chunk_start"]), &Device::Cpu).unwrap()
 }
 
 fn weights(case: &Value) -> LossWeights {
@@ -135,7 +139,7 @@ fn chunk_events_match_the_numpy_reference() {
     let f = fixture();
     let logits = mat_f32(&f["logits"]);
     let mut tg = chunk_targets(&f);
-    tg.chunks = Some(loss::ChunkRows { interior: u32s(&f["chunk_interior"]), start: u32s(&f["chunk_start"]) });
+    tg.chunks = chunk_rows(&f);
     for case in f["chunk_cases"].as_array().unwrap() {
         let parts = loss::distill_loss(&logits, &tg, &weights(case), true).unwrap();
         let means = &case["means"];
@@ -162,7 +166,7 @@ fn a_chunks_later_rows_get_their_gradient_from_its_first_row() {
         g.iter().map(|row| row.iter().map(|x| x * x).sum::<f32>().sqrt()).collect::<Vec<f32>>()
     };
     let without = grad_norms(&tg);
-    tg.chunks = Some(loss::ChunkRows { interior: u32s(&f["chunk_interior"]), start: u32s(&f["chunk_start"]) });
+    tg.chunks = chunk_rows(&f);
     let with = grad_norms(&tg);
     for row in [1, 2, 5] {
         assert_eq!(without[row], 0.0, "row {row} has no soft labels of its own");

@@ -109,10 +109,7 @@ impl Batch {
             sampled: Tensor::from_vec(sampled, n, device)?,
             kd_mask: Tensor::from_vec(kd_mask, n, device)?,
             ce_mask: Tensor::from_vec(ce_mask, n, device)?,
-            chunks: match chunk_interior.len() {
-                0 => None,
-                m => Some(ChunkRows { interior: Tensor::from_vec(chunk_interior, m, device)?, start: Tensor::from_vec(chunk_start, m, device)? }),
-            },
+            chunks: ChunkRows::new(chunk_interior, chunk_start, device)?,
             counts,
         };
         Ok(Batch { ids: Tensor::from_vec(ids, (b, t), device)?, targets, tokens })

@@ -64,6 +64,10 @@ pub struct TrainConfig {
     /// the model per step, for activations of one block instead of all; same gradients:
     /// `distill_model::checkpoint`).
     pub activation_checkpointing: bool,
+    /// Rows (tokens) of the LM head and the loss computed at a time: the (tokens, vocabulary)
+    /// logits and their gradient exist one chunk at a time, with no matmul recomputed (0: all
+    /// rows at once; same values up to float summation order: `distill_model::head_loss`).
+    pub head_chunk_rows: usize,
 }
 
 impl Default for TrainConfig {
@@ -90,6 +94,7 @@ impl Default for TrainConfig {
             recompute_attention: true,
             flash_attention: true,
             activation_checkpointing: false,
+            head_chunk_rows: 2048,
         }
     }
 }
@@ -165,6 +170,8 @@ pub struct Settings {
     pub device: String,
     pub bf16: bool,
     pub activation_checkpointing: bool,
+    /// 0: all rows at once.
+    pub head_chunk_rows: usize,
 }
 
 // NaN fails both (written as positive checks so that NaN is rejected, not accepted).
@@ -260,6 +267,7 @@ impl TrainConfig {
             device: self.device.clone(),
             bf16,
             activation_checkpointing: self.activation_checkpointing,
+            head_chunk_rows: self.head_chunk_rows,
         })
     }
 }

@@ -5,8 +5,9 @@
 //!     lr = lr_at(step)                                   pure function of the step
 //!     for micro in 0..grad_accum:                        gradient accumulation
 //!         batch = next batch in the seeded, length-bucketed order
-//!         logits = model(batch.ids, dropout seeded by (seed, step, micro))   (B, T-1, V)
-//!         loss = distill_loss(logits at positions 0..T-1, targets of tokens 1..T),
+//!         rows = model(batch.ids, dropout seeded by (seed, step, micro))     (B (T-1), C)
+//!         loss = distill_loss(rows @ head^T: the logits of positions 0..T-1, (B (T-1), V),
+//!                             one chunk of head_chunk_rows rows at a time; targets of tokens 1..T),
 //!                masked means over the step's tokens (all micro-batches together)
 //!         grads += d loss / d params
 //!     clip grads to the global norm; AdamW update
@@ -26,6 +27,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use distill_core::error::IoContext;
+use distill_model::head_loss::{self, HeadRows};
 use distill_model::loss::{self, LossWeights, TokenCounts};
 use distill_model::nn::Dropout;
 use distill_model::weights::fnv1a;
@@ -483,20 +485,20 @@ fn accumulate(model: &CausalLm, params: &[(String, Var)], batches: &[Batch], s: 
     let mut sum: Option<StepLosses> = None;
     for (micro, batch) in batches.iter().enumerate() {
         let mut dropout = Dropout::new(s.seed ^ fnv1a(&format!("dropout/{step}/{micro}")));
-        let loss_of = |logits: &Tensor| loss::distill_loss_over(&flat_logits(logits)?, &batch.targets, &s.loss, false, Some(over));
+        let loss_of = |rows: &HeadRows| head_loss::distill_loss_chunked(rows, &batch.targets, &s.loss, false, Some(over), s.head_chunk_rows);
         let (parts, micro_grads) = if s.activation_checkpointing {
             let vars: Vec<Var> = params.iter().map(|(_, v)| v.clone()).collect();
-            let ck = distill_model::checkpoint::forward_backward(model, &batch.ids, Some(&mut dropout), &vars, |logits| {
-                let parts = loss_of(logits)?;
+            let ck = distill_model::checkpoint::forward_backward(model, &batch.ids, Some(&mut dropout), &vars, |rows| {
+                let parts = loss_of(rows)?;
                 Ok((parts.total.clone(), parts))
             })?;
             clock.mark("forward+backward (checkpointed)")?;
             let grads = params.iter().filter_map(|(name, v)| ck.grads.get(&v.id()).map(|g| (name, g.clone()))).collect::<Vec<_>>();
             (ck.extra, grads)
         } else {
-            let logits = model.forward_next_native(&batch.ids, Some(&mut dropout))?;
+            let rows = model.forward_next_head(&batch.ids, Some(&mut dropout))?;
             clock.mark("forward")?;
-            let parts = loss_of(&logits)?;
+            let parts = loss_of(&rows)?;
             clock.mark("loss")?;
             let store = parts.total.backward()?;
             clock.mark("backward")?;

@@ -2392,6 +2392,22 @@ impl Tensor {
         }
     }
 
+    /// (distill patch) A new graph leaf on this tensor's storage, shared rather than copied: a
+    /// backward pass keeps its gradient as it keeps a `Var`'s, without the copy that
+    /// `Var::from_tensor` makes.
+    pub fn shared_leaf(&self) -> Tensor {
+        let tensor_ = Tensor_ {
+            id: TensorId::new(),
+            storage: self.storage.clone(),
+            layout: self.layout.clone(),
+            op: BackpropOp::none(),
+            is_variable: true,
+            dtype: self.dtype,
+            device: self.device.clone(),
+        };
+        Tensor(Arc::new(tensor_))
+    }
+
     /// If the target device is the same as the tensor device, only a shallow copy is performed.
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
         if self.device().same_device(device) {

@@ -6,6 +6,7 @@
 //! `tests/cuda_training.rs` (both built by `make cuda`, run on a GPU by `benches/gpu/test.sh`).
 //!
 //! - [`add`]: a bias or residual add, 16 bytes per thread, and its backward's column sums.
+//! - [`gemm`]: `acc += a^T b` in one cuBLAS call, for a weight gradient summed over chunks.
 //! - [`attention`]: `softmax(s * scale + mask)` and its backward for the attention scores.
 //! - [`flash`]: tiled causal attention on the tensor cores, forward and backward, with no
 //!   (T, T) tensor and no head split/merge copy.
@@ -23,6 +24,7 @@ pub mod add;
 pub mod attention;
 pub mod embed;
 pub mod flash;
+pub mod gemm;
 pub mod mlp;
 pub mod norm;
 pub mod optim;
