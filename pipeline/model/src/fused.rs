@@ -159,6 +159,25 @@ pub(crate) fn f32_elements<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Re
     }
 }
 
+/// The body of a CPU op over two contiguous f32 tensors of one shape (values and their
+/// gradients) that writes a third of that shape: `kernel(values, gradients, out)`.
+pub(crate) fn same_shape_f32(
+    what: &str,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+    kernel: impl FnOnce(&[f32], &[f32], &mut [f32]),
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (x, dy) = (f32_elements(s1, l1)?, f32_elements(s2, l2)?);
+    if x.len() != dy.len() {
+        candle_core::bail!("{what}: {} values, {} gradients", x.len(), dy.len());
+    }
+    let mut out = vec![0f32; x.len()];
+    kernel(x, dy, &mut out);
+    Ok((CpuStorage::F32(out), l1.shape().clone()))
+}
+
 struct GeluOp;
 
 impl candle_core::CustomOp1 for GeluOp {
@@ -187,13 +206,7 @@ impl candle_core::CustomOp2 for GeluBackward {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, dy) = (f32_elements(s1, l1)?, f32_elements(s2, l2)?);
-        if x.len() != dy.len() {
-            candle_core::bail!("gelu backward: {} inputs, {} gradients", x.len(), dy.len());
-        }
-        let mut dx = vec![0f32; x.len()];
-        distill_cpu_kernels::gelu::backward(x, dy, &mut dx);
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        same_shape_f32("gelu backward", s1, l1, s2, l2, distill_cpu_kernels::gelu::backward)
     }
 }
 

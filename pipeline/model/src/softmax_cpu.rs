@@ -13,7 +13,7 @@ use candle_core::{CpuStorage, Layout, Shape, Tensor};
 
 use distill_cpu_kernels::softmax::MaskRows;
 
-use crate::fused::{cpu_f32, f32_elements};
+use crate::fused::{cpu_f32, f32_elements, same_shape_f32};
 
 /// `softmax(s * scale + mask)` (module docs); None for tensors the kernel does not take.
 pub fn masked_softmax(s: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Result<Option<Tensor>> {
@@ -66,13 +66,8 @@ impl candle_core::CustomOp2 for SoftmaxBackward {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (p, dp) = (f32_elements(s1, l1)?, f32_elements(s2, l2)?);
-        if p.len() != dp.len() {
-            candle_core::bail!("softmax backward: {} probabilities, {} gradients", p.len(), dp.len());
-        }
-        let mut ds = vec![0f32; p.len()];
-        distill_cpu_kernels::softmax::backward(p, dp, *l1.dims().last().expect("rank >= 1"), self.scale, &mut ds);
-        Ok((CpuStorage::F32(ds), l1.shape().clone()))
+        let n = *l1.dims().last().expect("rank >= 1");
+        same_shape_f32("softmax backward", s1, l1, s2, l2, |p, dp, ds| distill_cpu_kernels::softmax::backward(p, dp, n, self.scale, ds))
     }
 }
 
