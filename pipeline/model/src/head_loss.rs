@@ -25,11 +25,13 @@
 //! place in one cuBLAS call per chunk ([`crate::cuda_kernels::gemm`]).
 //!
 //! Memory: z_c and dz_c, (R, V) each, instead of the whole (N, V) logits and their gradient.
-//! At the trainer's default R = 2,048 rows and a 151,936-token vocabulary that is 1.2 GB in
+//! At the trainer's CUDA default R = 2,048 rows and a 151,936-token vocabulary that is 1.2 GB in
 //! bf16, where a 2 x 2,048 batch's logits and gradient take 2.5 GB and a 16 x 2,048 batch's 20
 //! GB. Smaller chunks cost time: each chunk's dz_c W has only R rows of output to spread over
 //! the GPU, and each chunk adds its (V, C) product into dW (on an H100 at 0.5B, 1,024-row chunks
-//! ran 2.5% slower than one chunk, 2,048-row chunks 0.8%).
+//! ran 2.5% slower than one chunk, 2,048-row chunks 0.8%). On the CPU the trainer's default
+//! is one chunk: there the chunks' buffers, freed and allocated again, cost page faults (twice
+//! as many in the scale benchmark's nano training, a quarter more wall time).
 //!
 //! [`ChunkRows::boundary_at_or_after`]: crate::loss::ChunkRows::boundary_at_or_after
 

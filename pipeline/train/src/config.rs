@@ -67,7 +67,10 @@ pub struct TrainConfig {
     /// Rows (tokens) of the LM head and the loss computed at a time: the (tokens, vocabulary)
     /// logits and their gradient exist one chunk at a time, with no matmul recomputed (0: all
     /// rows at once; same values up to float summation order: `distill_model::head_loss`).
-    pub head_chunk_rows: usize,
+    /// Unset: 2,048 on CUDA; all at once on the CPU, where the chunks' buffers, freed and
+    /// allocated again per chunk, cost more page faults than the memory they save (the scale
+    /// benchmark's nano training: 7.0 M faults against 3.5 M, 22.9 s against 18.6 s).
+    pub head_chunk_rows: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -94,7 +97,7 @@ impl Default for TrainConfig {
             recompute_attention: true,
             flash_attention: true,
             activation_checkpointing: false,
-            head_chunk_rows: 2048,
+            head_chunk_rows: None,
         }
     }
 }
@@ -170,7 +173,7 @@ pub struct Settings {
     pub device: String,
     pub bf16: bool,
     pub activation_checkpointing: bool,
-    /// 0: all rows at once.
+    /// 0: all rows at once (the config's value, or its device's default).
     pub head_chunk_rows: usize,
 }
 
@@ -267,7 +270,7 @@ impl TrainConfig {
             device: self.device.clone(),
             bf16,
             activation_checkpointing: self.activation_checkpointing,
-            head_chunk_rows: self.head_chunk_rows,
+            head_chunk_rows: self.head_chunk_rows.unwrap_or(if self.device.starts_with("cuda") { 2048 } else { 0 }),
         })
     }
 }
@@ -291,6 +294,15 @@ mod tests {
             assert!(text.contains(key), "{key} missing in {text}");
         }
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn the_lm_head_is_chunked_by_default_on_cuda_only_and_as_set_anywhere() {
+        let on = |device: &str, rows: Option<usize>| {
+            TrainConfig { device: device.into(), head_chunk_rows: rows, ..TrainConfig::default() }.settings("c.toml", None).unwrap().head_chunk_rows
+        };
+        assert_eq!((on("cpu", None), on("cuda", None), on("cuda:1", None)), (0, 2048, 2048));
+        assert_eq!((on("cpu", Some(512)), on("cuda", Some(0))), (512, 0));
     }
 
     #[test]
